@@ -1,0 +1,1 @@
+"""ma2ml_env placeholder: filled in next."""

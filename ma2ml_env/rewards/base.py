@@ -1,0 +1,185 @@
+"""The evaluator interface: every reward backend (surrogate, real training, user-supplied) implements it.
+
+An evaluator takes a batch of pipelines with one seed each and returns one :class:`EvalResult` per
+pipeline. It never raises for a bad pipeline: NaN losses, out-of-memory, exceptions in user code and
+time limits are ordinary outcomes with a ``status`` and a defined ``score``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ma2ml_env.pipeline import Pipeline, SearchSpace
+
+__all__ = [
+    "STATUSES",
+    "EvalResult",
+    "Evaluator",
+    "CostBudget",
+    "register_evaluator",
+    "make_evaluator",
+    "registered_evaluators",
+]
+
+#: Every status an evaluation can end with.
+STATUSES = ("ok", "over_budget", "diverged", "oom", "timeout", "error")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The outcome of evaluating one pipeline.
+
+    Attributes:
+        score: the reward: validation accuracy in [0, 1] after any cost-budget penalty; the evaluator's
+            ``failure_score`` when the status is not ``"ok"``.
+        status: one of :data:`STATUSES`.
+        accuracy: validation accuracy before the cost penalty (``nan`` if training failed).
+        flops: forward FLOPs of one image of the child.
+        params: number of parameters of the child.
+        seconds: wall time of the evaluation.
+        info: backend-specific details (losses, error messages...), JSON-serialisable.
+    """
+
+    score: float
+    status: str = "ok"
+    accuracy: float = math.nan
+    flops: float = math.nan
+    params: float = math.nan
+    seconds: float = 0.0
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if not math.isfinite(self.score):
+            raise ValueError(f"score must be finite, got {self.score}; failed evaluations use failure_score")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "status": self.status,
+            "accuracy": self.accuracy,
+            "flops": self.flops,
+            "params": self.params,
+            "seconds": self.seconds,
+            "info": dict(self.info),
+        }
+
+
+@dataclass(frozen=True)
+class CostBudget:
+    """A FLOPs / parameter budget, as in the paper's "< 600M FLOPs" setting.
+
+    Attributes:
+        max_flops: FLOPs target per image (``None``: no FLOPs constraint).
+        max_params: parameter target (``None``: no parameter constraint).
+        mode: ``"hard"``: a pipeline over budget gets status ``"over_budget"`` and ``penalty_score``
+            (and is not trained); ``"soft"``: MnasNet's ``accuracy * (cost / target) ** weight`` for each
+            constraint that is exceeded (Tan et al. 2019, eq. 2 with beta = weight for cost > target).
+        weight: the soft-mode exponent (MnasNet uses -0.07).
+        penalty_score: the score of an over-budget pipeline in hard mode.
+    """
+
+    max_flops: float | None = None
+    max_params: float | None = None
+    mode: str = "hard"
+    weight: float = -0.07
+    penalty_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("hard", "soft"):
+            raise ValueError(f"CostBudget.mode must be 'hard' or 'soft', got {self.mode!r}")
+        for label, v in (("max_flops", self.max_flops), ("max_params", self.max_params)):
+            if v is not None and not v > 0:
+                raise ValueError(f"CostBudget.{label} must be > 0 or None, got {v}")
+        if self.weight > 0:
+            raise ValueError(f"CostBudget.weight must be <= 0 (a penalty), got {self.weight}")
+
+    @property
+    def active(self) -> bool:
+        return self.max_flops is not None or self.max_params is not None
+
+    def over(self, flops: float, params: float) -> bool:
+        """Whether a child of this cost exceeds any target."""
+        return (self.max_flops is not None and flops > self.max_flops) or (
+            self.max_params is not None and params > self.max_params
+        )
+
+    def factor(self, flops: float, params: float) -> float:
+        """The soft-mode multiplier (1 when within budget)."""
+        f = 1.0
+        if self.max_flops is not None and flops > self.max_flops:
+            f *= (flops / self.max_flops) ** self.weight
+        if self.max_params is not None and params > self.max_params:
+            f *= (params / self.max_params) ** self.weight
+        return f
+
+
+class Evaluator:
+    """Base class of reward backends.
+
+    Subclasses implement :meth:`evaluate`. The environment calls :meth:`bind` once with its search
+    space before the first evaluation. Evaluators must be picklable (the env is).
+
+    Attributes:
+        name: short name, shown in infos and results files.
+        failure_score: the score of a failed evaluation.
+    """
+
+    name: str = "evaluator"
+    failure_score: float = 0.0
+
+    def bind(self, space: SearchSpace) -> None:
+        """Called by the env with its search space; backends that need the module tables keep them."""
+        self.space = space
+
+    def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
+        """Evaluate each pipeline with its seed; one result per pipeline, in order. Never raises for a
+        bad pipeline."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (worker pools, device memory)."""
+
+
+# -- registry of backends by name (imported lazily: nothing heavy at import time) --------------------
+_EVALUATORS: dict[str, str] = {
+    "surrogate": "ma2ml_env.rewards.surrogate:SurrogateEvaluator",
+    "train": "ma2ml_env.rewards.train:TrainEvaluator",
+}
+
+
+def register_evaluator(name: str, target: str, *, overwrite: bool = False) -> None:
+    """Register a reward backend under ``name``: ``target`` is ``"package.module:Class"``."""
+    if name in _EVALUATORS and not overwrite:
+        raise ValueError(f"reward backend {name!r} is already registered; pass overwrite=True to replace it")
+    if ":" not in target:
+        raise ValueError(f"target must look like 'package.module:Class', got {target!r}")
+    _EVALUATORS[name] = target
+
+
+def registered_evaluators() -> tuple[str, ...]:
+    return tuple(sorted(_EVALUATORS))
+
+
+def make_evaluator(reward: str | Evaluator, **kwargs: Any) -> Evaluator:
+    """An evaluator from a registered name (with ``kwargs``) or an instance (returned as is)."""
+    if isinstance(reward, Evaluator):
+        if kwargs:
+            raise ValueError(
+                f"reward_kwargs {sorted(kwargs)} were given with an evaluator instance; configure the instance"
+            )
+        return reward
+    if not isinstance(reward, str) or reward not in _EVALUATORS:
+        raise ValueError(
+            f"unknown reward {reward!r}; use one of {list(registered_evaluators())} or pass an "
+            "ma2ml_env.Evaluator instance"
+        )
+    mod_name, cls_name = _EVALUATORS[reward].split(":")
+    cls = getattr(importlib.import_module(mod_name), cls_name)
+    return cls(**kwargs)
