@@ -47,13 +47,13 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
 from pettingzoo import ParallelEnv
 
-__all__ = ["CLIMBING", "MatrixGameEnv", "matrix_game", "penalty_payoff", "MATRIX_GAMES"]
+__all__ = ["CLIMBING", "MATRIX_GAMES", "MatrixGameEnv", "matrix_game", "penalty_payoff"]
 
 #: The climbing game payoff (Claus & Boutilier 1998, table 3).
 CLIMBING = np.array([[11.0, -30.0, 0.0], [-30.0, 7.0, 6.0], [0.0, 0.0, 5.0]])
@@ -76,7 +76,11 @@ class MatrixGameEnv(ParallelEnv):
         render_mode: only ``None`` is supported.
     """
 
-    metadata = {"name": "matrix_game_v0", "render_modes": [], "is_parallelizable": True}
+    metadata: ClassVar[dict[str, Any]] = {
+        "name": "matrix_game_v0",
+        "render_modes": [],
+        "is_parallelizable": True,
+    }
 
     def __init__(
         self,
@@ -87,7 +91,9 @@ class MatrixGameEnv(ParallelEnv):
     ) -> None:
         payoff = np.asarray(payoff, dtype=np.float64)
         if payoff.ndim != 2 or min(payoff.shape) < 1:
-            raise ValueError(f"payoff must be a 2-D matrix [n_0, n_1] with n_i >= 1, got shape {payoff.shape}")
+            raise ValueError(
+                f"payoff must be a 2-D matrix [n_0, n_1] with n_i >= 1, got shape {payoff.shape}"
+            )
         if not np.all(np.isfinite(payoff)):
             raise ValueError("payoff must be finite")
         if render_mode is not None:
@@ -146,7 +152,9 @@ class MatrixGameEnv(ParallelEnv):
         for a in self.possible_agents:
             x = np.asarray(actions[a]).reshape(-1)
             if x.size != 1 or not self._action_spaces[a].contains(np.int64(x[0])):
-                raise ValueError(f"action of {a!r} must be an integer in [0, {self._action_spaces[a].n}), got {actions[a]!r}")
+                raise ValueError(
+                    f"action of {a!r} must be an integer in [0, {self._action_spaces[a].n}), got {actions[a]!r}"
+                )
             acts.append(int(x[0]))
         r = self.reward(*acts)
         agents = self.agents

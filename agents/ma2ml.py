@@ -1,0 +1,709 @@
+r"""MA2ML: off-policy multi-agent actor-critic with counterfactual credit assignment, and MA2ML-Lite.
+
+Wang et al., "Multi-Agent Automated Machine Learning", CVPR 2023 (arXiv 2210.09084). Each AutoML module
+(augmentation, architecture, hyper-parameters, ...) is an agent ``i`` with a policy ``pi_i`` over its
+decisions; a joint action ``a = (a_1, ..., a_n)`` is one pipeline and its shared reward ``r(a)`` is the
+pipeline's validation score. The problem is one-step (state-less): the "state" is constant.
+
+Networks
+--------
+* Policy ``pi_i(a_i) = prod_j softmax(theta_ij)[a_ij]``: one independent categorical per decision ``j``
+  of agent ``i`` (plain logits, no state to condition on). Factorising over decisions is what makes the
+  counterfactual sums below cheap and exact: the sum over an agent's joint choices has
+  ``prod_j n_ij`` terms (6.6e29 for the default augmentation agent), whereas the per-decision sums have
+  ``sum_j n_ij`` terms (320), all computable in one batched critic call.
+* Centralised critic ``Q(a)``: an MLP (ensemble of ``critic_ensemble`` members, averaged) on the one-hot
+  encoding of the joint action, fitted by regression on the replay buffer ``D`` of *every* evaluated
+  ``(a, r)``: ``L_Q = E_{(a,r)~D} (Q(a) - r~)^2`` with ``r~`` the reward standardised by the buffer's
+  mean and standard deviation.
+
+Credit assignment (the paper's marginal contribution; COMA's counterfactual baseline)
+--------------------------------------------------------------------------------------
+``A_i(a) = Q(a) - sum_{a_i'} pi_i(a_i') Q(a_i', a_-i)``  (paper: credit assignment, eq. "marginal
+contribution"; Foerster et al. 2018, COMA). How the sum is computed (``counterfactual``):
+
+* ``"enumerate"``: exactly, over all ``prod_j n_ij`` choices of agent ``i``;
+* ``"per_decision"``: exactly, per decision: ``A_ij(a) = Q(a) - sum_{a_ij'} pi_ij(a_ij') Q(a_ij', a_-ij)``,
+  and agent ``i``'s gradient is ``sum_j A_ij grad log pi_ij(a_ij)``. Because ``pi_i`` factorises, the
+  baseline of decision ``j`` does not depend on ``a_ij``, so this is an unbiased estimator of agent
+  ``i``'s policy gradient, with credit assigned even finer (to each decision of the agent);
+* ``"sample"``: Monte-Carlo, ``counterfactual_samples`` draws ``a_i' ~ pi_i`` per mini-batch row;
+* ``"auto"`` (default): ``"enumerate"`` for agents with ``prod_j n_ij <= enumerate_limit``, else
+  ``"per_decision"``.
+
+With ``credit_assignment=False`` every agent gets the same advantage: ``Q(a) - V`` with
+``V = E_{a~pi} Q(a)`` estimated from ``counterfactual_samples`` fresh draws (``shared_advantage="critic"``),
+or the raw ``r(a) - b`` with a moving-average baseline ``b`` (``shared_advantage="reward"``, no critic).
+
+Off-policy, trust-region policy update
+--------------------------------------
+Each agent's objective is maximised on mini-batches of the buffer (old behaviour policies, so every
+expensive evaluation is reused), all agents simultaneously, inside a trust region around a slowly moving
+*target policy* ``pi~_i`` (``trust_region``):
+
+* ``"clip"``: ``L_i = -E_D[min(rho_i A_i, clip(rho_i, 1-eps, 1+eps) A_i)]``, ``rho_i = pi_i(a_i)/pi~_i(a_i)``
+  (PPO's clipped importance ratio, with the target policy in the role of the old policy);
+* ``"kl"``: ``L_i = -E_D[rho_i A_i] + beta KL(pi~_i || pi_i)`` (exact KL, it factorises over decisions);
+* ``"none"``: plain policy gradient ``L_i = -E_D[A_i log pi_i(a_i)]``.
+
+Plus ``-c_H H(pi_i)`` (exact entropy) if ``entropy_coef > 0``. Target policies track the policies by
+Polyak averaging of the logits: ``theta~ <- (1 - tau) theta~ + tau theta``. Our reading of the paper: the
+behaviour-policy mismatch of buffer samples is not importance-corrected (as in off-policy actor-critic
+methods that rely on the critic); the trust region bounds how far one round can move each agent.
+
+With ``off_policy=False`` the policy takes one step on the latest round's samples only, each used once
+(on-policy); the critic still fits the whole buffer.
+
+Update order, once per round (in ``observe``)
+---------------------------------------------
+1. append the round's ``(a, r)`` to the buffer; recompute the reward standardisation;
+2. ``updates_per_round`` critic regression steps on uniform mini-batches of the buffer (skipped when no
+   critic is used);
+3. policy steps: ``updates_per_round`` off-policy steps on buffer mini-batches (a fraction
+   ``elite_fraction`` of each drawn from the top ``elite_quantile`` of the buffer by reward), or one
+   on-policy step; advantages are computed with the current critic and current policies (no gradient);
+   all agents are updated simultaneously (one summed loss); after each step the target policies are
+   Polyak-averaged towards the policies;
+4. (``shared_advantage="reward"``) the moving-average baseline absorbs the round's mean reward.
+
+Proposals: ``propose(n)`` samples ``n`` joint actions from the current policies mixed, per decision,
+with ``exploration`` uniform probability.
+
+MA2ML-Lite (the paper's simple variant) is the same class with switches: ``credit_assignment=False``,
+``shared_advantage="reward"``, ``off_policy=False``, ``trust_region="none"``: REINFORCE on the shared
+reward with a moving-average baseline, every sample used once.
+
+Example::
+
+    from agents.base import run
+    from agents.ma2ml import MA2ML, MA2MLConfig
+    result = run(MA2ML(MA2MLConfig(updates_per_round=16)), env, budget=200, seed=0, batch_size=8)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gymnasium
+import numpy as np
+import torch
+from torch import nn
+
+from agents.base import JointAction, SearchAlgorithm
+
+__all__ = ["MA2ML", "MA2MLConfig", "MA2MLLite"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MA2MLConfig:
+    """Hyper-parameters of MA2ML (defaults: the full method)."""
+
+    credit_assignment: bool = True
+    """Counterfactual advantage ``A_i = Q(a) - E_{a_i'~pi_i} Q(a_i', a_-i)`` per agent (paper's marginal
+    contribution). ``False``: every agent gets the same advantage, see ``shared_advantage``."""
+
+    shared_advantage: Literal["critic", "reward"] = "critic"
+    """Advantage used when ``credit_assignment=False``: ``"critic"`` = ``Q(a) - E_{a~pi} Q(a)``;
+    ``"reward"`` = ``r(a) - b`` with a moving-average baseline ``b`` (no critic at all)."""
+
+    counterfactual: Literal["auto", "enumerate", "per_decision", "sample"] = "auto"
+    """How ``E_{a_i'~pi_i} Q(a_i', a_-i)`` is computed (module docstring): exact enumeration of the
+    agent's choices, exact per-decision marginalisation, Monte-Carlo, or ``"auto"`` (enumerate agents
+    with at most ``enumerate_limit`` joint choices, per-decision otherwise)."""
+
+    enumerate_limit: int = 64
+    """Largest ``prod_j n_ij`` an agent may have to be enumerated exactly under ``"auto"``/``"enumerate"``."""
+
+    counterfactual_samples: int = 16
+    """Draws from ``pi_i`` per mini-batch row for ``counterfactual="sample"``, and draws from ``pi`` that
+    estimate ``V = E_{a~pi} Q(a)`` for ``shared_advantage="critic"``."""
+
+    off_policy: bool = True
+    """Reuse the whole buffer for ``updates_per_round`` policy steps per round. ``False``: one on-policy
+    step on the latest round's samples only."""
+
+    trust_region: Literal["clip", "kl", "none"] = "clip"
+    """Keeps each policy near its target policy: PPO-style clipped ratio ``pi/pi_target``, KL penalty
+    ``kl_coef * KL(pi_target || pi)``, or none (plain policy gradient)."""
+
+    clip_epsilon: float = 0.2
+    """Clip range ``eps`` of the ratio ``pi_i(a_i)/pi_target_i(a_i)`` (``trust_region="clip"``); in (0, 1)."""
+
+    kl_coef: float = 1.0
+    """Weight ``beta`` of ``KL(pi_target || pi)`` (``trust_region="kl"``); > 0."""
+
+    target_tau: float = 0.1
+    """Polyak rate of the target policies, ``theta_target <- (1-tau) theta_target + tau theta``; in (0, 1]."""
+
+    updates_per_round: int = 16
+    """Critic regression steps per round, and policy steps per round when ``off_policy``; >= 1."""
+
+    minibatch_size: int = 64
+    """Rows per mini-batch (drawn with replacement from the buffer); >= 1."""
+
+    policy_lr: float = 0.05
+    """Adam learning rate of the policy logits; > 0."""
+
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus ``H(pi_i)`` summed over decisions; >= 0."""
+
+    critic_hidden: int = 64
+    """Width of the critic's hidden layers; >= 1."""
+
+    critic_layers: int = 2
+    """Number of hidden layers of the critic MLP; >= 1."""
+
+    critic_ensemble: int = 1
+    """Independent critics (different initialisations) whose mean is ``Q``; >= 1."""
+
+    critic_lr: float = 3e-3
+    """Adam learning rate of the critic; > 0."""
+
+    critic_weight_decay: float = 1e-4
+    """AdamW weight decay of the critic; >= 0."""
+
+    elite_fraction: float = 0.0
+    """Fraction of each off-policy mini-batch drawn from the best ``elite_quantile`` of the buffer by
+    reward (our extension, not the paper's; 0 = uniform replay); in [0, 1]."""
+
+    elite_quantile: float = 0.1
+    """Top fraction of the buffer (by reward) that elite rows come from; in (0, 1]."""
+
+    exploration: float = 0.05
+    """Per-decision probability mass mixed uniformly into proposals; in [0, 1]."""
+
+    baseline_decay: float = 0.9
+    """Decay of the moving-average reward baseline ``b`` (``shared_advantage="reward"``); in [0, 1)."""
+
+    normalize_advantage: bool = True
+    """Divide advantages by their root-mean-square over the mini-batch (scale-free rewards)."""
+
+    def __post_init__(self) -> None:
+        choices = {
+            "shared_advantage": ("critic", "reward"),
+            "counterfactual": ("auto", "enumerate", "per_decision", "sample"),
+            "trust_region": ("clip", "kl", "none"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("credit_assignment", "off_policy", "normalize_advantage"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        for name in (
+            "enumerate_limit",
+            "counterfactual_samples",
+            "updates_per_round",
+            "minibatch_size",
+            "critic_hidden",
+            "critic_layers",
+            "critic_ensemble",
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("policy_lr", "critic_lr", "kl_coef"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("entropy_coef", "critic_weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.clip_epsilon < 1:
+            raise ValueError(f"clip_epsilon must lie in (0, 1), got {self.clip_epsilon!r}")
+        if not 0 < self.target_tau <= 1:
+            raise ValueError(f"target_tau must lie in (0, 1], got {self.target_tau!r}")
+        for name in ("elite_fraction", "exploration"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        if not 0 < self.elite_quantile <= 1:
+            raise ValueError(f"elite_quantile must lie in (0, 1], got {self.elite_quantile!r}")
+        if not 0 <= self.baseline_decay < 1:
+            raise ValueError(f"baseline_decay must lie in [0, 1), got {self.baseline_decay!r}")
+
+    @property
+    def uses_critic(self) -> bool:
+        """Whether a critic is fitted (everything except the pure-reward shared advantage)."""
+        return self.credit_assignment or self.shared_advantage == "critic"
+
+    @classmethod
+    def lite(cls, **overrides: Any) -> MA2MLConfig:
+        """MA2ML-Lite: REINFORCE on the shared reward, moving-average baseline, on-policy, no critic."""
+        base = dict(
+            credit_assignment=False,
+            shared_advantage="reward",
+            off_policy=False,
+            trust_region="none",
+            elite_fraction=0.0,
+        )
+        return cls(**{**base, **overrides})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Action layout: every agent's decisions flattened into one list of categorical decisions
+# ---------------------------------------------------------------------------------------------------
+class _Layout:
+    """Maps joint actions ``{agent: array}`` <-> flat decision indices ``[n_dec]`` <-> one-hot columns."""
+
+    def __init__(self, action_spaces: Mapping[str, gymnasium.Space]) -> None:
+        self.agents = tuple(action_spaces)
+        self.shapes, self.starts, self.discrete, nvecs = [], [], [], []
+        for agent in self.agents:
+            space = action_spaces[agent]
+            if isinstance(space, gymnasium.spaces.Discrete):
+                nvec, start, shape = np.array([space.n]), np.array([space.start]), ()
+            else:
+                nvec = np.asarray(space.nvec).reshape(-1)
+                start = np.asarray(space.start).reshape(-1)
+                shape = tuple(np.shape(space.nvec))
+            self.discrete.append(isinstance(space, gymnasium.spaces.Discrete))
+            self.shapes.append(shape)
+            self.starts.append(start.astype(np.int64))
+            nvecs.append(nvec.astype(np.int64))
+        self.sizes = [len(n) for n in nvecs]
+        self.slices = [slice(o, o + s) for o, s in zip(np.cumsum([0, *self.sizes[:-1]]), self.sizes)]
+        self.nvec = np.concatenate(nvecs)  # [n_dec]
+        self.n_dec = len(self.nvec)
+        self.max_n = int(self.nvec.max())
+        self.col_offset = np.concatenate([[0], np.cumsum(self.nvec)[:-1]]).astype(np.int64)  # [n_dec]
+        self.n_cols = int(self.nvec.sum())
+        self.dec_of_col = np.repeat(np.arange(self.n_dec), self.nvec)  # [n_cols]
+        self.k_of_col = np.arange(self.n_cols) - self.col_offset[self.dec_of_col]
+        self.mask = np.arange(self.max_n)[None, :] < self.nvec[:, None]  # [n_dec, max_n]
+        self.agent_sizes = [float(np.prod(n.astype(float))) for n in nvecs]  # prod_j n_ij per agent
+
+    def flatten(self, action: Mapping[str, Any]) -> np.ndarray:
+        parts = [
+            np.asarray(action[a], dtype=np.int64).reshape(-1) - st for a, st in zip(self.agents, self.starts)
+        ]
+        flat = np.concatenate(parts)
+        if flat.shape != (self.n_dec,) or np.any(flat < 0) or np.any(flat >= self.nvec):
+            raise ValueError(f"joint action {dict(action)} is outside the action spaces")
+        return flat
+
+    def unflatten(self, flat: np.ndarray) -> JointAction:
+        out = {}
+        for a, sl, st, shape in zip(self.agents, self.slices, self.starts, self.shapes):
+            out[a] = np.asarray((flat[sl] + st).reshape(shape), dtype=np.int64)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------------
+class EnsembleCritic(nn.Module):
+    """``Q(a)``: an ensemble of MLPs on the one-hot joint action, batched over members.
+
+    The first layer of an MLP on a one-hot vector is a sum of embedding rows, one per decision, so the
+    critic takes column indices ``cols [B, n_dec]``; counterfactual inputs reuse the summed
+    pre-activation and swap one decision's row (module docstring). Shapes: ``E`` members, ``H`` width.
+    """
+
+    def __init__(
+        self, n_cols: int, n_dec: int, hidden: int, layers: int, ensemble: int, generator: torch.Generator
+    ) -> None:
+        super().__init__()
+
+        def uniform(*shape: int, bound: float) -> nn.Parameter:
+            return nn.Parameter((torch.rand(*shape, generator=generator) * 2 - 1) * bound)
+
+        e, h = ensemble, hidden
+        self.embed = uniform(e, n_cols, h, bound=n_dec**-0.5)  # first layer weights, one row per column
+        self.bias0 = uniform(e, 1, h, bound=n_dec**-0.5)
+        self.weights = nn.ParameterList([uniform(e, h, h, bound=h**-0.5) for _ in range(layers - 1)])
+        self.biases = nn.ParameterList([uniform(e, 1, h, bound=h**-0.5) for _ in range(layers - 1)])
+        self.out_w = uniform(e, h, 1, bound=h**-0.5)
+        self.out_b = nn.Parameter(torch.zeros(e, 1, 1))
+
+    def rows(self, cols: torch.Tensor) -> torch.Tensor:
+        """First-layer rows of the given columns: ``[E, *cols.shape, H]``."""
+        return self.embed[:, cols]
+
+    def pre(self, cols: torch.Tensor) -> torch.Tensor:
+        """First-layer pre-activation of joint actions ``cols [B, n_dec]``: ``[E, B, H]``."""
+        return self.rows(cols).sum(2) + self.bias0
+
+    def head(self, pre: torch.Tensor) -> torch.Tensor:
+        """The rest of the MLP on pre-activations ``[E, ..., H]`` -> ``Q [E, ...]``."""
+        shape = pre.shape[:-1]
+        h = torch.relu(pre.reshape(shape[0], -1, pre.shape[-1]))
+        for w, b in zip(self.weights, self.biases):
+            h = torch.relu(torch.baddbmm(b, h, w))
+        return torch.baddbmm(self.out_b, h, self.out_w).reshape(shape)
+
+    def forward(self, cols: torch.Tensor) -> torch.Tensor:
+        """``Q`` of each member, ``[E, B]``."""
+        return self.head(self.pre(cols))
+
+
+def _log_probs(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-decision log-probabilities ``[n_dec, max_n]`` (``-inf`` on padding)."""
+    return torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Replay buffer: every evaluated (a, r)
+# ---------------------------------------------------------------------------------------------------
+class ReplayBuffer:
+    """Every evaluated joint action (flat decision indices) and its reward, in evaluation order."""
+
+    def __init__(self, n_dec: int) -> None:
+        self.actions = np.zeros((0, n_dec), dtype=np.int64)
+        self.rewards = np.zeros(0, dtype=np.float64)
+        self.rounds = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+    def add(self, actions: np.ndarray, rewards: np.ndarray, rnd: int) -> None:
+        self.actions = np.concatenate([self.actions, actions])
+        self.rewards = np.concatenate([self.rewards, rewards])
+        self.rounds = np.concatenate([self.rounds, np.full(len(rewards), rnd, dtype=np.int64)])
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"actions": self.actions.copy(), "rewards": self.rewards.copy(), "rounds": self.rounds.copy()}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        self.actions = np.array(state["actions"], dtype=np.int64)
+        self.rewards = np.array(state["rewards"], dtype=np.float64)
+        self.rounds = np.array(state["rounds"], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The algorithm
+# ---------------------------------------------------------------------------------------------------
+class MA2ML(SearchAlgorithm):
+    """MA2ML search (module docstring): factorised policies, centralised critic on a replay buffer of every
+    evaluation, counterfactual advantages, simultaneous trust-region updates around target policies.
+
+    Args:
+        config: the hyper-parameters; defaults to ``MA2MLConfig()`` (``MA2MLConfig.lite()`` for Lite).
+        **overrides: fields of the config to replace, e.g. ``MA2ML(credit_assignment=False)``.
+    """
+
+    name = "ma2ml"
+
+    def __init__(self, config: MA2MLConfig | None = None, **overrides: Any) -> None:
+        config = config if config is not None else self.default_config()
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        if not isinstance(config, MA2MLConfig):
+            raise TypeError(f"config must be an MA2MLConfig, got {type(config).__name__}")
+        self.config = config
+
+    @staticmethod
+    def default_config() -> MA2MLConfig:
+        return MA2MLConfig()
+
+    # -- setup -------------------------------------------------------------------------------------------
+    def setup(self, action_spaces: Mapping[str, gymnasium.Space], seed: int) -> None:
+        super().setup(action_spaces, seed)
+        cfg = self.config
+        lay = self.layout = _Layout(action_spaces)
+        self.np_rng = np.random.default_rng(seed)
+        self.torch_gen = torch.Generator().manual_seed(int(seed))
+        self._mask = torch.as_tensor(lay.mask)
+        self._nvec = torch.as_tensor(lay.nvec)
+        self._col_offset = torch.as_tensor(lay.col_offset)
+        self._dec_of_col = torch.as_tensor(lay.dec_of_col)
+        self._k_of_col = torch.as_tensor(lay.k_of_col)
+        # Policies: uniform at the start (zero logits); target policies start equal.
+        self.logits = nn.Parameter(torch.zeros(lay.n_dec, lay.max_n))
+        self.target_logits = torch.zeros(lay.n_dec, lay.max_n)
+        self.policy_opt = torch.optim.Adam([self.logits], lr=cfg.policy_lr)
+        self.critic = EnsembleCritic(
+            lay.n_cols, lay.n_dec, cfg.critic_hidden, cfg.critic_layers, cfg.critic_ensemble, self.torch_gen
+        )
+        self.critic_opt = torch.optim.AdamW(
+            self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.critic_weight_decay
+        )
+        self.buffer = ReplayBuffer(lay.n_dec)
+        self.baseline: float | None = None
+        self.rounds_done = 0
+        self._reward_mean, self._reward_std = 0.0, 1.0
+        self._build_units()
+
+    def _build_units(self) -> None:
+        """Credit units: each gets its own advantage; an agent, or one decision of an agent."""
+        cfg, lay = self.config, self.layout
+        unit_of_dec = np.zeros(lay.n_dec, dtype=np.int64)
+        self._unit_mode: list[str] = []  # per unit: "enumerate", "sample", "decision", "shared"
+        self._unit_agent: list[int] = []
+        self._enum: dict[int, torch.Tensor] = {}  # agent -> all its choices [M, n_i]
+        u = 0
+        for i, (sl, size) in enumerate(zip(lay.slices, lay.agent_sizes)):
+            if not cfg.credit_assignment:
+                mode = "shared"
+            elif cfg.counterfactual == "sample":
+                mode = "sample"
+            elif cfg.counterfactual == "per_decision":
+                mode = "decision"
+            elif size <= cfg.enumerate_limit:
+                mode = "enumerate"
+            elif cfg.counterfactual == "enumerate":
+                raise ValueError(
+                    f"counterfactual='enumerate' needs every agent to have at most enumerate_limit="
+                    f"{cfg.enumerate_limit} joint choices; agent {lay.agents[i]!r} has {size:.3g}. Raise "
+                    "enumerate_limit or use counterfactual='auto'"
+                )
+            else:
+                mode = "decision"
+            if mode == "decision" and lay.sizes[i] == 1:
+                mode = "enumerate"  # one decision: per-decision and enumeration coincide
+            if mode == "enumerate":
+                grids = np.meshgrid(*[np.arange(n) for n in lay.nvec[sl]], indexing="ij")
+                self._enum[i] = torch.as_tensor(np.stack([g.reshape(-1) for g in grids], axis=1))
+            if mode == "decision":
+                for d in range(sl.start, sl.stop):
+                    unit_of_dec[d] = u
+                    self._unit_mode.append(mode)
+                    self._unit_agent.append(i)
+                    u += 1
+            else:
+                unit_of_dec[sl] = u
+                self._unit_mode.append(mode)
+                self._unit_agent.append(i)
+                u += 1
+        self.n_units = u
+        self._unit_of_dec = torch.as_tensor(unit_of_dec)
+        # Columns of decisions whose units are per-decision: counterfactuals swap one decision's row.
+        dec_units = [self._unit_mode[unit_of_dec[d]] == "decision" for d in range(lay.n_dec)]
+        self._pd_decs = torch.as_tensor(np.flatnonzero(dec_units))
+        self._pd_cols = torch.as_tensor(np.flatnonzero(np.asarray(dec_units)[lay.dec_of_col]))
+
+    # -- policies -----------------------------------------------------------------------------------------
+    def probabilities(self) -> dict[str, list[np.ndarray]]:
+        """Current policy: per agent, one probability vector per decision."""
+        with torch.no_grad():
+            p = _log_probs(self.logits, self._mask).exp().numpy()
+        return {
+            a: [p[d, : self.layout.nvec[d]].copy() for d in range(sl.start, sl.stop)]
+            for a, sl in zip(self.layout.agents, self.layout.slices)
+        }
+
+    def greedy(self) -> JointAction:
+        """The most probable joint action of the current policies (per-decision argmax)."""
+        with torch.no_grad():
+            flat = self.logits.masked_fill(~self._mask, float("-inf")).argmax(-1).numpy()
+        return self.layout.unflatten(flat)
+
+    def propose(self, n: int) -> list[JointAction]:
+        """Sample ``n`` joint actions from the policies mixed with ``exploration`` uniform mass."""
+        lay, eps = self.layout, self.config.exploration
+        with torch.no_grad():
+            p = _log_probs(self.logits, self._mask).exp().double().numpy()
+        p = (1 - eps) * p + eps * lay.mask / lay.nvec[:, None]
+        cdf = np.cumsum(p, axis=1)
+        u = self.np_rng.random((n, lay.n_dec, 1)) * cdf[None, :, -1:]
+        flat = np.minimum((cdf[None] < u).sum(-1), lay.nvec - 1)  # [n, n_dec]
+        return [lay.unflatten(row) for row in flat]
+
+    def _sample_policy(self, shape: tuple[int, ...], decs: slice | None = None) -> torch.Tensor:
+        """Draws from the current policy (no exploration): ``[*shape, n_dec_in_decs]``."""
+        with torch.no_grad():
+            p = _log_probs(self.logits, self._mask).exp().double().numpy()
+        if decs is not None:
+            p = p[decs]
+        cdf = np.cumsum(p, axis=1)
+        u = self.np_rng.random((*shape, len(p), 1)) * cdf[:, -1:]
+        nvec = self.layout.nvec if decs is None else self.layout.nvec[decs]
+        return torch.as_tensor(np.minimum((cdf < u).sum(-1), nvec - 1))
+
+    # -- observe: buffer + update ---------------------------------------------------------------------------
+    def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
+        """Store the round's evaluations and run the round's updates (module docstring, update order)."""
+        if len(actions) != len(scores):
+            raise ValueError(f"got {len(actions)} actions but {len(scores)} scores")
+        if not actions:
+            return
+        cfg = self.config
+        flat = np.stack([self.layout.flatten(a) for a in actions])
+        r = np.asarray(scores, dtype=np.float64)
+        if not np.all(np.isfinite(r)):
+            raise ValueError("scores must be finite (the search loop maps failures to a defined score)")
+        start = len(self.buffer)
+        self.buffer.add(flat, r, self.rounds_done)
+        self._reward_mean = float(self.buffer.rewards.mean())
+        std = float(self.buffer.rewards.std())
+        self._reward_std = std if std > 1e-12 else 1.0
+        if cfg.uses_critic:
+            for _ in range(cfg.updates_per_round):
+                self.critic_step(self._uniform_rows(cfg.minibatch_size))
+        if cfg.off_policy:
+            for _ in range(cfg.updates_per_round):
+                self.policy_step(self._policy_rows(cfg.minibatch_size))
+        else:
+            self.policy_step(np.arange(start, len(self.buffer)))
+        if cfg.shared_advantage == "reward":
+            m = float(r.mean())
+            self.baseline = (
+                m
+                if self.baseline is None
+                else cfg.baseline_decay * self.baseline + (1 - cfg.baseline_decay) * m
+            )
+        self.rounds_done += 1
+
+    def _uniform_rows(self, n: int) -> np.ndarray:
+        return self.np_rng.integers(0, len(self.buffer), size=n)
+
+    def _policy_rows(self, n: int) -> np.ndarray:
+        cfg = self.config
+        n_elite = int(round(cfg.elite_fraction * n))
+        rows = self._uniform_rows(n - n_elite)
+        if n_elite:
+            k = max(1, int(np.ceil(cfg.elite_quantile * len(self.buffer))))
+            # stable sort on -reward: ties keep evaluation order, so the choice is reproducible
+            top = np.argsort(-self.buffer.rewards, kind="stable")[:k]
+            rows = np.concatenate([rows, top[self.np_rng.integers(0, k, size=n_elite)]])
+        return rows
+
+    def _cols(self, flat: torch.Tensor) -> torch.Tensor:
+        return flat + self._col_offset
+
+    def critic_step(self, rows: np.ndarray) -> float:
+        """One regression step of ``Q`` on buffer rows: ``(Q(a) - r~)^2`` for every ensemble member."""
+        cols = self._cols(torch.as_tensor(self.buffer.actions[rows]))
+        target = torch.as_tensor((self.buffer.rewards[rows] - self._reward_mean) / self._reward_std).float()
+        loss = (self.critic(cols) - target).pow(2).mean()
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def advantages(self, flat: torch.Tensor, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Advantage of each credit unit for joint actions ``flat [B, n_dec]``: ``[B, n_units]``."""
+        cfg, lay = self.config, self.layout
+        b = flat.shape[0]
+        if not cfg.uses_critic:  # shared r(a) - b
+            r = torch.as_tensor(self.buffer.rewards[rows])
+            base = self.baseline if self.baseline is not None else float(r.mean())
+            return (r - base).float()[:, None].expand(b, self.n_units).clone()
+        critic = self.critic
+        cols = self._cols(flat)
+        taken = critic.rows(cols)  # [E, B, n_dec, H]
+        pre = taken.sum(2) + critic.bias0  # [E, B, H]
+        q = critic.head(pre).mean(0)  # [B]
+        adv = torch.empty(b, self.n_units)
+        if not cfg.credit_assignment:
+            samples = self._sample_policy((cfg.counterfactual_samples,))
+            v = critic(self._cols(samples)).mean()
+            return (q - v)[:, None].expand(b, self.n_units).clone()
+        probs = _log_probs(self.logits.detach(), self._mask).exp()  # [n_dec, max_n]
+        if len(self._pd_cols):  # per-decision: swap decision j's row for every alternative column
+            pc = self._pd_cols
+            dec = self._dec_of_col[pc]
+            alt = pre[:, :, None, :] - taken[:, :, dec, :] + critic.embed[:, None, pc, :]  # [E, B, C, H]
+            q_alt = critic.head(alt).mean(0)  # [B, C]
+            w = probs[dec, self._k_of_col[pc]]  # [C]
+            base = torch.zeros(b, lay.n_dec).index_add_(1, dec, q_alt * w)  # [B, n_dec]
+            decs = self._pd_decs
+            adv[:, self._unit_of_dec[decs]] = q[:, None] - base[:, decs]
+        for u, (mode, i) in enumerate(zip(self._unit_mode, self._unit_agent)):
+            if mode not in ("enumerate", "sample"):
+                continue
+            sl = lay.slices[i]
+            off = self._col_offset[sl]
+            own = pre - taken[:, :, sl, :].sum(2)  # [E, B, H] without agent i's rows
+            if mode == "enumerate":
+                choices = self._enum[i]  # [M, n_i]
+                w = probs[torch.arange(sl.start, sl.stop), choices].prod(-1)  # [M]
+                alt = own[:, :, None, :] + critic.embed[:, choices + off].sum(2)[:, None]  # [E, B, M, H]
+                adv[:, u] = q - (critic.head(alt).mean(0) * w).sum(-1)
+            else:
+                draws = self._sample_policy((b, cfg.counterfactual_samples), sl)  # [B, M, n_i]
+                alt = own[:, :, None, :] + critic.embed[:, draws + off].sum(3)  # [E, B, M, H]
+                adv[:, u] = q - critic.head(alt).mean(0).mean(-1)
+        return adv
+
+    def policy_step(self, rows: np.ndarray) -> float:
+        """One simultaneous update of every agent's policy on buffer rows, then the Polyak target update."""
+        cfg, lay = self.config, self.layout
+        flat = torch.as_tensor(self.buffer.actions[rows])
+        adv = self.advantages(flat, rows)
+        if cfg.normalize_advantage:
+            adv = adv / (adv.pow(2).mean().sqrt() + 1e-8)
+        dec_idx = torch.arange(lay.n_dec)
+        logp_all = _log_probs(self.logits, self._mask)
+        logp = torch.zeros(len(rows), self.n_units).index_add_(1, self._unit_of_dec, logp_all[dec_idx, flat])
+        if cfg.trust_region == "none":
+            objective = (logp * adv).mean(0).sum()
+        else:
+            logp_t_all = _log_probs(self.target_logits, self._mask)
+            logp_t = torch.zeros_like(logp).index_add_(1, self._unit_of_dec, logp_t_all[dec_idx, flat])
+            ratio = torch.exp(logp - logp_t)
+            if cfg.trust_region == "clip":
+                clipped = ratio.clamp(1 - cfg.clip_epsilon, 1 + cfg.clip_epsilon)
+                objective = torch.minimum(ratio * adv, clipped * adv).mean(0).sum()
+            else:
+                p_t = logp_t_all.exp()
+                kl = (p_t * (logp_t_all - logp_all)).masked_fill(~self._mask, 0.0).sum()
+                objective = (ratio * adv).mean(0).sum() - cfg.kl_coef * kl
+        if cfg.entropy_coef > 0:
+            entropy = -(logp_all.exp() * logp_all).masked_fill(~self._mask, 0.0).sum()
+            objective = objective + cfg.entropy_coef * entropy
+        loss = -objective
+        self.policy_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.policy_opt.step()
+        with torch.no_grad():
+            self.target_logits.lerp_(self.logits, cfg.target_tau)
+        return float(loss.detach())
+
+    # -- checkpointing -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the search exactly (picklable, independent copies)."""
+        return copy.deepcopy(
+            {
+                "version": 1,
+                "config": dataclasses.asdict(self.config),
+                "action_spaces": self.action_spaces,
+                "seed": self.seed,
+                "logits": self.logits.detach(),
+                "target_logits": self.target_logits,
+                "policy_opt": self.policy_opt.state_dict(),
+                "critic": self.critic.state_dict(),
+                "critic_opt": self.critic_opt.state_dict(),
+                "buffer": self.buffer.state_dict(),
+                "np_rng": self.np_rng.bit_generator.state,
+                "torch_rng": self.torch_gen.get_state(),
+                "baseline": self.baseline,
+                "rounds_done": self.rounds_done,
+                "reward_stats": (self._reward_mean, self._reward_std),
+            }
+        )
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; no :meth:`setup` needed before (the state holds the spaces)."""
+        state = copy.deepcopy(dict(state))
+        self.config = MA2MLConfig(**state["config"])
+        self.setup(state["action_spaces"], state["seed"])
+        with torch.no_grad():
+            self.logits.copy_(state["logits"])
+            self.target_logits.copy_(state["target_logits"])
+        self.policy_opt.load_state_dict(state["policy_opt"])
+        self.critic.load_state_dict(state["critic"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.np_rng.bit_generator.state = state["np_rng"]
+        self.torch_gen.set_state(state["torch_rng"])
+        self.baseline = state["baseline"]
+        self.rounds_done = state["rounds_done"]
+        self._reward_mean, self._reward_std = state["reward_stats"]
+
+
+class MA2MLLite(MA2ML):
+    """MA2ML-Lite: each agent runs REINFORCE on the shared reward with a moving-average baseline,
+    on-policy (every sample used once), no critic: ``MA2ML`` with ``MA2MLConfig.lite()`` switches."""
+
+    name = "ma2ml-lite"
+
+    @staticmethod
+    def default_config() -> MA2MLConfig:
+        return MA2MLConfig.lite()
