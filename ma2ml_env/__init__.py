@@ -1,1 +1,58 @@
-"""ma2ml_env placeholder: filled in next."""
+"""ma2ml_env: AutoML pipelines as a cooperative multi-agent PettingZoo environment.
+
+    import ma2ml_env
+    env = ma2ml_env.parallel_env(reward="surrogate")      # or the default: real child training
+    obs, infos = env.reset(seed=0)
+    obs, rewards, terms, truncs, infos = env.step({a: env.action_space(a).sample() for a in env.agents})
+
+Nothing heavy is imported here: torch and the training code load only when ``reward="train"`` is used.
+"""
+
+import gymnasium as _gymnasium
+import pettingzoo as _pettingzoo
+
+from ma2ml_env.env import ENV_ID, INFO_KEYS, AutoMLPipelineEnv, env, parallel_env
+from ma2ml_env.modules import (
+    AUG_OPS,
+    DEFAULT_MODULES,
+    ArchitectureModule,
+    AugmentModule,
+    AutoMLModule,
+    Decision,
+    HyperParameterModule,
+    check_module,
+    make_module,
+    register_module,
+    registered_modules,
+    unregister_module,
+)
+from ma2ml_env.modules.check import ModuleCheckError
+from ma2ml_env.pipeline import Architecture, AugOp, Pipeline, SearchSpace, Stage, TrainConfig
+from ma2ml_env.rewards import (
+    STATUSES,
+    CostBudget,
+    EvalResult,
+    Evaluator,
+    make_evaluator,
+    register_evaluator,
+    registered_evaluators,
+)
+from ma2ml_env.views import JOINT_ENV_ID, JointActionEnv
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AUG_OPS", "DEFAULT_MODULES", "ENV_ID", "INFO_KEYS", "JOINT_ENV_ID", "STATUSES",
+    "Architecture", "ArchitectureModule", "AugOp", "AugmentModule", "AutoMLModule", "AutoMLPipelineEnv",
+    "CostBudget", "Decision", "EvalResult", "Evaluator", "HyperParameterModule", "JointActionEnv",
+    "ModuleCheckError", "Pipeline", "SearchSpace", "Stage", "TrainConfig",
+    "check_module", "env", "make_evaluator", "make_module", "parallel_env", "register_evaluator",
+    "register_module", "registered_evaluators", "registered_modules", "unregister_module",
+]
+
+if ENV_ID not in _pettingzoo.parallel_registry:
+    _pettingzoo.register("parallel", ENV_ID, entry_point="ma2ml_env.env:parallel_env")
+if ENV_ID not in _pettingzoo.aec_registry:
+    _pettingzoo.register("aec", ENV_ID, entry_point="ma2ml_env.env:env")
+if JOINT_ENV_ID not in _gymnasium.registry:
+    _gymnasium.register(JOINT_ENV_ID, entry_point="ma2ml_env.views:JointActionEnv")

@@ -103,31 +103,101 @@ class Architecture:
         """
         return int(2 * _arch_macs(self, in_channels, num_classes))
 
+    def params(self, in_channels: int = 3, num_classes: int = 10) -> int:
+        """Analytical parameter count of the convolution and linear weights (BN excluded)."""
+        _, params = arch_costs(
+            np.array([self.resolution]),
+            self.stem_width,
+            *(np.array([[getattr(s, f) for s in self.stages]]) for f in ("kernel", "expansion", "width", "depth")),
+            np.array([s.stride for s in self.stages]),
+            self.head_width,
+            in_channels,
+            num_classes,
+        )
+        return int(params[0])
+
     def __str__(self) -> str:
         stages = " ".join(str(s) for s in self.stages)
         return f"res{self.resolution} stem{self.stem_width} [{stages}] head{self.head_width} drop{self.dropout:g}"
 
 
-def _conv_out(size: int, stride: int) -> int:
-    return (size + stride - 1) // stride
-
-
 def _arch_macs(arch: Architecture, in_channels: int, num_classes: int) -> float:
-    size = _conv_out(arch.resolution, 1)
-    macs = size * size * 9 * in_channels * arch.stem_width  # stem 3x3, stride 1
-    c_in = arch.stem_width
-    for st in arch.stages:
-        for b in range(st.depth):
-            stride = st.stride if b == 0 else 1
-            hidden = c_in * st.expansion
-            if st.expansion != 1:
-                macs += size * size * c_in * hidden  # 1x1 expand at input resolution
-            size = _conv_out(size, stride)
-            macs += size * size * hidden * st.kernel * st.kernel  # depthwise
-            macs += size * size * hidden * st.width  # 1x1 project
-            c_in = st.width
-    macs += size * size * c_in * arch.head_width + arch.head_width * num_classes
-    return float(macs)
+    macs, _ = arch_costs(
+        np.array([arch.resolution]),
+        arch.stem_width,
+        *(np.array([[getattr(s, f) for s in arch.stages]]) for f in ("kernel", "expansion", "width", "depth")),
+        np.array([s.stride for s in arch.stages]),
+        arch.head_width,
+        in_channels,
+        num_classes,
+    )
+    return float(macs[0])
+
+
+def stage_costs(
+    size: np.ndarray, c_in: np.ndarray, kernel: np.ndarray, expansion: np.ndarray, width: np.ndarray,
+    depth: np.ndarray, stride: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Multiply-accumulates, parameters and output size of one inverted-residual stage (vectorised)."""
+    size = np.asarray(size, dtype=np.float64)
+    c_in = np.asarray(c_in, dtype=np.float64)
+    k, e = np.asarray(kernel, dtype=np.float64), np.asarray(expansion, dtype=np.float64)
+    w, d = np.asarray(width, dtype=np.float64), np.asarray(depth)
+    macs = np.zeros(np.broadcast(size, c_in, k, e, w, d).shape)
+    params = np.zeros_like(macs)
+    for b in range(int(np.max(d))):
+        live = d > b
+        s = stride if b == 0 else 1
+        hidden = c_in * e
+        expand = np.where(e != 1, c_in * hidden, 0.0)
+        out_size = np.ceil(size / s)
+        macs = macs + np.where(live, size * size * expand + out_size * out_size * hidden * (k * k + w), 0.0)
+        params = params + np.where(live, expand + hidden * (k * k + w), 0.0)
+        size = np.where(live, out_size, size)
+        c_in = np.where(live, w, c_in)
+    return macs, params, np.ceil(np.asarray(size, dtype=np.float64))
+
+
+def arch_costs(
+    resolution: np.ndarray,
+    stem_width: int,
+    kernel: np.ndarray,
+    expansion: np.ndarray,
+    width: np.ndarray,
+    depth: np.ndarray,
+    strides: np.ndarray,
+    head_width: int,
+    in_channels: int,
+    num_classes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multiply-accumulates and parameters of a batch of architectures (vectorised over rows).
+
+    ``resolution`` has shape ``[N]``; ``kernel``, ``expansion``, ``width``, ``depth`` ``[N, S]`` (one
+    column per stage); ``strides`` ``[S]``. Convolutions and the classifier are counted (biases and BN
+    are not), as ``torch.utils.flop_counter`` counts them.
+    """
+    size = np.asarray(resolution, dtype=np.float64)
+    macs, params = stem_costs(size, stem_width, in_channels)
+    c_in = np.full_like(size, float(stem_width))
+    for s in range(kernel.shape[1]):
+        m, p, size = stage_costs(size, c_in, kernel[:, s], expansion[:, s], width[:, s], depth[:, s], strides[s])
+        macs, params = macs + m, params + p
+        c_in = width[:, s].astype(np.float64)
+    m, p = head_costs(size, c_in, head_width, num_classes)
+    return macs + m, params + p
+
+
+def stem_costs(size: np.ndarray, stem_width: int, in_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """MACs and parameters of the 3x3 stride-1 stem convolution."""
+    size = np.asarray(size, dtype=np.float64)
+    return size * size * 9 * in_channels * stem_width, np.full_like(size, 9.0 * in_channels * stem_width)
+
+
+def head_costs(size: np.ndarray, c_in: np.ndarray, head_width: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """MACs and parameters of the 1x1 head convolution and the linear classifier."""
+    size, c_in = np.asarray(size, dtype=np.float64), np.asarray(c_in, dtype=np.float64)
+    macs = size * size * c_in * head_width + head_width * num_classes
+    return macs, c_in * head_width + head_width * num_classes + num_classes
 
 
 @dataclass(frozen=True)
@@ -278,6 +348,7 @@ class SearchSpace:
         self.sizes: tuple[int, ...] = tuple(len(m.decisions) for m in modules)
         self.offsets: tuple[int, ...] = tuple(int(x) for x in np.cumsum((0, *self.sizes))[:-1])
         self.joint_nvec: np.ndarray = np.concatenate([self.nvecs[n] for n in self.names]).astype(np.int64)
+        self._joint_nvec_u = self.joint_nvec.astype(np.uint64)
 
     # -- actions ---------------------------------------------------------------------------------------
     def validate(self, actions: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -321,6 +392,22 @@ class SearchSpace:
                 )
             out[name] = a.astype(np.int64, copy=False)
         return out
+
+    def validate_flat(self, actions: Mapping[str, Any]) -> np.ndarray:
+        """Validate a joint action and return it flat (int64, agent order). Same errors as :meth:`validate`;
+        the common case (right keys, 1-d integer arrays in range) takes a few vectorised checks."""
+        if isinstance(actions, dict) and len(actions) == len(self.names):
+            try:
+                arrs = [actions[n] for n in self.names]
+            except KeyError:
+                arrs = None
+            if arrs is not None and all(
+                type(a) is np.ndarray and a.ndim == 1 and a.shape[0] == n for a, n in zip(arrs, self.sizes)
+            ):
+                flat = np.concatenate(arrs)
+                if flat.dtype.kind in "iu" and (flat.astype(np.uint64) < self._joint_nvec_u).all():
+                    return flat.astype(np.int64, copy=False)
+        return self.flatten(self.validate(actions))
 
     def flatten(self, actions: Mapping[str, Any]) -> np.ndarray:
         """Concatenate a joint action into one vector in agent order."""

@@ -1,0 +1,276 @@
+"""AutoMLPipeline-v0: an ML pipeline built by cooperating AutoML agents, as a PettingZoo ParallelEnv.
+
+Each AutoML module of the pipeline (data augmentation, architecture, hyper-parameters, and any module
+a user registers) is an agent. The agents' joint action is one ML pipeline; the environment evaluates
+it (trains the child model, or queries a surrogate) and every agent receives the same reward: the
+child's validation accuracy, optionally penalised by a FLOPs/parameter budget. This is the setting of
+Wang et al., "Multi-Agent Automated Machine Learning" (CVPR 2023).
+
+Agents
+    One per module, named after it. Default ``("aug", "nas", "hpo")``.
+
+Action space (per agent): ``MultiDiscrete`` over the module's decisions
+
+    ===== ============================ =============================================================
+    agent decisions (default)          choices
+    ===== ============================ =============================================================
+    aug   30 = 5 sub-policies x 2 ops  op (16 AutoAugment ops + Cutout/Identity), probability
+          x (op, prob, magnitude)      (0..1 step 0.2), magnitude level (0..9)
+    nas   13 = 3 stages x (kernel,     kernel {3,5,7}, expansion {1,3,6}, width x{0.5,0.75,1,1.5},
+          expansion, width, depth)     depth {1,2,3}; resolution {16,24,32}
+          + resolution
+    hpo   7                            optimizer {sgd,adamw,rmsprop}, lr {1e-3..0.3}, weight decay
+                                       {0..2e-3}, batch {32..256}, schedule {cosine,step,constant},
+                                       label smoothing {0,0.1,0.2}, epochs {1,2,4,8}
+    ===== ============================ =============================================================
+
+    ``env.unwrapped.decode(actions)`` turns a joint action into a readable :class:`Pipeline`;
+    ``env.unwrapped.space.encode(pipeline)`` goes back.
+
+Observation (per agent, identical) and global ``state()``
+    ``Box(0, 1, (3 + D,), float32)``: ``[t / T, last score, best score this episode, previous joint
+    action / (nvec - 1)]`` with ``T = pipelines_per_episode`` and ``D`` the joint action length. All
+    zeros after ``reset``. ``state_space`` is the same space.
+
+Reward
+    The shared score of the pipeline (Python ``float``), the same for every agent.
+
+Termination and truncation
+    All agents terminate after ``pipelines_per_episode`` steps (default 1: one pipeline per episode, as
+    in the paper). Truncation is never set.
+
+Infos (per agent; the same keys after ``reset`` with neutral values)
+    ``score, status, accuracy, flops, params, seconds, t`` (pipelines evaluated in this episode;
+    ``env.unwrapped.evaluations`` counts them over the env's life).
+    ``status`` is one of ``ok, over_budget, diverged, oom, timeout, error``.
+
+Arguments
+    modules: module names and/or :class:`AutoMLModule` instances, applied in this order.
+    reward: ``"train"`` (real child training, default), ``"surrogate"`` or an :class:`Evaluator`.
+    reward_kwargs: keyword arguments of the named reward backend (e.g. ``dataset``, ``device``,
+        ``budget``, ``task``, ``noise_std``).
+    pipelines_per_episode: pipelines evaluated per episode.
+    base_pipeline: the pipeline the modules start from.
+    render_mode: ``None``, ``"ansi"`` (render returns the last pipeline) or ``"human"`` (prints it).
+
+Batch evaluation
+    ``env.unwrapped.evaluate(joint_actions, seeds)`` evaluates many joint actions outside the episode
+    loop (one call to the backend, which may run them in parallel); search algorithms use it.
+
+Version history
+    v0: initial release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium.utils import seeding
+from pettingzoo import ParallelEnv
+from pettingzoo.utils import parallel_to_aec
+
+from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
+from ma2ml_env.pipeline import Pipeline, SearchSpace
+from ma2ml_env.rewards.base import EvalResult, Evaluator, make_evaluator
+
+__all__ = ["AutoMLPipelineEnv", "parallel_env", "env", "ENV_ID", "INFO_KEYS"]
+
+ENV_ID = "ma2ml/AutoMLPipeline-v0"
+INFO_KEYS = ("score", "status", "accuracy", "flops", "params", "seconds", "t")
+
+
+class AutoMLPipelineEnv(ParallelEnv):
+    """The multi-agent AutoML environment; see the module docstring for the full documentation."""
+
+    metadata = {"name": "ma2ml/AutoMLPipeline-v0", "render_modes": ["ansi", "human"], "is_parallelizable": True}
+
+    def __init__(
+        self,
+        modules: Sequence[str | Any] = DEFAULT_MODULES,
+        reward: str | Evaluator = "train",
+        reward_kwargs: Mapping[str, Any] | None = None,
+        pipelines_per_episode: int = 1,
+        base_pipeline: Pipeline | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if isinstance(pipelines_per_episode, bool) or not isinstance(pipelines_per_episode, (int, np.integer)) \
+                or pipelines_per_episode < 1:
+            raise ValueError(f"pipelines_per_episode must be a positive integer, got {pipelines_per_episode!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        if base_pipeline is not None and not isinstance(base_pipeline, Pipeline):
+            raise ValueError(f"base_pipeline must be a ma2ml_env.Pipeline, got {type(base_pipeline).__name__}")
+        self.space = SearchSpace(resolve_modules(modules), base=base_pipeline)
+        self.evaluator = make_evaluator(reward, **dict(reward_kwargs or {}))
+        self.evaluator.bind(self.space)
+        self.pipelines_per_episode = int(pipelines_per_episode)
+        self.render_mode = render_mode
+        self.possible_agents = list(self.space.names)
+        self.agents: list[str] = []
+        self._action_spaces = {m.name: m.action_space for m in self.space.modules}
+        d = int(self.space.joint_nvec.size)
+        self.state_space = gymnasium.spaces.Box(0.0, 1.0, (3 + d,), np.float32)
+        self._scale = 1.0 / np.maximum(self.space.joint_nvec - 1, 1)
+        self._fast = callable(getattr(self.evaluator, "evaluate_actions", None))
+        self._one = getattr(self.evaluator, "evaluate_one_tuple", None)
+        self._np_random, self._np_random_seed = seeding.np_random(None)
+        self._obs = np.zeros(3 + d, np.float32)
+        self._seed_buf: list[int] = []
+        self._t = 0
+        self._needs_reset = True
+        self.evaluations = 0
+        self._last_flat: np.ndarray | None = None
+        self._last_tuple: tuple = ()
+
+    # -- spaces ----------------------------------------------------------------------------------------
+    def observation_space(self, agent: str) -> gymnasium.spaces.Box:
+        self._check_agent(agent)
+        return self.state_space
+
+    def action_space(self, agent: str) -> gymnasium.spaces.MultiDiscrete:
+        self._check_agent(agent)
+        return self._action_spaces[agent]
+
+    def _check_agent(self, agent: str) -> None:
+        if agent not in self._action_spaces:
+            raise ValueError(f"unknown agent {agent!r}; agents are {self.possible_agents}")
+
+    def state(self) -> np.ndarray:
+        return self._obs.copy()
+
+    @property
+    def np_random(self) -> np.random.Generator:
+        return self._np_random
+
+    # -- episode loop ----------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        if seed is not None:
+            self._np_random, self._np_random_seed = seeding.np_random(seed)
+            self._seed_buf = []
+        self.agents = list(self.possible_agents)
+        self._t = 0
+        self._best = 0.0
+        self._needs_reset = False
+        self._obs = np.zeros_like(self._obs)
+        info = {"score": 0.0, "status": "", "accuracy": 0.0, "flops": 0.0, "params": 0.0, "seconds": 0.0,
+                "t": 0}
+        return {a: self._obs.copy() for a in self.agents}, {a: dict(info) for a in self.agents}
+
+    def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step()")
+        if not self.agents:
+            raise RuntimeError(
+                f"the episode is over (all agents terminated after {self.pipelines_per_episode} pipelines); "
+                "call reset() to start a new one"
+            )
+        flat = self.space.validate_flat(actions)  # raises before any state changes
+        seed = self._next_seed()
+        if self._one is not None:  # scalar fast path (surrogate): a tuple in EvalResult field order
+            res = self._one(flat.tolist(), seed)
+            self.evaluations += 1
+            self._last_flat, self._last_tuple = flat, res
+        else:
+            r = self._evaluate([flat], [seed])[0]
+            res = (r.score, r.status, r.accuracy, r.flops, r.params, r.seconds)
+        score = res[0]
+        self._t += 1
+        self._best = max(self._best, score)
+        obs = self._obs = np.empty_like(self._obs)
+        obs[0], obs[1], obs[2] = self._t / self.pipelines_per_episode, score, self._best
+        obs[3:] = flat * self._scale
+        done = self._t >= self.pipelines_per_episode
+        info = dict(zip(INFO_KEYS, (*res, self._t)))
+        agents = self.agents
+        obs = {a: obs.copy() for a in agents}
+        rewards = {a: score for a in agents}
+        terms = {a: done for a in agents}
+        truncs = {a: False for a in agents}
+        infos = {a: dict(info) for a in agents}
+        if done:
+            self.agents = []
+        if self.render_mode == "human":
+            self.render()
+        return obs, rewards, terms, truncs, infos
+
+    def _next_seed(self) -> int:
+        # evaluation seeds come from the env's RNG, drawn in blocks (Generator.integers costs ~us a call)
+        if not self._seed_buf:
+            self._seed_buf = self._np_random.integers(2**31 - 1, size=256).tolist()[::-1]
+        return self._seed_buf.pop()
+
+    # -- batch evaluation (search algorithms use this) ---------------------------------------------------
+    def evaluate(self, joint_actions: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None = None) -> list[EvalResult]:
+        """Evaluate joint actions with the reward backend, outside the episode loop.
+
+        Args:
+            joint_actions: each a dict ``agent -> action`` (validated; a bad one raises ``ValueError``
+                before anything is evaluated).
+            seeds: one seed per joint action (default: drawn from the env's RNG).
+        """
+        checked = [self.space.validate_flat(a) for a in joint_actions]
+        if seeds is None:
+            seeds = [self._next_seed() for _ in checked]
+        if len(seeds) != len(checked):
+            raise ValueError(f"got {len(seeds)} seeds for {len(checked)} joint actions; pass one seed per action")
+        return self._evaluate(checked, seeds)
+
+    def _evaluate(self, flats: list[np.ndarray], seeds: Sequence[int]) -> list[EvalResult]:
+        if not flats:
+            return []
+        if self._fast:
+            results = self.evaluator.results_from_arrays(self.evaluator.evaluate_actions(np.stack(flats), seeds))
+        else:
+            results = list(self.evaluator.evaluate([self.space.decode(f) for f in flats], list(seeds)))
+            if len(results) != len(flats):
+                raise RuntimeError(
+                    f"evaluator {self.evaluator.name!r} returned {len(results)} results for {len(flats)} pipelines"
+                )
+        self.evaluations += len(flats)
+        r = results[-1]
+        self._last_flat, self._last_tuple = flats[-1], (r.score, r.status, r.accuracy, r.flops, r.params, r.seconds)
+        return results
+
+    @property
+    def last_result(self) -> EvalResult | None:
+        """The result of the last evaluated pipeline."""
+        return None if self._last_flat is None else EvalResult(*self._last_tuple)
+
+    @property
+    def last_actions(self) -> dict[str, np.ndarray] | None:
+        """The joint action of the last evaluated pipeline."""
+        return None if self._last_flat is None else self.space.unflatten(self._last_flat)
+
+    def decode(self, actions: Mapping[str, Any] | np.ndarray) -> Pipeline:
+        """The readable :class:`Pipeline` of a joint action (dict or flat vector)."""
+        return self.space.decode(actions)
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            gymnasium.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human'")
+            return None
+        if self._last_flat is None:
+            text = "no pipeline evaluated yet"
+        else:
+            r = self.last_result
+            text = f"{self.space.decode(self._last_flat).describe()}\nscore: {r.score:.4f} ({r.status})"
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def close(self) -> None:
+        self.evaluator.close()
+
+
+def parallel_env(**kwargs: Any) -> AutoMLPipelineEnv:
+    """The ParallelEnv (see :class:`AutoMLPipelineEnv` for the arguments)."""
+    return AutoMLPipelineEnv(**kwargs)
+
+
+def env(**kwargs: Any):
+    """The AEC form of the environment (PettingZoo's ``parallel_to_aec`` conversion)."""
+    return parallel_to_aec(parallel_env(**kwargs))

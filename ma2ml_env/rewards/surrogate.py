@@ -1,0 +1,638 @@
+r"""The surrogate reward: a cheap, numpy-only model of how AUG, NAS and HPO choices interact.
+
+For tests, CI and benchmarking search algorithms at thousands of evaluations per second. It models
+the interactions the paper's argument rests on, so that optimising one module at a time with the
+others fixed can get stuck below the joint optimum, as in real pipelines.
+
+**Features** (each in [0, 1], from the decoded values; ``clip`` to [0, 1]):
+
+* capacity ``c = (log F - log F_min) / (log F_max - log F_min)``, ``F`` the child's analytical FLOPs,
+  ``F_min``/``F_max`` those of the smallest/largest child of the default ``ArchitectureModule``;
+* augmentation strength ``s = mean_slots p * strength(op, m)`` with ``strength = m / 9`` for ops with a
+  magnitude, 0.5 for AutoContrast/Equalize/Invert, 0 for Identity; a policy of K sub-policies of J ops
+  has K*J slots;
+* augmentation quality ``q = mean_slots p * u[op]``, ``u`` the task's per-op utility in [-1, 1];
+* training length ``e = log2(epochs) / 3``; weight decay ``w = log10(1 + wd / 1e-5) / log10(201)``;
+  label smoothing ``l = ls / 0.2``.
+
+``c`` and ``s`` are rounded to multiples of 1/40 (the surrogate's resolution; it is what makes the
+exact global optimum computable, see :meth:`SurrogateEvaluator.optimum`).
+
+**Score.** With the task's coefficients (defaults in brackets)
+
+.. code-block:: text
+
+    z = a_c c - b_c c^2                         capacity helps, with diminishing returns   [1.2, 0.2]
+      + a_e e + a_q q                           longer training, useful ops                 [1.0, 0.5]
+      + g_sc (2s - 1)(2c - 1)                   strong augmentation needs capacity; it
+                                                hurts small models                          [0.8]
+      + g_se (2s - 1)(2e - 1)                   strong augmentation needs long training     [0.3]
+      - kappa (s + omega w + lam l - rho c)^2   augmentation, weight decay and label
+                                                smoothing substitute for one another; the
+                                                regularisation needed grows with capacity  [2, 0.5, 0.3, 1]
+      - a_lr log10(lr / lr*)^2,  lr* = lr0[opt] sqrt(batch / 128)
+                                                learning rate vs batch size and optimizer   [1.5]
+      + b_opt[opt] + b_sched[schedule] + z0
+    accuracy = floor + (ceil - floor) * sigmoid(z)   (+ N(0, noise_std^2) seeded noise, clipped to [0, 1])
+
+The bilinear terms make (small model, weak augmentation) a basin: from there, changing the
+architecture alone or the augmentation alone lowers the score, and only a joint move reaches the
+(large model, strong augmentation, long training) optimum.
+
+**Costs.** FLOPs and parameters are the analytical counts of the child; ``seconds`` is a simulated
+training time ``epochs * dataset_size * 3 * FLOPs / throughput + overhead``.
+
+**Budget.** An optional :class:`~ma2ml_env.rewards.base.CostBudget`: hard (over budget -> status
+``"over_budget"``, ``penalty_score``) or soft (MnasNet ``accuracy * (FLOPs / target) ** w``).
+
+**Tasks.** ``task="default"`` or ``task=<int>``: a randomly generated task (coefficients, op utilities,
+optimal learning rates) drawn from that seed, so algorithms are not tuned to one function.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+import numpy as np
+
+from ma2ml_env.modules.aug import AUG_OPS, AugmentModule
+from ma2ml_env.modules.hpo import OPTIMIZERS, SCHEDULES, HyperParameterModule
+from ma2ml_env.modules.nas import ArchitectureModule
+from ma2ml_env.pipeline import MAGNITUDE_BINS, Pipeline, SearchSpace, head_costs, stage_costs, stem_costs
+from ma2ml_env.rewards.base import CostBudget, EvalResult, Evaluator
+
+__all__ = ["SurrogateTask", "SurrogateEvaluator", "LEVELS"]
+
+#: ``c`` and ``s`` are rounded to multiples of ``1 / LEVELS``.
+LEVELS = 40
+_OP_NAMES = tuple(AUG_OPS)
+_NO_MAGNITUDE = {"AutoContrast": 0.5, "Equalize": 0.5, "Invert": 0.5, "Identity": 0.0}
+#: default per-op utility: geometric and mild photometric ops help, Invert and Solarize hurt.
+_DEFAULT_UTILITY = {
+    "Identity": 0.0, "ShearX": 0.5, "ShearY": 0.4, "TranslateX": 0.6, "TranslateY": 0.6, "Rotate": 0.7,
+    "Brightness": 0.2, "Color": 0.1, "Contrast": 0.3, "Sharpness": 0.2, "Posterize": -0.2,
+    "Solarize": -0.5, "AutoContrast": 0.3, "Equalize": 0.1, "Invert": -0.9, "Cutout": 0.8,
+}
+
+
+@dataclass(frozen=True)
+class SurrogateTask:
+    """Coefficients of the surrogate score (see the module docstring for the formula)."""
+
+    a_c: float = 1.2
+    b_c: float = 0.2
+    a_e: float = 1.0
+    a_q: float = 0.5
+    g_sc: float = 0.8
+    g_se: float = 0.3
+    kappa: float = 2.0
+    omega: float = 0.5
+    lam: float = 0.3
+    rho: float = 1.0
+    a_lr: float = 1.5
+    z0: float = -1.5
+    floor: float = 0.1
+    ceil: float = 0.99
+    lr0: tuple[float, ...] = (0.1, 0.003, 0.001)  # per OPTIMIZERS
+    b_opt: tuple[float, ...] = (0.1, 0.15, 0.0)
+    b_sched: tuple[float, ...] = (0.15, 0.08, 0.0)  # per SCHEDULES
+    op_utility: tuple[float, ...] = field(default_factory=lambda: tuple(_DEFAULT_UTILITY[o] for o in _OP_NAMES))
+
+    @classmethod
+    def random(cls, seed: int) -> SurrogateTask:
+        """A randomly generated task: every coefficient drawn around its default, from ``seed``."""
+        rng = np.random.default_rng(np.random.SeedSequence([20230601, int(seed)]))
+
+        def u(lo: float, hi: float) -> float:
+            return float(rng.uniform(lo, hi))
+
+        return cls(
+            a_c=u(0.8, 1.6), b_c=u(0.0, 0.6), a_e=u(0.6, 1.4), a_q=u(0.3, 0.8), g_sc=u(0.6, 1.0),
+            g_se=u(0.1, 0.5), kappa=u(1.0, 3.0), omega=u(0.3, 0.8), lam=u(0.1, 0.5), rho=u(0.6, 1.2),
+            a_lr=u(1.0, 2.0), z0=u(-2.0, -1.0),
+            lr0=tuple(float(v) * 10 ** u(-0.5, 0.5) for v in cls.lr0),
+            b_opt=tuple(u(0.0, 0.2) for _ in OPTIMIZERS),
+            b_sched=tuple(u(0.0, 0.2) for _ in SCHEDULES),
+            op_utility=tuple(0.0 if o == "Identity" else u(-1.0, 1.0) for o in _OP_NAMES),
+        )
+
+
+# -- feature maps of single decision values (vectorised through per-choice tables) -------------------
+def _op_strength(op: str, mag: int) -> float:
+    return _NO_MAGNITUDE.get(op, mag / (MAGNITUDE_BINS - 1))
+
+
+def _epochs_level(v: float) -> float:
+    return min(max(math.log2(max(v, 1)) / 3.0, 0.0), 1.0)
+
+
+def _wd_level(v: float) -> float:
+    return min(math.log10(1.0 + v / 1e-5) / math.log10(201.0), 1.0)
+
+
+def _ls_level(v: float) -> float:
+    return min(v / 0.2, 1.0)
+
+
+def _quantise(x: np.ndarray) -> np.ndarray:
+    # round half up, with a margin so that float summation order never moves a value across a level
+    return np.floor(x * LEVELS + 0.5 + 1e-9) / LEVELS
+
+
+def _quantise_one(x: float) -> float:
+    return math.floor(x * LEVELS + 0.5 + 1e-9) / LEVELS
+
+
+def _noise(seed: int) -> float:
+    return float(np.random.default_rng(int(seed) & 0xFFFFFFFFFFFF).normal())
+
+
+def _place(table: np.ndarray, axes: list[int | None], nd: int) -> np.ndarray:
+    """View ``table`` as an ``nd``-dim array whose dim ``i`` lies on axis ``axes[i]`` (``None``: a
+    size-1 dim that is dropped), for broadcasting."""
+    keep = [i for i, ax in enumerate(axes) if ax is not None]
+    t = table.reshape([table.shape[i] for i in keep])
+    target = [axes[i] for i in keep]
+    order = sorted(range(len(target)), key=target.__getitem__)
+    t = np.transpose(t, order)
+    shape = [1] * nd
+    for j, i in enumerate(order):
+        shape[target[i]] = t.shape[j]
+    return t.reshape(shape)
+
+
+class SurrogateEvaluator(Evaluator):
+    """Numpy-only surrogate reward backend (``reward="surrogate"``).
+
+    Args:
+        task: ``"default"``, an int (a random task from that seed) or a :class:`SurrogateTask`.
+        noise_std: standard deviation of the Gaussian evaluation noise (seeded by the evaluation seed).
+        budget: optional FLOPs/params budget.
+        in_channels, num_classes: the child's input channels and classes (for the FLOPs count).
+        dataset_size, throughput, overhead: the simulated training time model.
+    """
+
+    name = "surrogate"
+
+    def __init__(
+        self,
+        task: str | int | SurrogateTask = "default",
+        noise_std: float = 0.0,
+        budget: CostBudget | None = None,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        dataset_size: int = 50_000,
+        throughput: float = 1e12,
+        overhead: float = 1.0,
+    ) -> None:
+        if isinstance(task, SurrogateTask):
+            self.task = task
+        elif task == "default":
+            self.task = SurrogateTask()
+        elif isinstance(task, (int, np.integer)) and not isinstance(task, bool):
+            self.task = SurrogateTask.random(int(task))
+        else:
+            raise ValueError(f"task must be 'default', an int seed or a SurrogateTask, got {task!r}")
+        if not (isinstance(noise_std, (int, float)) and noise_std >= 0):
+            raise ValueError(f"noise_std must be a number >= 0, got {noise_std!r}")
+        if budget is not None and not isinstance(budget, CostBudget):
+            raise ValueError(f"budget must be a ma2ml_env.CostBudget or None, got {budget!r}")
+        self.noise_std = float(noise_std)
+        self.budget = budget or CostBudget()
+        self.in_channels, self.num_classes = int(in_channels), int(num_classes)
+        self.dataset_size, self.throughput, self.overhead = dataset_size, throughput, overhead
+        ref = ArchitectureModule()
+        lo = {d.name: d.choices[0] for d in ref.decisions}
+        hi = {d.name: d.choices[-1] for d in ref.decisions}
+        f_lo = ref.apply(lo, Pipeline()).arch.flops(self.in_channels, self.num_classes)
+        f_hi = ref.apply(hi, Pipeline()).arch.flops(self.in_channels, self.num_classes)
+        self._log_f = (math.log(f_lo), math.log(f_hi))
+        self.space: SearchSpace | None = None
+
+    # -- binding: per-choice lookup tables -------------------------------------------------------------
+    def bind(self, space: SearchSpace) -> None:
+        self.space = space
+        self._optimum: tuple[float, dict[str, np.ndarray]] | None = None
+        t = self.task
+        util = dict(zip(_OP_NAMES, t.op_utility))
+        base = space.base
+        self._aug = self._nas = self._hpo = None
+        self._log_lr0 = np.log10(np.asarray(t.lr0, dtype=float))
+        self._log_lr0_list = self._log_lr0.tolist()
+        self._b_opt, self._b_sched = np.asarray(t.b_opt, dtype=float), np.asarray(t.b_sched, dtype=float)
+        for mod, off in zip(space.modules, space.offsets):
+            if isinstance(mod, AugmentModule) and self._aug is None:
+                n = mod.num_subpolicies * mod.ops_per_subpolicy
+                cols = off + 3 * np.arange(n)
+                strength = np.array([[_op_strength(o, m) for m in mod.magnitudes] for o in mod.ops])
+                self._aug = dict(
+                    op=cols, prob=cols + 1, mag=cols + 2, n=n, mod=mod,
+                    strength=strength, probs=np.array(mod.probs, dtype=float),
+                    util=np.array([util[o] for o in mod.ops]), op_cols=cols.tolist(),
+                )
+                self._aug["lists"] = (strength.tolist(), list(map(float, mod.probs)), self._aug["util"].tolist())
+            elif isinstance(mod, ArchitectureModule) and self._nas is None:
+                self._nas = self._nas_tables(mod, off, space.base)
+            elif isinstance(mod, HyperParameterModule) and self._hpo is None:
+                ch = {d.name: d.choices for d in mod.decisions}
+                self._hpo = dict(
+                    off=off, mod=mod,
+                    opt=np.array([OPTIMIZERS.index(o) for o in ch["optimizer"]]),
+                    log_lr=np.log10(np.array(ch["lr"], dtype=float)),
+                    w=np.array([_wd_level(v) for v in ch["weight_decay"]]),
+                    bs=np.array(ch["batch_size"], dtype=float),
+                    sched=np.array([SCHEDULES.index(v) for v in ch["schedule"]]),
+                    ls=np.array([_ls_level(v) for v in ch["label_smoothing"]]),
+                    e=np.array([_epochs_level(v) for v in ch["epochs"]]),
+                    epochs=np.array(ch["epochs"], dtype=float),
+                )
+                self._hpo["lists"] = {k: v.tolist() for k, v in self._hpo.items() if isinstance(v, np.ndarray)}
+        # Features of absent modules are constants read off the base pipeline.
+        slots = [op for sub in base.augment for op in sub]
+        self._base_s = float(np.mean([op.prob * _op_strength(op.op, op.magnitude) for op in slots])) if slots else 0.0
+        self._base_q = float(np.mean([op.prob * util.get(op.op, 0.0) for op in slots])) if slots else 0.0
+        a = base.arch
+        self._base_arch = (a.flops(self.in_channels, self.num_classes), a.params(self.in_channels, self.num_classes))
+        tr = base.train
+        self._base_train = dict(
+            opt=OPTIMIZERS.index(tr.optimizer), log_lr=math.log10(tr.lr), w=_wd_level(tr.weight_decay),
+            bs=float(tr.batch_size), sched=SCHEDULES.index(tr.schedule), ls=_ls_level(tr.label_smoothing),
+            e=_epochs_level(tr.epochs), epochs=float(tr.epochs),
+        )
+
+    def _require_bound(self) -> SearchSpace:
+        if self.space is None:
+            raise RuntimeError("SurrogateEvaluator is not bound to a search space; the env calls bind(space)")
+        return self.space
+
+    # -- features ---------------------------------------------------------------------------------------
+    def _aug_features(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g = self._aug
+        if g is None:
+            k = A.shape[0]
+            return np.full(k, self._base_s), np.full(k, self._base_q)
+        op, p = A[:, g["op"]], g["probs"][A[:, g["prob"]]]
+        s = (p * g["strength"][op, A[:, g["mag"]]]).mean(axis=1)
+        q = (p * g["util"][op]).mean(axis=1)
+        return s, q
+
+    def _nas_tables(self, mod: ArchitectureModule, off: int, base: Pipeline) -> dict[str, Any]:
+        """Per-stage cost tables: stage ``s`` costs depend on (resolution, previous width, kernel,
+        expansion, width, depth) only, so any architecture's cost is a sum of a few table entries."""
+        ns = len(mod.base_widths)
+        ch = {d.name: np.array(d.choices) for d in mod.decisions}
+        first = {d.name: d.choices[0] for d in mod.decisions}
+        widths = np.array([
+            [mod.apply({**first, f"stage{s}_width": w}, Pipeline()).arch.stages[s].width for w in ch[f"stage{s}_width"]]
+            for s in range(ns)
+        ], dtype=np.float64)
+        res = ch["resolution"].astype(np.float64)
+        stem_m, stem_p = stem_costs(res, base.arch.stem_width, self.in_channels)
+        size, c_prev = res, np.array([float(base.arch.stem_width)])
+        macs, params = [], []
+        for s in range(ns):
+            m, p, out = stage_costs(
+                size.reshape(-1, 1, 1, 1, 1, 1), c_prev.reshape(1, -1, 1, 1, 1, 1),
+                ch[f"stage{s}_kernel"].reshape(1, 1, -1, 1, 1, 1), ch[f"stage{s}_expansion"].reshape(1, 1, 1, -1, 1, 1),
+                widths[s].reshape(1, 1, 1, 1, -1, 1), ch[f"stage{s}_depth"].reshape(1, 1, 1, 1, 1, -1),
+                mod.strides[s],
+            )
+            macs.append(m)
+            params.append(p)
+            size = np.ceil(size / mod.strides[s])
+            c_prev = widths[s]
+        head_m, head_p = head_costs(size[:, None], widths[-1][None, :], base.arch.head_width, self.num_classes)
+        head_m, head_p = (np.broadcast_to(x, (len(res), widths.shape[1])).copy() for x in (head_m, head_p))
+        return dict(
+            off=off, ns=ns, stem=(stem_m, stem_p), stages=(macs, params), head=(head_m, head_p),
+            lists=(stem_m.tolist(), stem_p.tolist(), [m.tolist() for m in macs], [p.tolist() for p in params],
+                   head_m.tolist(), head_p.tolist()),
+        )
+
+    def _nas_costs(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        g = self._nas
+        if g is None:
+            k = A.shape[0]
+            return np.full(k, float(self._base_arch[0])), np.full(k, float(self._base_arch[1]))
+        return self._arch_costs(A[:, g["off"] : g["off"] + 4 * g["ns"] + 1])
+
+    def _arch_costs(self, N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """FLOPs and params from the architecture module's own action columns ``N`` ([K, 4S+1])."""
+        g = self._nas
+        ns = g["ns"]
+        r = N[:, 4 * ns]
+        macs, params = g["stem"][0][r], g["stem"][1][r]
+        wp = np.zeros_like(r)
+        for s in range(ns):
+            table = g["stages"][0][s]
+            # one linear index shared by the MACs and params tables (cheaper than 6-d fancy indexing)
+            lin = np.ravel_multi_index((r, wp, N[:, 4 * s], N[:, 4 * s + 1], N[:, 4 * s + 2], N[:, 4 * s + 3]), table.shape)
+            macs = macs + table.reshape(-1).take(lin)
+            params = params + g["stages"][1][s].reshape(-1).take(lin)
+            wp = N[:, 4 * s + 2]
+        return 2.0 * (macs + g["head"][0][r, wp]), params + g["head"][1][r, wp]
+
+    def _hpo_features(self, A: np.ndarray) -> dict[str, np.ndarray]:
+        g = self._hpo
+        if g is None:
+            return {k: np.full(A.shape[0], v) for k, v in self._base_train.items()}
+        o = g["off"]
+        return dict(
+            opt=g["opt"][A[:, o]], log_lr=g["log_lr"][A[:, o + 1]], w=g["w"][A[:, o + 2]],
+            bs=g["bs"][A[:, o + 3]], sched=g["sched"][A[:, o + 4]], ls=g["ls"][A[:, o + 5]],
+            e=g["e"][A[:, o + 6]], epochs=g["epochs"][A[:, o + 6]],
+        )
+
+    def capacity(self, flops: np.ndarray) -> np.ndarray:
+        """Capacity level ``c`` of children with these FLOPs (rounded to 1/LEVELS)."""
+        lo, hi = self._log_f
+        return _quantise(np.clip((np.log(flops) - lo) / (hi - lo), 0.0, 1.0))
+
+    def _hz(self, opt, log_lr, bs, sched, e):
+        """The part of z that depends on hyper-parameters alone (works on arrays and on floats)."""
+        t = self.task
+        lr_star = self._log_lr0[opt] + 0.5 * np.log10(bs / 128.0)
+        return t.a_e * e - t.a_lr * (log_lr - lr_star) ** 2 + self._b_opt[opt] + self._b_sched[sched] + t.z0
+
+    def _cz(self, c, s, q, e, w, ls):
+        """The coupled part of z: capacity, augmentation and regularisation interactions."""
+        t = self.task
+        return (
+            t.a_c * c - t.b_c * c * c + t.a_q * q
+            + t.g_sc * (2 * s - 1) * (2 * c - 1) + t.g_se * (2 * s - 1) * (2 * e - 1)
+            - t.kappa * (s + t.omega * w + t.lam * ls - t.rho * c) ** 2
+        )
+
+    def _accuracy(self, z: np.ndarray) -> np.ndarray:
+        t = self.task
+        return t.floor + (t.ceil - t.floor) / (1.0 + np.exp(-z))
+
+    # -- evaluation -------------------------------------------------------------------------------------
+    def evaluate_actions(self, flat_actions: np.ndarray, seeds: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """Vectorised evaluation of flat joint actions ``[K, D]`` (the batch path).
+
+        Returns arrays ``score, accuracy, flops, params, seconds`` and ``over_budget`` (bool), each ``[K]``.
+        """
+        self._require_bound()
+        A = np.asarray(flat_actions, dtype=np.int64)
+        if A.ndim == 1:
+            A = A[None]
+        s, q = self._aug_features(A)
+        flops, params = self._nas_costs(A)
+        h = self._hpo_features(A)
+        z = self._hz(h["opt"], h["log_lr"], h["bs"], h["sched"], h["e"]) + self._cz(
+            self.capacity(flops), _quantise(s), q, h["e"], h["w"], h["ls"]
+        )
+        acc = self._accuracy(z)
+        if self.noise_std > 0:
+            if seeds is None:
+                raise ValueError("noise_std > 0 needs one seed per evaluation")
+            acc = np.clip(acc + self.noise_std * np.array([_noise(sd) for sd in seeds]), 0.0, 1.0)
+        score = acc.copy()
+        b = self.budget
+        over = np.zeros(len(acc), dtype=bool)
+        if b.active:
+            factor, feasible = self._budget_factor(flops, params)
+            over = ~feasible
+            score = np.where(over, b.penalty_score, score * factor)
+        seconds = h["epochs"] * self.dataset_size * 3 * flops / self.throughput + self.overhead
+        return dict(score=score, accuracy=acc, flops=flops, params=params, seconds=seconds, over_budget=over)
+
+    def evaluate_one(self, x: Sequence[int], seed: int | None = None) -> EvalResult:
+        """Scalar path for one flat joint action (a list of ints): the same numbers as
+        :meth:`evaluate_actions`, without numpy's per-call overhead."""
+        return EvalResult(*self.evaluate_one_tuple(x, seed))
+
+    def evaluate_one_tuple(self, x: Sequence[int], seed: int | None = None) -> tuple:
+        """:meth:`evaluate_one` as a plain tuple in :class:`EvalResult` field order (what ``env.step``
+        uses: building a frozen dataclass costs as much as the evaluation itself)."""
+        t = self.task
+        g = self._aug
+        if g is None:
+            s, q = self._base_s, self._base_q
+        else:
+            strength, probs, util = g["lists"]
+            ssum = qsum = 0.0
+            for j in g["op_cols"]:
+                o, p = x[j], probs[x[j + 1]]
+                ssum += p * strength[o][x[j + 2]]
+                qsum += p * util[o]
+            s, q = ssum / g["n"], qsum / g["n"]
+        g = self._nas
+        if g is None:
+            flops, params = self._base_arch
+        else:
+            stem_m, stem_p, st_m, st_p, head_m, head_p = g["lists"]
+            o, ns = g["off"], g["ns"]
+            r = x[o + 4 * ns]
+            macs, params, wp = stem_m[r], stem_p[r], 0
+            for i in range(ns):
+                k, e, w, d = x[o + 4 * i], x[o + 4 * i + 1], x[o + 4 * i + 2], x[o + 4 * i + 3]
+                macs += st_m[i][r][wp][k][e][w][d]
+                params += st_p[i][r][wp][k][e][w][d]
+                wp = w
+            flops, params = 2.0 * (macs + head_m[r][wp]), params + head_p[r][wp]
+        g = self._hpo
+        if g is None:
+            h = self._base_train
+            opt, log_lr, w, bs, sched, ls, e, epochs = (
+                h["opt"], h["log_lr"], h["w"], h["bs"], h["sched"], h["ls"], h["e"], h["epochs"])
+        else:
+            o, L = g["off"], g["lists"]
+            opt, log_lr, w, bs = L["opt"][x[o]], L["log_lr"][x[o + 1]], L["w"][x[o + 2]], L["bs"][x[o + 3]]
+            sched, ls, e, epochs = L["sched"][x[o + 4]], L["ls"][x[o + 5]], L["e"][x[o + 6]], L["epochs"][x[o + 6]]
+        lo, hi = self._log_f
+        c = _quantise_one(min(max((math.log(flops) - lo) / (hi - lo), 0.0), 1.0))
+        hz = (t.a_e * e - t.a_lr * (log_lr - self._log_lr0_list[opt] - 0.5 * math.log10(bs / 128.0)) ** 2
+              + t.b_opt[opt] + t.b_sched[sched] + t.z0)  # == _hz, on Python floats
+        z = hz + self._cz(c, _quantise_one(s), q, e, w, ls)
+        acc = t.floor + (t.ceil - t.floor) / (1.0 + math.exp(-z))
+        if self.noise_std > 0:
+            if seed is None:
+                raise ValueError("noise_std > 0 needs a seed per evaluation")
+            acc = min(max(acc + self.noise_std * _noise(seed), 0.0), 1.0)
+        score, status, b = acc, "ok", self.budget
+        if b.active:
+            if b.over(flops, params) and b.mode == "hard":
+                score, status = b.penalty_score, "over_budget"
+            elif b.mode == "soft":
+                score = acc * b.factor(flops, params)
+        seconds = epochs * self.dataset_size * 3 * flops / self.throughput + self.overhead
+        return float(score), status, float(acc), float(flops), float(params), float(seconds)
+
+    def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
+        space = self._require_bound()
+        flat = np.stack([space.flatten(space.encode(p)) for p in pipelines]) if pipelines else np.zeros((0, 0))
+        return self.results_from_arrays(self.evaluate_actions(flat, seeds)) if pipelines else []
+
+    @staticmethod
+    def results_from_arrays(out: dict[str, np.ndarray]) -> list[EvalResult]:
+        """Turn :meth:`evaluate_actions` output into :class:`EvalResult` objects."""
+        return [
+            EvalResult(
+                score=float(out["score"][i]),
+                status="over_budget" if out["over_budget"][i] else "ok",
+                accuracy=float(out["accuracy"][i]),
+                flops=float(out["flops"][i]),
+                params=float(out["params"][i]),
+                seconds=float(out["seconds"][i]),
+            )
+            for i in range(len(out["score"]))
+        ]
+
+    # -- the exact global optimum ------------------------------------------------------------------------
+    def optimum(self, max_architectures: int = 20_000_000) -> tuple[float, dict[str, np.ndarray]]:
+        """The exact noise-free global optimum ``(score, joint_action)`` of the bound search space.
+
+        Exact by construction of the score: it depends on the architecture only through (capacity
+        level, budget factor), on the augmentation policy only through (strength level, quality) with
+        quality a sum over slots, and on the hyper-parameters through ``hz`` plus the (e, w, l) levels.
+        We enumerate every architecture (from the per-stage cost tables) and every hyper-parameter
+        combination, find the best quality per strength level by dynamic programming over the slots,
+        and maximise over the product of the levels. Decisions of modules the surrogate does not model
+        do not change the score and are returned as 0. The result is cached.
+        """
+        space = self._require_bound()
+        if self._optimum is None:
+            self._optimum = self._compute_optimum(space, max_architectures)
+        return self._optimum[0], space.unflatten(self._optimum[1])
+
+    def _compute_optimum(self, space: SearchSpace, max_architectures: int) -> tuple[float, np.ndarray]:
+        D = space.joint_nvec.size
+        flat = np.zeros(D, dtype=np.int64)
+        # architectures -> per capacity level, the best budget factor (hard: feasible) and its action
+        if self._nas is not None:
+            g = self._nas
+            cols = g["off"] + np.arange(4 * g["ns"] + 1)
+            sizes = tuple(int(v) for v in space.joint_nvec[cols])
+            if math.prod(sizes) > max_architectures:
+                raise ValueError(
+                    f"the architecture space has {math.prod(sizes)} members (> max_architectures="
+                    f"{max_architectures}); the exact optimum is only computed for smaller spaces"
+                )
+            flops, params = self._all_arch_costs(sizes)
+        else:
+            cols, sizes = np.zeros(0, dtype=np.int64), (1,)
+            flops, params = np.array([self._base_arch[0]], float), np.array([self._base_arch[1]], float)
+        c = self.capacity(flops)
+        factor, feasible = self._budget_factor(flops, params)
+        order = np.lexsort((-factor, c))  # by level, best factor first
+        order = order[feasible[order]]
+        if order.size == 0:
+            raise ValueError("no architecture satisfies the hard cost budget")
+        _, first = np.unique(c[order], return_index=True)
+        arch_rows = order[first]
+        arch_c, arch_f = c[arch_rows], factor[arch_rows]
+        # augmentation -> per strength level, the best mean quality (exact DP over slots)
+        aug_levels = self._aug_levels()
+        s_lv = np.array(list(aug_levels))
+        q_lv = np.array([aug_levels[k][0] for k in aug_levels])
+        # hyper-parameters -> per (e, w, l) group, the best hz
+        if self._hpo is not None:
+            hcols = self._hpo["off"] + np.arange(7)
+            hsizes = tuple(int(v) for v in space.joint_nvec[hcols])
+            hidx = np.stack(np.unravel_index(np.arange(math.prod(hsizes)), hsizes), axis=1)
+            Ah = np.zeros((len(hidx), D), dtype=np.int64)
+            Ah[:, hcols] = hidx
+        else:
+            Ah = np.zeros((1, D), dtype=np.int64)
+        h = self._hpo_features(Ah)
+        hz = self._hz(h["opt"], h["log_lr"], h["bs"], h["sched"], h["e"])
+        groups = np.stack([h["e"], h["w"], h["ls"]], axis=1)
+        _, gid = np.unique(groups, axis=0, return_inverse=True)
+        gid = gid.reshape(-1)
+        best_in_group = np.full(gid.max() + 1, -1)
+        for j in np.argsort(hz, kind="stable"):  # ascending: the last write per group is its max
+            best_in_group[gid[j]] = j
+        hj = best_in_group
+        # product of levels: [arch level, strength level, hpo group]
+        z = self._hz(h["opt"][hj], h["log_lr"][hj], h["bs"][hj], h["sched"][hj], h["e"][hj])[None, None, :] + self._cz(
+            arch_c[:, None, None], s_lv[None, :, None], q_lv[None, :, None],
+            h["e"][hj][None, None, :], h["w"][hj][None, None, :], h["ls"][hj][None, None, :],
+        )
+        val = self._accuracy(z) * arch_f[:, None, None]
+        ia, isv, ih = np.unravel_index(int(np.argmax(val)), val.shape)
+        if self._nas is not None:
+            flat[cols] = np.unravel_index(int(arch_rows[ia]), sizes)
+        if self._aug is not None:
+            flat[self._aug_cols()] = aug_levels[float(s_lv[isv])][1]
+        if self._hpo is not None:
+            flat[hcols] = hidx[hj[ih]]
+        return float(val[ia, isv, ih]), flat
+
+    def _all_arch_costs(self, sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """FLOPs and params of every architecture, flattened in the order of the module's action
+        columns (stage0 kernel, expansion, width, depth, stage1 ..., resolution): one broadcast sum
+        of the per-stage tables."""
+        g = self._nas
+        ns, nd = g["ns"], len(sizes)
+        res = nd - 1
+        out = []
+        for which in (0, 1):
+            total = _place(g["stem"][which], [res], nd)
+            for s in range(ns):
+                prev = 4 * s - 2 if s > 0 else None
+                total = total + _place(g["stages"][which][s], [res, prev, 4 * s, 4 * s + 1, 4 * s + 2, 4 * s + 3], nd)
+            total = total + _place(g["head"][which], [res, 4 * ns - 2], nd)
+            out.append(np.broadcast_to(total, sizes).reshape(-1))
+        return 2.0 * out[0], out[1]
+
+    def _aug_cols(self) -> np.ndarray:
+        g = self._aug
+        return np.stack([g["op"], g["prob"], g["mag"]], axis=1).reshape(-1)
+
+    def _budget_factor(self, flops: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b = self.budget
+        factor, feasible = np.ones_like(flops), np.ones(len(flops), dtype=bool)
+        if not b.active:
+            return factor, feasible
+        over = np.zeros(len(flops), dtype=bool)
+        if b.max_flops is not None:
+            over |= flops > b.max_flops
+            factor *= np.where(flops > b.max_flops, (flops / b.max_flops) ** b.weight, 1.0)
+        if b.max_params is not None:
+            over |= params > b.max_params
+            factor *= np.where(params > b.max_params, (params / b.max_params) ** b.weight, 1.0)
+        if b.mode == "hard":
+            return np.ones_like(flops), ~over
+        return factor, feasible
+
+    def _aug_levels(self) -> dict[float, tuple[float, np.ndarray]]:
+        """Strength level -> (best mean quality, one aug action achieving it), exact by DP."""
+        g = self._aug
+        if g is None:
+            return {float(_quantise(np.array(self._base_s))): (self._base_q, np.zeros(0, dtype=np.int64))}
+        # per slot option (op, prob, mag): strength and quality; keep the best quality per strength value
+        options: dict[float, tuple[float, tuple[int, int, int]]] = {}
+        for o, pi, mi in itertools.product(range(len(g["util"])), range(len(g["probs"])), range(g["strength"].shape[1])):
+            p = g["probs"][pi]
+            st, qu = round(float(p * g["strength"][o, mi]), 12), float(p * g["util"][o])
+            if st not in options or qu > options[st][0]:
+                options[st] = (qu, (o, pi, mi))
+        # DP over slots on the exact strength sum
+        layers: list[dict[float, tuple[float, float]]] = [{0.0: (0.0, math.nan)}]
+        for _ in range(g["n"]):
+            nxt: dict[float, tuple[float, float]] = {}
+            for total, (qsum, _) in layers[-1].items():
+                for st, (qu, _) in options.items():
+                    key = round(total + st, 9)
+                    if key not in nxt or qsum + qu > nxt[key][0]:
+                        nxt[key] = (qsum + qu, st)
+            layers.append(nxt)
+        levels: dict[float, tuple[float, float]] = {}
+        for total, (qsum, _) in layers[-1].items():
+            lvl = float(_quantise(np.array(total / g["n"])))
+            if lvl not in levels or qsum > levels[lvl][0]:
+                levels[lvl] = (qsum, total)
+        out = {}
+        for lvl, (qsum, total) in levels.items():
+            action = []
+            for layer in range(g["n"], 0, -1):  # backtrack
+                st = layers[layer][total][1]
+                action.append(options[st][1])
+                total = round(total - st, 9)
+            out[lvl] = (qsum / g["n"], np.array(action[::-1], dtype=np.int64).reshape(-1))
+        return out
