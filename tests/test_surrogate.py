@@ -1,0 +1,183 @@
+"""The surrogate reward: exact optimum (checked by brute force), interactions, budget, noise, tasks."""
+
+import numpy as np
+import pytest
+
+import ma2ml_env
+from ma2ml_env import ArchitectureModule, AugmentModule, CostBudget, HyperParameterModule
+from ma2ml_env.rewards.surrogate import SurrogateEvaluator, SurrogateTask
+
+
+def small_modules():
+    """A joint space small enough to enumerate (884,736 pipelines)."""
+    return [
+        AugmentModule(num_subpolicies=1, ops_per_subpolicy=1, ops=("Identity", "Rotate", "Invert", "Cutout"),
+                      probs=(0.0, 0.5, 1.0), magnitudes=(0, 4, 9)),
+        ArchitectureModule(base_widths=(16, 32), strides=(1, 2), kernels=(3, 5), expansions=(1, 6),
+                           width_mults=(0.5, 1.0), depths=(1, 2), resolutions=(16, 32)),
+        HyperParameterModule(optimizer=("sgd", "adamw"), lr=(1e-3, 1e-2, 1e-1), weight_decay=(0.0, 2e-3),
+                             batch_size=(128,), schedule=("cosine",), label_smoothing=(0.0, 0.2), epochs=(1, 8)),
+    ]
+
+
+def all_actions(nvec):
+    return np.stack(np.unravel_index(np.arange(int(np.prod(nvec))), tuple(int(v) for v in nvec)), axis=1)
+
+
+def small_env(**reward_kwargs):
+    return ma2ml_env.parallel_env(reward="surrogate", modules=small_modules(), reward_kwargs=reward_kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"task": 1},
+        {"task": 2},
+        {"budget": CostBudget(max_flops=2.0e6, mode="hard")},
+        {"budget": CostBudget(max_flops=2.0e6, max_params=6000, mode="soft")},
+    ],
+)
+def test_optimum_matches_brute_force(kwargs):
+    e = small_env(**kwargs)
+    ev, space = e.evaluator, e.space
+    scores = ev.evaluate_actions(all_actions(space.joint_nvec))["score"]
+    best, action = ev.optimum()
+    assert best == pytest.approx(scores.max(), abs=1e-12)
+    assert ev.evaluate_actions(space.flatten(action))["score"][0] == pytest.approx(best, abs=1e-12)
+
+
+def test_budget_changes_the_optimum():
+    free, _ = small_env().evaluator.optimum()
+    hard, act = small_env(budget=CostBudget(max_flops=2.0e6)).evaluator.optimum()
+    assert hard < free
+    assert small_env().space.decode(act).arch.flops() <= 2.0e6
+
+
+def test_default_space_optimum_beats_random_and_local_moves(senv):
+    ev, space = senv.evaluator, senv.space
+    best, action = ev.optimum()
+    rng = np.random.default_rng(0)
+    samples = space.sample(rng, 100_000)
+    assert ev.evaluate_actions(samples)["score"].max() < best
+    flat = space.flatten(action)
+    # no single-decision change improves on it
+    for i, n in enumerate(space.joint_nvec):
+        A = np.repeat(flat[None], n, axis=0)
+        A[:, i] = np.arange(n)
+        assert ev.evaluate_actions(A)["score"].max() <= best + 1e-12
+
+
+def _coordinate_ascent(ev, space, flat):
+    cur = ev.evaluate_actions(flat)["score"][0]
+    while True:
+        improved = False
+        for name, off, size in zip(space.names, space.offsets, space.sizes):
+            cand = all_actions(space.nvecs[name])
+            A = np.repeat(flat[None], len(cand), axis=0)
+            A[:, off:off + size] = cand
+            scores = ev.evaluate_actions(A)["score"]
+            j = int(np.argmax(scores))
+            if scores[j] > cur + 1e-12:
+                cur, flat, improved = scores[j], A[j].copy(), True
+        if not improved:
+            return cur
+
+
+def test_module_by_module_gets_stuck_below_joint_optimum():
+    e = small_env()
+    ev, space = e.evaluator, e.space
+    best, _ = ev.optimum()
+    # exact best response of one module at a time, from the small-model / no-augmentation corner
+    assert _coordinate_ascent(ev, space, np.zeros(space.joint_nvec.size, dtype=np.int64)) < best - 0.05
+    # and from random starts it is often stuck too
+    finals = [_coordinate_ascent(ev, space, space.sample(np.random.default_rng(i))) for i in range(8)]
+    assert sum(f < best - 0.01 for f in finals) >= 2
+    assert max(finals) == pytest.approx(best)  # ... but the optimum is reachable
+
+
+def test_interactions_documented_in_formula(senv):
+    """Augmentation strength helps big models and hurts small ones; it substitutes for weight decay."""
+    ev = senv.evaluator
+    t = ev.task
+    big, small = 1.0, 0.0
+    strong, weak = 1.0, 0.0
+    cz = ev._cz
+    e, ls = 1.0, 0.0
+    assert cz(big, strong, 0, e, 0, ls) > cz(big, weak, 0, e, 0, ls)
+    assert cz(small, strong, 0, e, 0, ls) < cz(small, weak, 0, e, 0, ls)
+    # with strong augmentation, extra weight decay hurts more than without (substitutes)
+    gain_wd_weak = cz(big, 0.2, 0, e, 1.0, ls) - cz(big, 0.2, 0, e, 0.0, ls)
+    gain_wd_strong = cz(big, 1.0, 0, e, 1.0, ls) - cz(big, 1.0, 0, e, 0.0, ls)
+    assert gain_wd_strong < gain_wd_weak
+    # learning rate optimum scales with sqrt(batch size)
+    hz = ev._hz
+    lr0 = np.log10(t.lr0[0])
+    assert hz(0, lr0 + 0.5 * np.log10(2), 256.0, 0, e) == pytest.approx(hz(0, lr0, 128.0, 0, e))
+
+
+def test_noise_is_seeded():
+    e = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02})
+    a = [e.space.unflatten(e.space.sample(np.random.default_rng(0)))] * 3
+    r1 = [r.score for r in e.evaluate(a, seeds=[1, 2, 1])]
+    assert r1[0] == r1[2] != r1[1]
+    clean = ma2ml_env.parallel_env(reward="surrogate").evaluate(a[:1], seeds=[1])[0].score
+    assert abs(r1[0] - clean) < 0.1
+
+
+def test_random_tasks_differ_and_are_reproducible():
+    a = SurrogateTask.random(3)
+    assert a == SurrogateTask.random(3)
+    assert a != SurrogateTask.random(4)
+    s1, _ = small_env(task=3).evaluator.optimum()
+    s2, _ = small_env(task=4).evaluator.optimum()
+    assert s1 != s2
+
+
+def test_hard_and_soft_budget_statuses():
+    hard = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"budget": CostBudget(max_flops=5e6)})
+    soft = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"budget": CostBudget(max_flops=5e6, mode="soft")})
+    free = ma2ml_env.parallel_env(reward="surrogate")
+    big = {a: hard.action_space(a).nvec - 1 for a in hard.possible_agents}
+    rh, rs, rf = (env.evaluate([big], [0])[0] for env in (hard, soft, free))
+    assert rf.flops > 5e6
+    assert rh.status == "over_budget" and rh.score == 0.0
+    assert rs.status == "ok" and rs.score == pytest.approx(rf.score * (rf.flops / 5e6) ** -0.07)
+    assert rh.accuracy == rf.accuracy
+
+
+def test_scalar_and_batch_paths_agree(senv):
+    ev, space = senv.evaluator, senv.space
+    A = space.sample(np.random.default_rng(9), 500)
+    batch = ev.evaluate_actions(A)
+    for i in range(len(A)):
+        one = ev.evaluate_one(A[i].tolist())
+        assert one.score == pytest.approx(batch["score"][i], abs=1e-12)
+        assert one.flops == batch["flops"][i] and one.params == batch["params"][i]
+
+
+def test_costs_match_the_architecture(senv):
+    space, ev = senv.space, senv.evaluator
+    A = space.sample(np.random.default_rng(4), 50)
+    out = ev.evaluate_actions(A)
+    for i, a in enumerate(A):
+        arch = space.decode(a).arch
+        assert out["flops"][i] == arch.flops() and out["params"][i] == arch.params()
+
+
+def test_user_evaluator_instance():
+    class Constant(ma2ml_env.Evaluator):
+        name = "constant"
+
+        def evaluate(self, pipelines, seeds):
+            return [ma2ml_env.EvalResult(score=0.5, info={"n": len(p.augment)}) for p in pipelines]
+
+    e = ma2ml_env.parallel_env(reward=Constant())
+    e.reset(seed=0)
+    _, rew, *_ = e.step({a: e.action_space(a).sample() for a in e.agents})
+    assert rew["nas"] == 0.5
+
+
+def test_unbound_surrogate_errors():
+    with pytest.raises(RuntimeError, match="not bound"):
+        SurrogateEvaluator().evaluate_actions(np.zeros((1, 50), dtype=int))
