@@ -113,7 +113,7 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._action_spaces = {m.name: m.action_space for m in self.space.modules}
         d = int(self.space.joint_nvec.size)
         self.state_space = gymnasium.spaces.Box(0.0, 1.0, (3 + d,), np.float32)
-        self._scale = 1.0 / np.maximum(self.space.joint_nvec - 1, 1)
+        self._scale = (1.0 / np.maximum(self.space.joint_nvec - 1, 1)).astype(np.float32)
         self._fast = callable(getattr(self.evaluator, "evaluate_actions", None))
         self._one = getattr(self.evaluator, "evaluate_one_tuple", None)
         self._np_random, self._np_random_seed = seeding.np_random(None)
@@ -167,10 +167,10 @@ class AutoMLPipelineEnv(ParallelEnv):
                 f"the episode is over (all agents terminated after {self.pipelines_per_episode} pipelines); "
                 "call reset() to start a new one"
             )
-        flat = self.space.validate_flat(actions)  # raises before any state changes
+        flat, x = self.space.validate_fast(actions)  # raises before any state changes
         seed = self._next_seed()
         if self._one is not None:  # scalar fast path (surrogate): a tuple in EvalResult field order
-            res = self._one(flat.tolist(), seed)
+            res = self._one(x, seed)
             self.evaluations += 1
             self._last_flat, self._last_tuple = flat, res
         else:
@@ -180,16 +180,16 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._t += 1
         self._best = max(self._best, score)
         obs = self._obs = np.empty_like(self._obs)
-        obs[0], obs[1], obs[2] = self._t / self.pipelines_per_episode, score, self._best
-        obs[3:] = flat * self._scale
+        obs[:3] = (self._t / self.pipelines_per_episode, score, self._best)
+        np.multiply(flat, self._scale, out=obs[3:], casting="unsafe")
         done = self._t >= self.pipelines_per_episode
         info = dict(zip(INFO_KEYS, (*res, self._t)))
         agents = self.agents
-        obs = {a: obs.copy() for a in agents}
-        rewards = {a: score for a in agents}
-        terms = {a: done for a in agents}
-        truncs = {a: False for a in agents}
-        infos = {a: dict(info) for a in agents}
+        obs = dict.fromkeys(agents, obs)  # one fresh array per step, shared by the agents (read-only use)
+        rewards = dict.fromkeys(agents, score)
+        terms = dict.fromkeys(agents, done)
+        truncs = dict.fromkeys(agents, False)
+        infos = {a: info.copy() for a in agents}
         if done:
             self.agents = []
         if self.render_mode == "human":

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -250,6 +251,7 @@ class SurrogateEvaluator(Evaluator):
                     epochs=np.array(ch["epochs"], dtype=float),
                 )
                 self._hpo["lists"] = {k: v.tolist() for k, v in self._hpo.items() if isinstance(v, np.ndarray)}
+                self._hpo["radix"] = [int(v) for v in np.cumprod([1, *space.nvecs[mod.name][:0:-1].tolist()])[::-1]]
         # Features of absent modules are constants read off the base pipeline.
         slots = [op for sub in base.augment for op in sub]
         self._base_s = float(np.mean([op.prob * _op_strength(op.op, op.magnitude) for op in slots])) if slots else 0.0
@@ -262,6 +264,17 @@ class SurrogateEvaluator(Evaluator):
             bs=float(tr.batch_size), sched=SCHEDULES.index(tr.schedule), ls=_ls_level(tr.label_smoothing),
             e=_epochs_level(tr.epochs), epochs=float(tr.epochs),
         )
+        h = self._base_train
+        self._base_hpo = (float(self._hz(h["opt"], h["log_lr"], h["bs"], h["sched"], h["e"])), h["e"], h["w"],
+                          h["ls"], h["epochs"])
+        if self._hpo is not None:  # every HPO combination's hz and levels, for the scalar path
+            g = self._hpo
+            nvec = tuple(int(v) for v in space.joint_nvec[g["off"]: g["off"] + 7])
+            Ah = np.zeros((math.prod(nvec), space.joint_nvec.size), dtype=np.int64)
+            Ah[:, g["off"]: g["off"] + 7] = np.stack(np.unravel_index(np.arange(len(Ah)), nvec), axis=1)
+            f = self._hpo_features(Ah)
+            g["hz_list"] = self._hz(f["opt"], f["log_lr"], f["bs"], f["sched"], f["e"]).tolist()
+            g["e_list"], g["w_list"], g["ls_list"], g["ep_list"] = (f[k].tolist() for k in ("e", "w", "ls", "epochs"))
 
     def _require_bound(self) -> SearchSpace:
         if self.space is None:
@@ -437,18 +450,19 @@ class SurrogateEvaluator(Evaluator):
             flops, params = 2.0 * (macs + head_m[r][wp]), params + head_p[r][wp]
         g = self._hpo
         if g is None:
-            h = self._base_train
-            opt, log_lr, w, bs, sched, ls, e, epochs = (
-                h["opt"], h["log_lr"], h["w"], h["bs"], h["sched"], h["ls"], h["e"], h["epochs"])
+            hz, e, w, ls, epochs = self._base_hpo
         else:
-            o, L = g["off"], g["lists"]
-            opt, log_lr, w, bs = L["opt"][x[o]], L["log_lr"][x[o + 1]], L["w"][x[o + 2]], L["bs"][x[o + 3]]
-            sched, ls, e, epochs = L["sched"][x[o + 4]], L["ls"][x[o + 5]], L["e"][x[o + 6]], L["epochs"][x[o + 6]]
+            o = g["off"]
+            i = sum(map(operator.mul, x[o:o + 7], g["radix"]))
+            hz, e, w, ls, epochs = g["hz_list"][i], g["e_list"][i], g["w_list"][i], g["ls_list"][i], g["ep_list"][i]
         lo, hi = self._log_f
         c = _quantise_one(min(max((math.log(flops) - lo) / (hi - lo), 0.0), 1.0))
-        hz = (t.a_e * e - t.a_lr * (log_lr - self._log_lr0_list[opt] - 0.5 * math.log10(bs / 128.0)) ** 2
-              + t.b_opt[opt] + t.b_sched[sched] + t.z0)  # == _hz, on Python floats
-        z = hz + self._cz(c, _quantise_one(s), q, e, w, ls)
+        s = _quantise_one(s)
+        z = hz + (
+            t.a_c * c - t.b_c * c * c + t.a_q * q
+            + t.g_sc * (2 * s - 1) * (2 * c - 1) + t.g_se * (2 * s - 1) * (2 * e - 1)
+            - t.kappa * (s + t.omega * w + t.lam * ls - t.rho * c) ** 2
+        )  # == _cz, inlined
         acc = t.floor + (t.ceil - t.floor) / (1.0 + math.exp(-z))
         if self.noise_std > 0:
             if seed is None:

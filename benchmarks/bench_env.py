@@ -1,0 +1,98 @@
+"""Throughput of the surrogate environment.
+
+Prints joint steps/s of ``AutoMLPipeline-v0`` with the surrogate reward (one process, one pipeline per
+step, random valid actions prepared in advance), batched evaluations/s through the evaluator, and each
+as a ratio against a reference measured in the same process: a bare PettingZoo ParallelEnv with the same
+agents and a table-lookup reward (steps), and a numpy table lookup of the same batch (evaluations).
+
+    python benchmarks/bench_env.py [--steps 50000] [--batch 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import gymnasium
+import numpy as np
+from pettingzoo import ParallelEnv
+
+import ma2ml_env
+
+
+class BareEnv(ParallelEnv):
+    """Reference: same agents and spaces, reward = a table lookup, no validation, no features."""
+
+    metadata = {"name": "bare"}
+
+    def __init__(self, spaces):
+        self.possible_agents = list(spaces)
+        self._spaces = spaces
+        self._obs = gymnasium.spaces.Box(0, 1, (4,), np.float32)
+        self._table = np.random.default_rng(0).random(64)
+
+    def observation_space(self, agent):
+        return self._obs
+
+    def action_space(self, agent):
+        return self._spaces[agent]
+
+    def reset(self, seed=None, options=None):
+        self.agents = list(self.possible_agents)
+        z = np.zeros(4, np.float32)
+        return {a: z for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        r = float(self._table[int(actions["hpo"][0]) % 64])
+        z = np.zeros(4, np.float32)
+        return ({a: z for a in self.agents}, {a: r for a in self.agents}, {a: False for a in self.agents},
+                {a: False for a in self.agents}, {a: {} for a in self.agents})
+
+
+def steps_per_second(env, actions) -> float:
+    env.reset(seed=0)
+    t = time.perf_counter()
+    for a in actions:
+        env.step(a)
+    return len(actions) / (time.perf_counter() - t)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=50_000)
+    p.add_argument("--batch", type=int, default=200_000)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+
+    env = ma2ml_env.parallel_env(reward="surrogate", pipelines_per_episode=10**9)
+    rng = np.random.default_rng(0)
+    space = env.space
+    actions = [space.unflatten(f) for f in space.sample(rng, args.steps)]
+    bare = BareEnv({a: env.action_space(a) for a in env.possible_agents})
+
+    best_env = best_bare = 0.0
+    for _ in range(args.repeats):
+        best_env = max(best_env, steps_per_second(env, actions))
+        best_bare = max(best_bare, steps_per_second(bare, actions))
+    print(f"env steps/s (surrogate, 1 process):   {best_env:>12,.0f}")
+    print(f"bare ParallelEnv steps/s (reference): {best_bare:>12,.0f}")
+    print(f"ratio env / bare:                     {best_env / best_bare:>12.3f}   (goal: >= 50,000 steps/s)")
+
+    ev = env.evaluator
+    A = space.sample(rng, args.batch)
+    table = rng.random(int(space.joint_nvec[0]))
+    best_eval = best_ref = 0.0
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        ev.evaluate_actions(A)
+        best_eval = max(best_eval, len(A) / (time.perf_counter() - t))
+        t = time.perf_counter()
+        table[A[:, 0]].copy()
+        best_ref = max(best_ref, len(A) / (time.perf_counter() - t))
+    print(f"batched evaluations/s:                {best_eval:>12,.0f}   (goal: >= 1,000,000)")
+    print(f"numpy table lookup/s (reference):     {best_ref:>12,.0f}")
+    print(f"ratio evaluations / lookup:           {best_eval / best_ref:>12.4f}")
+
+
+if __name__ == "__main__":
+    main()
