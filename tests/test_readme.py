@@ -1,0 +1,28 @@
+"""The README's Python examples run as written."""
+
+import pathlib
+import re
+
+import pytest
+
+import ma2ml_env
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_python_block(index):
+    code = BLOCKS[index]
+    if 'reward="surrogate"' not in code and "reward='surrogate'" not in code:
+        pytest.skip("example runs real training; covered by the training tests")
+    before = set(ma2ml_env.registered_modules())
+    try:
+        exec(compile(code, f"README block {index}", "exec"), {"__name__": "readme_example"})
+    finally:
+        for name in set(ma2ml_env.registered_modules()) - before:
+            ma2ml_env.unregister_module(name)
+
+
+def test_readme_has_the_module_example():
+    assert any("register_module" in b and "check_module" in b for b in BLOCKS)
