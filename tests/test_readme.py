@@ -1,5 +1,6 @@
 """The README's Python examples run as written."""
 
+import importlib
 import pathlib
 import re
 
@@ -12,13 +13,16 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_python_block(index):
+def test_readme_python_block(index, tmp_path, monkeypatch):
     code = BLOCKS[index]
     if 'reward="surrogate"' not in code and "reward='surrogate'" not in code:
         pytest.skip("example runs real training; covered by the training tests")
     before = set(ma2ml_env.registered_modules())
     try:
-        exec(compile(code, f"README block {index}", "exec"), {"__name__": "readme_example"})
+        # run it as an importable module, as a user's script would be (classes must pickle)
+        (tmp_path / f"readme_example_{index}.py").write_text(code)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        importlib.import_module(f"readme_example_{index}")
     finally:
         for name in set(ma2ml_env.registered_modules()) - before:
             ma2ml_env.unregister_module(name)
