@@ -113,7 +113,7 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._action_spaces = {m.name: m.action_space for m in self.space.modules}
         d = int(self.space.joint_nvec.size)
         self.state_space = gymnasium.spaces.Box(0.0, 1.0, (3 + d,), np.float32)
-        self._scale = (1.0 / np.maximum(self.space.joint_nvec - 1, 1)).astype(np.float32)
+        self._scale = 1.0 / np.maximum(self.space.joint_nvec - 1, 1)
         self._fast = callable(getattr(self.evaluator, "evaluate_actions", None))
         self._one = getattr(self.evaluator, "evaluate_one_tuple", None)
         self._np_random, self._np_random_seed = seeding.np_random(None)
@@ -181,7 +181,7 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._best = max(self._best, score)
         obs = self._obs = np.empty_like(self._obs)
         obs[:3] = (self._t / self.pipelines_per_episode, score, self._best)
-        np.multiply(flat, self._scale, out=obs[3:], casting="unsafe")
+        obs[3:] = flat * self._scale
         done = self._t >= self.pipelines_per_episode
         info = dict(zip(INFO_KEYS, (*res, self._t)))
         agents = self.agents

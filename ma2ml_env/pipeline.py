@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -349,7 +348,7 @@ class SearchSpace:
         self.sizes: tuple[int, ...] = tuple(len(m.decisions) for m in modules)
         self.offsets: tuple[int, ...] = tuple(int(x) for x in np.cumsum((0, *self.sizes))[:-1])
         self.joint_nvec: np.ndarray = np.concatenate([self.nvecs[n] for n in self.names]).astype(np.int64)
-        self._nvec_list = self.joint_nvec.tolist()
+        self._joint_nvec_u = self.joint_nvec.astype(np.uint64)
         self._shapes = [self.nvecs[n].shape for n in self.names]
 
     # -- actions ---------------------------------------------------------------------------------------
@@ -408,9 +407,8 @@ class SearchSpace:
                 arrs = [actions[n] for n in self.names]
                 if [a.shape for a in arrs] == self._shapes:
                     flat = np.concatenate(arrs)
-                    x = flat.tolist()
-                    if flat.dtype.kind in "iu" and min(x) >= 0 and all(map(operator.lt, x, self._nvec_list)):
-                        return flat.astype(np.int64, copy=False), x
+                    if flat.dtype == np.int64 and (flat.view(np.uint64) < self._joint_nvec_u).all():
+                        return flat, flat.tolist()  # negatives wrap to huge unsigned values: one comparison
         except (KeyError, TypeError, AttributeError, ValueError):
             pass
         flat = self.flatten(self.validate(actions))
