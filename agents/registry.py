@@ -1,0 +1,170 @@
+"""Search algorithms by name: what the CLI and the benchmark use.
+
+    from agents.registry import make_algorithm, registered_algorithms
+    algo = make_algorithm("tpe", n_startup_trials=20)     # config fields as keyword arguments
+    registered_algorithms()   # ('a2c', 'independent', 'ma2ml', 'ma2ml-lite', 'ppo', 'random', 'separate', 'tpe')
+
+Entries are ``"package.module:Class"`` strings imported on first use, so an algorithm whose optional
+dependency is missing or broken does not stop the others from loading. Users add their own with
+:func:`register_algorithm`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.base import SearchAlgorithm
+
+__all__ = [
+    "AlgorithmSpec",
+    "algorithm_spec",
+    "config_fields",
+    "make_algorithm",
+    "register_algorithm",
+    "registered_algorithms",
+]
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """A registered algorithm.
+
+    Attributes:
+        name: the registry name.
+        target: ``"package.module:Class"`` of the :class:`SearchAlgorithm` subclass.
+        config: ``"package.module:ConfigClass"`` of its config dataclass (``None``: no hyper-parameters);
+            used to check keyword arguments by name before anything is built.
+        defaults: keyword arguments always passed (e.g. ``{"algo": "a2c"}``).
+        summary: one line for ``ma2ml list``.
+        extra: the pip extra its optional dependency comes with (``None``: none needed).
+    """
+
+    name: str
+    target: str
+    config: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    extra: str | None = None
+
+
+_REGISTRY: dict[str, AlgorithmSpec] = {}
+
+
+def register_algorithm(
+    name: str,
+    target: str,
+    *,
+    config: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    summary: str = "",
+    extra: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Register a search algorithm under ``name`` (see :class:`AlgorithmSpec` for the arguments)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"algorithm name must be a non-empty string, got {name!r}")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"algorithm {name!r} is already registered; pass overwrite=True to replace it")
+    for label, t in (("target", target), ("config", config)):
+        if t is not None and (not isinstance(t, str) or t.count(":") != 1):
+            raise ValueError(f"{label} must look like 'package.module:Name', got {t!r}")
+    _REGISTRY[name] = AlgorithmSpec(name, target, config, dict(defaults or {}), summary, extra)
+
+
+def registered_algorithms() -> tuple[str, ...]:
+    """Names of every registered algorithm, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def algorithm_spec(name: str) -> AlgorithmSpec:
+    """The :class:`AlgorithmSpec` of ``name``; ``ValueError`` listing the names if unknown."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown search algorithm {name!r}; registered algorithms are {list(registered_algorithms())}"
+        ) from None
+
+
+def _load(target: str) -> Any:
+    mod, attr = target.split(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def config_fields(name: str) -> dict[str, Any]:
+    """The config fields of algorithm ``name`` and their defaults (``{}`` when it has no config).
+
+    Imports the algorithm's module (not its optional dependencies)."""
+    spec = algorithm_spec(name)
+    if spec.config is None:
+        return {}
+    cls = _load(spec.config)
+    base = getattr(_load(spec.target), "default_config", None)
+    base = base() if callable(base) else None
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name in spec.defaults:
+            out[f.name] = spec.defaults[f.name]
+        elif isinstance(base, cls):
+            out[f.name] = getattr(base, f.name)
+        elif f.name in spec.defaults:
+            out[f.name] = spec.defaults[f.name]
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def make_algorithm(name: str, **kwargs: Any) -> SearchAlgorithm:
+    """A new instance of the algorithm registered as ``name``.
+
+    Args:
+        name: a name from :func:`registered_algorithms`.
+        **kwargs: fields of the algorithm's config (e.g. ``make_algorithm("separate", evals_per_stage=10)``),
+            or ``config=<its config instance>``.
+
+    Raises:
+        ValueError: unknown name, unknown config field, or a value the config rejects.
+    """
+    spec = algorithm_spec(name)
+    kwargs = {**spec.defaults, **kwargs}
+    if spec.config is None:
+        if kwargs:
+            raise ValueError(f"algorithm {name!r} takes no configuration, got {sorted(kwargs)}")
+    else:
+        cls = _load(spec.config)
+        names = {f.name for f in dataclasses.fields(cls)} | {"config"}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for algorithm {name!r}; valid options are "
+                f"{sorted(names - {'config'} - set(spec.defaults))}"
+            )
+    algo = _load(spec.target)(**kwargs)
+    if not isinstance(algo, SearchAlgorithm):
+        raise TypeError(f"{spec.target} did not build a SearchAlgorithm (got {type(algo).__name__})")
+    return algo
+
+
+# -- the built-in algorithms -----------------------------------------------------------------------------
+register_algorithm("random", "agents.baselines:RandomSearch", summary="uniform random joint actions")
+register_algorithm("tpe", "agents.baselines:OptunaTPE", config="agents.baselines:TPEConfig", extra="optuna",
+                   summary="Optuna's TPE over the joint space (one categorical per decision)")
+register_algorithm("ppo", "agents.baselines:SB3Agent", config="agents.baselines:SB3Config", extra="sb3",
+                   defaults={"algo": "ppo"}, summary="stable-baselines3 PPO on the joint MultiDiscrete action")
+register_algorithm("a2c", "agents.baselines:SB3Agent", config="agents.baselines:SB3Config", extra="sb3",
+                   defaults={"algo": "a2c"}, summary="stable-baselines3 A2C on the joint MultiDiscrete action")
+register_algorithm("independent", "agents.baselines:IndependentLearners",
+                   config="agents.baselines:IndependentConfig",
+                   summary="one learner per agent on the shared reward (no critic, no credit assignment)")
+register_algorithm("separate", "agents.baselines:ModuleByModule", config="agents.baselines:ModuleByModuleConfig",
+                   summary="one module at a time, the others fixed to the best so far (paper's ablation)")
+register_algorithm("ma2ml", "agents.ma2ml:MA2ML", config="agents.ma2ml:MA2MLConfig",
+                   summary="MA2ML: centralised critic, credit assignment, off-policy trust-region updates")
+register_algorithm("ma2ml-lite", "agents.ma2ml:MA2MLLite", config="agents.ma2ml:MA2MLConfig",
+                   summary="MA2ML-Lite: per-agent REINFORCE on the shared reward, on-policy")
