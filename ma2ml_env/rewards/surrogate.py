@@ -204,6 +204,7 @@ class SurrogateEvaluator(Evaluator):
             raise ValueError(f"budget must be a ma2ml_env.CostBudget or None, got {budget!r}")
         self.noise_std = float(noise_std)
         self.budget = budget or CostBudget()
+        self._budget_active = self.budget.active
         self.in_channels, self.num_classes = int(in_channels), int(num_classes)
         self.dataset_size, self.throughput, self.overhead = dataset_size, throughput, overhead
         ref = ArchitectureModule()
@@ -241,6 +242,8 @@ class SurrogateEvaluator(Evaluator):
                 self._aug["q_flat"] = np.broadcast_to(
                     probs * self._aug["util"][:, None, None], (len(mod.ops), len(mod.probs), strength.shape[1])
                 ).reshape(-1)
+                self._aug["flat_lists"] = (self._aug["s_flat"].tolist(), self._aug["q_flat"].tolist(),
+                                           len(mod.probs), strength.shape[1])
             elif isinstance(mod, ArchitectureModule) and self._nas is None:
                 self._nas = self._nas_tables(mod, off, space.base)
             elif isinstance(mod, HyperParameterModule) and self._hpo is None:
@@ -436,12 +439,12 @@ class SurrogateEvaluator(Evaluator):
         if g is None:
             s, q = self._base_s, self._base_q
         else:
-            strength, probs, util = g["lists"]
+            S, Q, P, M = g["flat_lists"]
             ssum = qsum = 0.0
             for j in g["op_cols"]:
-                o, p = x[j], probs[x[j + 1]]
-                ssum += p * strength[o][x[j + 2]]
-                qsum += p * util[o]
+                i = (x[j] * P + x[j + 1]) * M + x[j + 2]
+                ssum += S[i]
+                qsum += Q[i]
             s, q = ssum / g["n"], qsum / g["n"]
         g = self._nas
         if g is None:
@@ -465,8 +468,8 @@ class SurrogateEvaluator(Evaluator):
             i = sum(map(operator.mul, x[o:o + 7], g["radix"]))
             hz, e, w, ls, epochs = g["hz_list"][i], g["e_list"][i], g["w_list"][i], g["ls_list"][i], g["ep_list"][i]
         lo, hi = self._log_f
-        c = _quantise_one(min(max((math.log(flops) - lo) / (hi - lo), 0.0), 1.0))
-        s = _quantise_one(s)
+        c = math.floor(min(max((math.log(flops) - lo) / (hi - lo), 0.0), 1.0) * LEVELS + 0.5 + 1e-9) / LEVELS
+        s = math.floor(s * LEVELS + 0.5 + 1e-9) / LEVELS  # == _quantise, inlined
         z = hz + (
             t.a_c * c - t.b_c * c * c + t.a_q * q
             + t.g_sc * (2 * s - 1) * (2 * c - 1) + t.g_se * (2 * s - 1) * (2 * e - 1)
@@ -478,13 +481,13 @@ class SurrogateEvaluator(Evaluator):
                 raise ValueError("noise_std > 0 needs a seed per evaluation")
             acc = min(max(acc + self.noise_std * _noise(seed), 0.0), 1.0)
         score, status, b = acc, "ok", self.budget
-        if b.active:
+        if self._budget_active:
             if b.over(flops, params) and b.mode == "hard":
                 score, status = b.penalty_score, "over_budget"
             elif b.mode == "soft":
                 score = acc * b.factor(flops, params)
         seconds = epochs * self.dataset_size * 3 * flops / self.throughput + self.overhead
-        return float(score), status, float(acc), float(flops), float(params), float(seconds)
+        return float(score), status, acc, flops, params, seconds
 
     def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
         space = self._require_bound()
