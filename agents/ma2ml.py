@@ -163,15 +163,18 @@ class MA2MLConfig:
     critic_ensemble: int = 1
     """Independent critics (different initialisations) whose mean is ``Q``; >= 1."""
 
-    critic_lr: float = 3e-3
+    critic_lr: float = 1e-2
     """Adam learning rate of the critic; > 0."""
 
     critic_weight_decay: float = 1e-4
     """AdamW weight decay of the critic; >= 0."""
 
-    elite_fraction: float = 0.0
-    """Fraction of each off-policy mini-batch drawn from the best ``elite_quantile`` of the buffer by
-    reward (our extension, not the paper's; 0 = uniform replay); in [0, 1]."""
+    elite_fraction: float = 0.5
+    """Fraction of each off-policy policy mini-batch drawn from the best ``elite_quantile`` of the buffer
+    by reward (our extension, not in the paper; 0 = the paper's uniform replay); in [0, 1]. Evaluating
+    counterfactuals at the best pipelines found so far asks "which choice of agent i is best *given the
+    others' best choices*", which lets agents coordinate on optima surrounded by miscoordination
+    penalties (relative overgeneralisation), where expected-return learners settle on the safe action."""
 
     elite_quantile: float = 0.1
     """Top fraction of the buffer (by reward) that elite rows come from; in (0, 1]."""
@@ -196,7 +199,7 @@ class MA2MLConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("credit_assignment", "off_policy", "normalize_advantage"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in (
             "enumerate_limit",
             "counterfactual_samples",
@@ -235,13 +238,13 @@ class MA2MLConfig:
     @classmethod
     def lite(cls, **overrides: Any) -> MA2MLConfig:
         """MA2ML-Lite: REINFORCE on the shared reward, moving-average baseline, on-policy, no critic."""
-        base = dict(
-            credit_assignment=False,
-            shared_advantage="reward",
-            off_policy=False,
-            trust_region="none",
-            elite_fraction=0.0,
-        )
+        base = {
+            "credit_assignment": False,
+            "shared_advantage": "reward",
+            "off_policy": False,
+            "trust_region": "none",
+            "elite_fraction": 0.0,
+        }
         return cls(**{**base, **overrides})
 
 
@@ -554,7 +557,7 @@ class MA2ML(SearchAlgorithm):
 
     def _policy_rows(self, n: int) -> np.ndarray:
         cfg = self.config
-        n_elite = int(round(cfg.elite_fraction * n))
+        n_elite = round(cfg.elite_fraction * n)
         rows = self._uniform_rows(n - n_elite)
         if n_elite:
             k = max(1, int(np.ceil(cfg.elite_quantile * len(self.buffer))))
@@ -642,11 +645,12 @@ class MA2ML(SearchAlgorithm):
                 clipped = ratio.clamp(1 - cfg.clip_epsilon, 1 + cfg.clip_epsilon)
                 objective = torch.minimum(ratio * adv, clipped * adv).mean(0).sum()
             else:
-                p_t = logp_t_all.exp()
-                kl = (p_t * (logp_t_all - logp_all)).masked_fill(~self._mask, 0.0).sum()
+                # padded entries are -inf: zero them *before* products so no 0 * inf reaches autograd
+                lp, lp_t = logp_all.masked_fill(~self._mask, 0.0), logp_t_all.masked_fill(~self._mask, 0.0)
+                kl = (lp_t.exp() * self._mask * (lp_t - lp)).sum()
                 objective = (ratio * adv).mean(0).sum() - cfg.kl_coef * kl
         if cfg.entropy_coef > 0:
-            entropy = -(logp_all.exp() * logp_all).masked_fill(~self._mask, 0.0).sum()
+            entropy = -(logp_all.exp() * logp_all.masked_fill(~self._mask, 0.0)).sum()
             objective = objective + cfg.entropy_coef * entropy
         loss = -objective
         self.policy_opt.zero_grad(set_to_none=True)

@@ -1,0 +1,357 @@
+"""MA2ML / MA2ML-Lite: correctness of the counterfactual advantage, learning tests on problems with a known
+optimum (climbing and penalty games, the surrogate AutoML env), ablation switches, exact resume, seeding
+and config validation."""
+
+from __future__ import annotations
+
+import pickle
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from pettingzoo.test import parallel_api_test
+
+from agents.base import action_spaces_of, run
+from agents.ma2ml import MA2ML, MA2MLConfig, MA2MLLite
+from ma2ml_env.matrix_games import CLIMBING, MatrixGameEnv, matrix_game, penalty_payoff
+
+# Small, fast settings for the 2-agent matrix games (9 joint actions): 12 rounds of 8 evaluations.
+GAME_BUDGET, GAME_BATCH = 96, 8
+GAME_CFG = {"critic_hidden": 32, "updates_per_round": 8}
+SEEDS = range(10)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Reproducible timings and no oversubscription on the 2-core CI machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _greedy_pair(algo: MA2ML) -> tuple[int, int]:
+    g = algo.greedy()
+    return int(g["agent_0"]), int(g["agent_1"])
+
+
+def _successes(game: str, make) -> int:
+    """Seeds (of 10) whose final greedy joint action is optimal."""
+    env = matrix_game(game)
+    ok = 0
+    for seed in SEEDS:
+        algo = make()
+        run(algo, env, budget=GAME_BUDGET, seed=seed, batch_size=GAME_BATCH)
+        ok += _greedy_pair(algo) in env.optimal_actions()
+    return ok
+
+
+def _rounds(algo: MA2ML, env, rounds: int, n: int = 4) -> list[list[dict]]:
+    """Drive propose/observe by hand; return the proposals of every round."""
+    out = []
+    for _ in range(rounds):
+        acts = algo.propose(n)
+        scores = [float(env.reward(int(a["agent_0"]), int(a["agent_1"]))) for a in acts]
+        algo.observe(acts, scores)
+        out.append(acts)
+    return out
+
+
+def _as_lists(rounds: list[list[dict]]) -> list:
+    return [[{k: np.asarray(v).tolist() for k, v in a.items()} for a in r] for r in rounds]
+
+
+# -- the matrix games ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["climbing", "penalty"])
+def test_matrix_game_api(name):
+    env = matrix_game(name)
+    parallel_api_test(env, num_cycles=5)
+    assert env.action_space("agent_0") is env.action_space("agent_0")
+    best, joint = env.optimum()
+    assert best == env.payoff.max() and joint in env.optimal_actions()
+
+
+def test_matrix_game_payoffs_and_errors():
+    assert matrix_game("climbing").optimum() == (11.0, (0, 0))
+    env = matrix_game("penalty", k=-50, normalize=True)
+    assert env.optimal_actions() == [(0, 0), (2, 2)]
+    env.reset()
+    _, rew, terms, _, _ = env.step({"agent_0": 0, "agent_1": 2})
+    assert rew == {"agent_0": -1.0, "agent_1": -1.0} and all(terms.values()) and env.agents == []
+    with pytest.raises(ValueError, match="unknown matrix game"):
+        matrix_game("prisoners")
+    with pytest.raises(ValueError, match="k must be <= 0"):
+        penalty_payoff(5)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step({"agent_0": 0, "agent_1": 0})
+    np.testing.assert_array_equal(MatrixGameEnv().payoff, CLIMBING)
+
+
+# -- counterfactual advantage: exact against brute force -------------------------------------------------
+def _brute_force_advantages(algo: MA2ML, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A_i(a) = Q(a) - sum_{a_i'} pi_i(a_i') Q(a_i', a_-i), by enumerating agent i's joint choices."""
+    lay = algo.layout
+    probs = algo.probabilities()
+    out = {}
+    with torch.no_grad():
+        q = algo.critic(flat + algo._col_offset).mean(0)
+        for agent, sl in zip(lay.agents, lay.slices):
+            base = torch.zeros(len(flat))
+            for choice in np.ndindex(*lay.nvec[sl]):
+                alt = flat.clone()
+                alt[:, sl] = torch.as_tensor(choice)
+                w = float(np.prod([probs[agent][j][c] for j, c in enumerate(choice)]))
+                base += w * algo.critic(alt + algo._col_offset).mean(0)
+            out[agent] = q - base
+    return out
+
+
+def _skewed(algo: MA2ML, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        algo.logits.copy_(torch.randn(algo.logits.shape, generator=g))
+
+
+SPACES = {
+    "x": gymnasium.spaces.MultiDiscrete([2, 3]),
+    "y": gymnasium.spaces.Discrete(3, start=1),
+    "z": gymnasium.spaces.MultiDiscrete([2, 2, 2]),
+}
+
+
+def test_enumerated_counterfactual_matches_brute_force():
+    algo = MA2ML(counterfactual="enumerate", critic_ensemble=2)
+    algo.setup(SPACES, seed=3)
+    _skewed(algo)
+    flat = torch.as_tensor(np.stack([algo.layout.flatten(a) for a in algo.propose(16)]))
+    adv = algo.advantages(flat)
+    assert adv.shape == (16, 3)  # one credit unit per agent
+    ref = _brute_force_advantages(algo, flat)
+    for u, agent in enumerate(algo.layout.agents):
+        torch.testing.assert_close(adv[:, u], ref[agent], rtol=1e-4, atol=1e-5)
+
+
+def test_per_decision_counterfactual_is_exact_marginalisation_per_decision():
+    algo = MA2ML(counterfactual="per_decision")
+    algo.setup(SPACES, seed=4)
+    _skewed(algo, 1)
+    lay = algo.layout
+    flat = torch.as_tensor(np.stack([lay.flatten(a) for a in algo.propose(8)]))
+    adv = algo.advantages(flat)
+    assert adv.shape == (8, lay.n_dec)  # one unit per decision (y has a single decision)
+    probs = torch.exp(torch.log_softmax(algo.logits.detach().masked_fill(~algo._mask, -torch.inf), -1))
+    with torch.no_grad():
+        q = algo.critic(flat + algo._col_offset).mean(0)
+        for d in range(lay.n_dec):
+            base = torch.zeros(len(flat))
+            for k in range(lay.nvec[d]):
+                alt = flat.clone()
+                alt[:, d] = k
+                base += probs[d, k] * algo.critic(alt + algo._col_offset).mean(0)
+            torch.testing.assert_close(adv[:, int(algo._unit_of_dec[d])], q - base, rtol=1e-4, atol=1e-5)
+
+
+def test_sampled_counterfactual_approaches_exact():
+    exact, sampled = (
+        MA2ML(counterfactual="enumerate"),
+        MA2ML(counterfactual="sample", counterfactual_samples=4000),
+    )
+    for a in (exact, sampled):
+        a.setup(SPACES, seed=5)
+        _skewed(a, 2)
+    flat = torch.as_tensor(np.stack([exact.layout.flatten(a) for a in exact.propose(4)]))
+    torch.testing.assert_close(sampled.advantages(flat), exact.advantages(flat), atol=0.02, rtol=0)
+
+
+def test_auto_counterfactual_picks_enumeration_for_small_agents_only():
+    algo = MA2ML(enumerate_limit=6)
+    algo.setup(SPACES, seed=0)
+    # x: 6 joint choices -> enumerated; y: Discrete -> enumerated; z: 8 > 6 -> per decision
+    assert algo._unit_mode == ["enumerate", "enumerate", "decision", "decision", "decision"]
+    with pytest.raises(ValueError, match="enumerate_limit"):
+        MA2ML(counterfactual="enumerate", enumerate_limit=6).setup(SPACES, seed=0)
+
+
+def test_actions_respect_spaces_including_start():
+    algo = MA2ML()
+    algo.setup(SPACES, seed=0)
+    for a in algo.propose(50):
+        for agent, space in SPACES.items():
+            assert space.contains(a[agent]), (agent, a[agent])
+
+
+# -- learning on the coordination games ------------------------------------------------------------------
+# Measured success rates (seeds 0-9, 96 evaluations, greedy joint action optimal), see the README:
+#   MA2ML (defaults + GAME_CFG)  climbing 7-8/10, penalty 9/10
+#   MA2ML-Lite                   climbing 0/10,   penalty 0/10  (settles on the safe action)
+#   MA2ML, uniform replay        climbing 0/10,   penalty 0/10
+@pytest.mark.parametrize("game", ["climbing", "penalty"])
+def test_ma2ml_finds_the_optimum_where_lite_fails(game):
+    full = _successes(game, lambda: MA2ML(**GAME_CFG))
+    lite = _successes(game, MA2MLLite)
+    assert full >= 7, f"MA2ML found the optimum of the {game} game in {full}/10 seeds"
+    assert lite <= 2, f"MA2ML-Lite found the optimum of the {game} game in {lite}/10 seeds"
+    assert full - lite >= 5
+
+
+def test_off_policy_elite_replay_is_what_escapes_relative_overgeneralisation():
+    # The same method with the paper's uniform replay, or on-policy, settles on the safe action.
+    uniform = _successes("penalty", lambda: MA2ML(**GAME_CFG, elite_fraction=0.0))
+    on_policy = _successes("penalty", lambda: MA2ML(**GAME_CFG, off_policy=False))
+    assert uniform <= 2 and on_policy <= 2, (uniform, on_policy)
+
+
+def test_run_on_a_matrix_game_env():
+    env = matrix_game("climbing", normalize=True)
+    algo = MA2ML(**GAME_CFG)
+    result = run(algo, env, budget=48, seed=0, batch_size=8)
+    assert len(result.trials) == 48 and result.algorithm == "ma2ml"
+    assert result.best_score == pytest.approx(env.optimum()[0])  # 11 / 30
+    assert len(algo.buffer) == 48  # every evaluated (a, r) is recorded
+    np.testing.assert_allclose(algo.buffer.rewards, result.scores)
+    assert set(action_spaces_of(env)) == set(algo.agents)
+
+
+# -- ablation switches change behaviour ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "switch",
+    [
+        {"credit_assignment": False},
+        {"credit_assignment": False, "shared_advantage": "reward"},
+        {"off_policy": False},
+        {"trust_region": "kl"},
+        {"trust_region": "none"},
+        {"counterfactual": "sample"},
+        {"elite_fraction": 0.0},
+        {"entropy_coef": 0.1},
+    ],
+    ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()),
+)
+def test_each_switch_changes_the_search(switch):
+    env = matrix_game("climbing")
+    ref, alt = MA2ML(**GAME_CFG), MA2ML(**GAME_CFG, **switch)
+    ref.setup(action_spaces_of(env), 0)
+    alt.setup(action_spaces_of(env), 0)
+    _rounds(ref, env, 4)
+    _rounds(alt, env, 4)
+    p_ref, p_alt = ref.probabilities(), alt.probabilities()
+    diff = max(np.abs(p_ref[a][0] - p_alt[a][0]).max() for a in p_ref)
+    assert diff > 1e-3, f"switch {switch} did not change the policies"
+
+
+def test_lite_is_ma2ml_with_switches():
+    cfg = MA2MLLite().config
+    assert cfg == MA2MLConfig.lite()
+    assert not cfg.credit_assignment and not cfg.off_policy and not cfg.uses_critic
+    assert cfg.trust_region == "none" and cfg.shared_advantage == "reward"
+    assert MA2MLLite.name == "ma2ml-lite" and MA2ML.name == "ma2ml"
+    env = matrix_game("penalty")
+    a, b = MA2MLLite(), MA2ML(MA2MLConfig.lite())
+    a.setup(action_spaces_of(env), 1)
+    b.setup(action_spaces_of(env), 1)
+    assert _as_lists(_rounds(a, env, 3)) == _as_lists(_rounds(b, env, 3))
+
+
+# -- reproducibility and exact resume --------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [MA2ML, MA2MLLite])
+def test_same_seed_same_search(cls):
+    env = matrix_game("climbing")
+    runs = []
+    for seed in (7, 7, 8):
+        algo = cls(**(GAME_CFG if cls is MA2ML else {}))
+        algo.setup(action_spaces_of(env), seed)
+        runs.append(_as_lists(_rounds(algo, env, 4)))
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"counterfactual": "sample"}, {"credit_assignment": False}, {"trust_region": "kl"}]
+)
+def test_resume_continues_exactly(overrides):
+    env = matrix_game("climbing")
+    algo = MA2ML(**GAME_CFG, critic_ensemble=2, **overrides)
+    algo.setup(action_spaces_of(env), 11)
+    _rounds(algo, env, 2)
+    state = pickle.loads(pickle.dumps(algo.state_dict()))  # checkpoints go through disk
+    uninterrupted = _as_lists(_rounds(algo, env, 3))
+    resumed = MA2ML()  # a different config: the checkpoint's config wins
+    resumed.load_state_dict(state)
+    assert resumed.config == algo.config
+    assert _as_lists(_rounds(resumed, env, 3)) == uninterrupted
+    for name, p in algo.critic.state_dict().items():
+        torch.testing.assert_close(resumed.critic.state_dict()[name], p, rtol=0, atol=0)
+    torch.testing.assert_close(resumed.target_logits, algo.target_logits, rtol=0, atol=0)
+
+
+def test_state_dict_is_a_snapshot():
+    env = matrix_game("climbing")
+    algo = MA2ML(**GAME_CFG)
+    algo.setup(action_spaces_of(env), 0)
+    _rounds(algo, env, 1)
+    state = algo.state_dict()
+    before = state["logits"].clone()
+    _rounds(algo, env, 2)
+    torch.testing.assert_close(state["logits"], before, rtol=0, atol=0)
+    assert len(state["buffer"]["rewards"]) == 4
+
+
+# -- config validation -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"trust_region": "trpo"}, "trust_region must be one of"),
+        ({"counterfactual": "exact"}, "counterfactual must be one of"),
+        ({"shared_advantage": "value"}, "shared_advantage must be one of"),
+        ({"updates_per_round": 0}, "updates_per_round must be an integer >= 1"),
+        ({"minibatch_size": 2.5}, "minibatch_size must be an integer >= 1"),
+        ({"critic_ensemble": True}, "critic_ensemble must be an integer >= 1"),
+        ({"policy_lr": 0}, "policy_lr must be > 0"),
+        ({"entropy_coef": -1}, "entropy_coef must be >= 0"),
+        ({"clip_epsilon": 1.5}, r"clip_epsilon must lie in \(0, 1\)"),
+        ({"target_tau": 0}, r"target_tau must lie in \(0, 1\]"),
+        ({"elite_fraction": 2}, r"elite_fraction must lie in \[0, 1\]"),
+        ({"elite_quantile": 0}, r"elite_quantile must lie in \(0, 1\]"),
+        ({"baseline_decay": 1}, r"baseline_decay must lie in \[0, 1\)"),
+    ],
+)
+def test_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MA2MLConfig(**kwargs)
+
+
+def test_config_is_frozen_and_types_are_checked():
+    cfg = MA2MLConfig()
+    with pytest.raises(AttributeError):
+        cfg.policy_lr = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError, match="credit_assignment must be a bool"):
+        MA2MLConfig(credit_assignment="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="config must be an MA2MLConfig"):
+        MA2ML(config={"policy_lr": 1})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Discrete and MultiDiscrete"):
+        MA2ML().setup({"a": gymnasium.spaces.Box(0, 1, (2,))}, 0)
+    algo = MA2ML()
+    algo.setup({"a": gymnasium.spaces.Discrete(2)}, 0)
+    with pytest.raises(ValueError, match="2 actions but 1 scores"):
+        algo.observe(algo.propose(2), [1.0])
+    with pytest.raises(ValueError, match="finite"):
+        algo.observe(algo.propose(1), [float("nan")])
+
+
+# -- the surrogate AutoML env ----------------------------------------------------------------------------
+SURROGATE_BUDGET, SURROGATE_BATCH = 800, 32
+
+
+def test_ma2ml_reaches_the_surrogate_optimum():
+    ma2ml_env = pytest.importorskip("ma2ml_env")
+    from ma2ml_env.modules import ArchitectureModule, AugmentModule, HyperParameterModule
+
+    env = ma2ml_env.parallel_env(
+        reward="surrogate",
+        modules=[AugmentModule(num_subpolicies=2), ArchitectureModule(), HyperParameterModule()],
+    )
+    best, _ = env.unwrapped.evaluator.optimum()
+    algo = MA2ML(critic_hidden=32)
+    result = run(algo, env, budget=SURROGATE_BUDGET, seed=0, batch_size=SURROGATE_BATCH)
+    assert result.best_score >= 0.99 * best, f"best {result.best_score:.4f} vs optimum {best:.4f}"
