@@ -49,6 +49,10 @@ Arguments
     reward: ``"train"`` (real child training, default), ``"surrogate"`` or an :class:`Evaluator`.
     reward_kwargs: keyword arguments of the named reward backend (e.g. ``dataset``, ``device``,
         ``budget``, ``task``, ``noise_std``).
+    backend: how a batch of pipelines is evaluated: ``"serial"`` (default), ``"local"`` (worker processes,
+        one per GPU on CUDA) or ``"ray"`` (Ray tasks); see :mod:`ma2ml_env.rewards.parallel`.
+    workers: concurrent evaluations of the ``"local"``/``"ray"`` backend.
+    backend_kwargs: more backend options (``time_limit``, ``max_retries``, ``address``, ``num_gpus_per_trial``...).
     pipelines_per_episode: pipelines evaluated per episode.
     base_pipeline: the pipeline the modules start from.
     render_mode: ``None``, ``"ansi"`` (render returns the last pipeline) or ``"human"`` (prints it).
@@ -75,6 +79,7 @@ from pettingzoo.utils import parallel_to_aec
 from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
 from ma2ml_env.pipeline import Pipeline, SearchSpace
 from ma2ml_env.rewards.base import EvalResult, Evaluator, make_evaluator
+from ma2ml_env.rewards.parallel import wrap_evaluator
 
 __all__ = ["AutoMLPipelineEnv", "parallel_env", "env", "ENV_ID", "INFO_KEYS"]
 
@@ -95,6 +100,9 @@ class AutoMLPipelineEnv(ParallelEnv):
         pipelines_per_episode: int = 1,
         base_pipeline: Pipeline | None = None,
         render_mode: str | None = None,
+        backend: str = "serial",
+        workers: int | None = None,
+        backend_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(pipelines_per_episode, bool) or not isinstance(pipelines_per_episode, (int, np.integer)) \
                 or pipelines_per_episode < 1:
@@ -104,7 +112,8 @@ class AutoMLPipelineEnv(ParallelEnv):
         if base_pipeline is not None and not isinstance(base_pipeline, Pipeline):
             raise ValueError(f"base_pipeline must be a ma2ml_env.Pipeline, got {type(base_pipeline).__name__}")
         self.space = SearchSpace(resolve_modules(modules), base=base_pipeline)
-        self.evaluator = make_evaluator(reward, **dict(reward_kwargs or {}))
+        self.evaluator = wrap_evaluator(make_evaluator(reward, **dict(reward_kwargs or {})), backend, workers,
+                                        **dict(backend_kwargs or {}))
         self.evaluator.bind(self.space)
         self.pipelines_per_episode = int(pipelines_per_episode)
         self.render_mode = render_mode

@@ -1,0 +1,154 @@
+"""Toy evaluators and algorithms for the parallel, store and fault tests (importable by worker processes).
+
+Every toy is deterministic in (pipeline, seed), so serial and parallel runs can be compared exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from agents.base import SearchAlgorithm
+from ma2ml_env.rewards.base import EvalResult, Evaluator
+
+
+def pipeline_score(key: str, seed: int | None) -> float:
+    """A deterministic pseudo-random score in [0, 1) from the pipeline key (and the seed, if given)."""
+    h = hashlib.sha256(f"{key}|{'' if seed is None else seed}".encode()).digest()
+    return int.from_bytes(h[:8], "little") / 2**64
+
+
+class ToyEvaluator(Evaluator):
+    """Score = a hash of the pipeline (and of the seed when ``use_seed``); optional sleep per pipeline;
+    optional log file: one JSON line per *completed* evaluation (``{"seed", "key", "pid"}``)."""
+
+    name = "toy"
+
+    def __init__(self, delay: float = 0.0, use_seed: bool = True, log: str | None = None) -> None:
+        self.delay, self.use_seed, self.log = delay, use_seed, log
+
+    def evaluate(self, pipelines: Sequence[Any], seeds: Sequence[int]) -> list[EvalResult]:
+        out = []
+        for p, s in zip(pipelines, seeds):
+            if self.delay:
+                time.sleep(self.delay)
+            key = p.key()
+            out.append(EvalResult(score=pipeline_score(key, s if self.use_seed else None), seconds=self.delay,
+                                  info={"pid": os.getpid()}))
+            if self.log:
+                with open(self.log, "a") as f:
+                    f.write(json.dumps({"seed": int(s), "key": key[:64], "pid": os.getpid()}) + "\n")
+        return out
+
+
+def _first_time(marker_dir: str, key: str) -> bool:
+    """True exactly once per key across processes (atomic exclusive create of a marker file)."""
+    name = hashlib.sha1(key.encode()).hexdigest()
+    try:
+        fd = os.open(os.path.join(marker_dir, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+class CudaLikeOOM(RuntimeError):
+    """Stands in for ``torch.cuda.OutOfMemoryError`` (a ``RuntimeError`` with this class name)."""
+
+
+CudaLikeOOM.__name__ = "OutOfMemoryError"
+
+
+class FaultyEvaluator(ToyEvaluator):
+    """A :class:`ToyEvaluator` that injects a fault: on the first attempt of each pipeline (``once=True``,
+    tracked with marker files in ``marker_dir``) or always.
+
+    Modes: ``raise`` (ValueError), ``exit`` (``os._exit(3)``), ``kill`` (SIGKILL of its own process),
+    ``hang`` (sleeps 60 s), ``oom`` (MemoryError), ``cuda_oom`` (an ``OutOfMemoryError``), ``oom_status``
+    (returns status ``"oom"``).
+    """
+
+    name = "faulty"
+
+    def __init__(self, mode: str, marker_dir: str, once: bool = True, only_seeds: Sequence[int] | None = None,
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        self.mode, self.marker_dir, self.once = mode, marker_dir, once
+        self.only_seeds = None if only_seeds is None else set(only_seeds)
+
+    def evaluate(self, pipelines: Sequence[Any], seeds: Sequence[int]) -> list[EvalResult]:
+        out = []
+        for p, s in zip(pipelines, seeds):
+            hit = self.only_seeds is None or int(s) in self.only_seeds
+            if hit and (not self.once or _first_time(self.marker_dir, f"{p.key()}|{s}")):
+                if self.mode == "raise":
+                    raise ValueError("injected failure")
+                if self.mode == "exit":
+                    os._exit(3)
+                if self.mode == "kill":
+                    os.kill(os.getpid(), 9)
+                if self.mode == "hang":
+                    time.sleep(60)
+                if self.mode == "oom":
+                    raise MemoryError("injected host OOM")
+                if self.mode == "cuda_oom":
+                    raise CudaLikeOOM("CUDA out of memory. Tried to allocate 2.00 GiB")
+                if self.mode == "oom_status":
+                    out.append(EvalResult(score=0.0, status="oom", info={"error": "injected oom status"}))
+                    continue
+            out.extend(super().evaluate([p], [s]))
+        return out
+
+
+class ToyRandomSearch(SearchAlgorithm):
+    """Random search with an RNG in its state and a running mean (so observe order matters)."""
+
+    name = "toy-random"
+
+    def __init__(self, checkpointing: bool = True) -> None:
+        self.checkpointing = checkpointing
+
+    def setup(self, action_spaces: Mapping[str, Any], seed: int) -> None:
+        super().setup(action_spaces, seed)
+        self.rng = np.random.default_rng(seed)
+        self.observed = 0
+        self.total = 0.0
+
+    def propose(self, n: int) -> list[dict[str, np.ndarray]]:
+        return [{a: sp.sample_with(self.rng) if hasattr(sp, "sample_with") else
+                 (self.rng.random(sp.shape) * sp.nvec).astype(np.int64)
+                 for a, sp in self.action_spaces.items()} for _ in range(n)]
+
+    def observe(self, actions: Sequence[Any], scores: Sequence[float]) -> None:
+        self.observed += len(scores)
+        self.total += float(sum(scores))
+
+    def metrics(self) -> dict[str, Any]:
+        return {"mean_score": self.total / max(self.observed, 1), "per_agent": {a: 1.0 for a in self.agents}}
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self.checkpointing:
+            raise NotImplementedError("no checkpointing")
+        return {"rng": self.rng.bit_generator.state, "observed": self.observed, "total": self.total,
+                "spaces": self.action_spaces, "seed": self.seed}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.setup(state["spaces"], state["seed"])
+        self.rng.bit_generator.state = state["rng"]
+        self.observed, self.total = state["observed"], state["total"]
+
+
+class RepeatSearch(ToyRandomSearch):
+    """Proposes from a tiny set of joint actions (to exercise de-duplication)."""
+
+    name = "toy-repeat"
+
+    def propose(self, n: int) -> list[dict[str, np.ndarray]]:
+        return [{a: np.full(sp.shape, int(self.rng.integers(2)), dtype=np.int64)
+                 for a, sp in self.action_spaces.items()} for _ in range(n)]
