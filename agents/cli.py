@@ -1,0 +1,594 @@
+"""The ``ma2ml`` command line: run any search algorithm on any environment configuration.
+
+    ma2ml list                                             # algorithms, modules, reward backends
+    ma2ml search --algo tpe --reward surrogate --budget 200 --seed 0
+    ma2ml search --algo ma2ml --reward train --dataset digits --budget 50 --max-flops 5M
+
+``search`` writes every evaluated pipeline to ``<out>/trials.jsonl`` the moment its batch completes, and
+the best pipeline to ``<out>/best.json`` and ``<out>/best.txt`` at the end.
+
+The code is organised so options can be added in one place each: :func:`build_parser` assembles the
+argument groups (``add_*_arguments``); :func:`build_env` and :func:`build_algorithm` turn parsed
+arguments into objects (raising :class:`UsageError` for bad values, reported like argparse errors with
+exit code 2); :func:`run_search` runs the search with a list of per-round callbacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from agents.base import SearchAlgorithm, SearchResult, Trial, run
+from agents.registry import algorithm_spec, config_fields, make_algorithm, registered_algorithms
+
+__all__ = [
+    "TrialWriter",
+    "UsageError",
+    "build_algorithm",
+    "build_env",
+    "build_parser",
+    "main",
+    "reward_kwargs",
+    "run_search",
+]
+
+PROG = "ma2ml"
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+REWARD_SUMMARIES = {
+    "surrogate": "numpy model of AUG/NAS/HPO interactions; thousands of evaluations per second",
+    "train": "real child training; score = validation accuracy (digits built in, CIFAR/ImageFolder from disk)",
+}
+#: Options that only make sense with one reward backend: option dest -> (backend, flag).
+_REWARD_ONLY = {
+    "task": ("surrogate", "--task"),
+    "noise": ("surrogate", "--noise"),
+    "dataset": ("train", "--dataset"),
+    "data_root": ("train", "--data-root"),
+    "device": ("train", "--device"),
+    "max_train": ("train", "--max-train"),
+    "time_limit": ("train", "--time-limit"),
+    "epoch_scale": ("train", "--epoch-scale"),
+}
+
+
+class UsageError(ValueError):
+    """A bad command-line value: reported as ``ma2ml search: error: ...`` with exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Argument types (argparse turns their ValueError/ArgumentTypeError into a usage error)
+# ---------------------------------------------------------------------------------------------------
+_SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+def _count(text: str) -> float:
+    """A positive number, with an optional K/M/G/T suffix: ``600M`` = 6e8."""
+    t = text.strip().lower()
+    scale = _SUFFIX.get(t[-1:], 1.0)
+    try:
+        v = float(t[:-1] if t[-1:] in _SUFFIX else t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number such as 600M or 5e6, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    v = _nonneg_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return v
+
+
+def _task(text: str) -> str | int:
+    if text == "default":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'default' or an integer task seed, got {text!r}") from None
+
+
+def _modules(text: str) -> tuple[str, ...]:
+    from ma2ml_env import registered_modules
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    known = registered_modules()
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of modules from {list(known)}")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown module(s) {unknown}; registered modules are {list(known)}")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise argparse.ArgumentTypeError(f"module(s) {dup} listed more than once")
+    return names
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object given inline or as ``@path/to/file.json``."""
+    src = text
+    if text.startswith("@"):
+        try:
+            src = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {text[1:]!r}: {exc.strerror}") from None
+    try:
+        value = json.loads(src)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at position {exc.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"lr\": 0.1}}', got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------------------------
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+def add_algorithm_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search algorithm")
+    g.add_argument("--algo", default="ma2ml", choices=registered_algorithms(), metavar="NAME",
+                   help=f"search algorithm: {', '.join(registered_algorithms())} (default: ma2ml; "
+                        "`ma2ml list algorithms -v` shows each one's options)")
+    g.add_argument("--algo-config", type=_json_object, default=None, metavar="JSON",
+                   help="algorithm options as a JSON object, inline or @file.json, e.g. "
+                        "'{\"evals_per_stage\": 10}' (default: the algorithm's defaults)")
+
+
+def add_env_arguments(p: argparse.ArgumentParser) -> None:
+    from ma2ml_env import DEFAULT_MODULES, registered_evaluators
+
+    g = p.add_argument_group("environment")
+    g.add_argument("--reward", default="train", choices=registered_evaluators(), metavar="BACKEND",
+                   help=f"reward backend: {', '.join(registered_evaluators())} (default: train)")
+    g.add_argument("--modules", type=_modules, default=DEFAULT_MODULES, metavar="LIST",
+                   help=f"comma-separated AutoML modules, one agent each, in pipeline order "
+                        f"(default: {','.join(DEFAULT_MODULES)})")
+    g.add_argument("--max-flops", type=_count, default=None, metavar="F",
+                   help="FLOPs budget per image, e.g. 600M (default: no FLOPs budget)")
+    g.add_argument("--max-params", type=_count, default=None, metavar="P",
+                   help="parameter budget, e.g. 1.5M (default: no parameter budget)")
+    g.add_argument("--budget-mode", choices=("hard", "soft"), default=None,
+                   help="hard: over-budget pipelines are not trained and score 0; soft: MnasNet penalty "
+                        "accuracy * (cost/target)^-0.07 (default: hard; needs --max-flops or --max-params)")
+    g.add_argument("--reward-config", type=_json_object, default=None, metavar="JSON",
+                   help="more keyword arguments of the reward backend, JSON object inline or @file.json "
+                        "(default: none)")
+
+    s = p.add_argument_group("surrogate reward (--reward surrogate)")
+    s.add_argument("--task", type=_task, default=None, metavar="default|INT",
+                   help="surrogate task: 'default' or an integer seed of a random task (default: default)")
+    s.add_argument("--noise", type=_nonneg_float, default=None, metavar="STD",
+                   help="standard deviation of the seeded evaluation noise (default: 0)")
+
+    t = p.add_argument_group("training reward (--reward train)")
+    t.add_argument("--dataset", choices=DATASETS, default=None,
+                   help=f"dataset: {', '.join(DATASETS)} (default: digits, built in; CIFAR and ImageFolder "
+                        "read --data-root)")
+    t.add_argument("--data-root", default=None, metavar="PATH",
+                   help="data folder for cifar10/cifar100/imagefolder (default: none)")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="where children train: auto = cuda if available (default: auto)")
+    t.add_argument("--max-train", type=_positive_int, default=None, metavar="N",
+                   help="train on at most N images (seeded subset; quick searches) (default: all)")
+    t.add_argument("--time-limit", type=_positive_float, default=None, metavar="SECONDS",
+                   help="time limit per evaluation; slower children get status timeout (default: none)")
+    t.add_argument("--epoch-scale", type=_positive_float, default=None, metavar="X",
+                   help="training passes = the pipeline's epochs * X (default: 1)")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--budget", type=_positive_int, default=100, metavar="N",
+                   help="number of pipelines to evaluate (default: 100)")
+    g.add_argument("--seed", type=_int, default=0, metavar="S",
+                   help="seed of the algorithm and of the evaluations (default: 0)")
+    g.add_argument("--batch-size", type=_positive_int, default=8, metavar="K",
+                   help="joint actions proposed and evaluated per round (default: 8)")
+
+
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="results folder: trials.jsonl, best.json, best.txt, config.json "
+                        "(default: runs/<algo>-<reward>-seed<S>)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in --out (default: refuse to)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (default: show it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ma2ml`` argument parser with its ``search`` and ``list`` subcommands."""
+    from ma2ml_env import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=_Formatter,
+        description="Multi-agent AutoML (MA2ML): search ML pipelines (augmentation, architecture, "
+                    "hyper-parameters) with MA2ML or a baseline.",
+        epilog="examples:\n"
+               "  ma2ml list\n"
+               "  ma2ml search --algo tpe --reward surrogate --budget 200\n"
+               "  ma2ml search --algo ma2ml --reward train --dataset digits --budget 50 --max-flops 5M\n\n"
+               "`ma2ml COMMAND --help` documents each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    search = sub.add_parser(
+        "search", formatter_class=_Formatter, help="run a search algorithm on an environment configuration",
+        description="Run a search algorithm for --budget evaluations. Every evaluated pipeline is appended "
+                    "to <out>/trials.jsonl as soon as its batch completes (index, round, actions, score, "
+                    "status, seconds, info, readable pipeline); the best pipeline is printed and saved to "
+                    "<out>/best.json and <out>/best.txt.",
+        epilog="examples:\n"
+               "  ma2ml search --algo random --reward surrogate --budget 500 --seed 1\n"
+               "  ma2ml search --algo separate --reward surrogate --modules nas,hpo --algo-config "
+               "'{\"evals_per_stage\": 10}'\n"
+               "  ma2ml search --algo ma2ml --reward train --dataset cifar10 --data-root ~/data "
+               "--device cuda --max-flops 600M --budget 300",
+    )
+    add_algorithm_arguments(search)
+    add_env_arguments(search)
+    add_run_arguments(search)
+    add_output_arguments(search)
+    search.set_defaults(func=cmd_search, command_parser=search)
+
+    lst = sub.add_parser("list", formatter_class=_Formatter,
+                         help="list search algorithms, AutoML modules, reward backends and datasets",
+                         description="List what can be passed to `ma2ml search`.")
+    lst.add_argument("what", nargs="?", default="all",
+                     choices=("all", "algorithms", "modules", "rewards", "datasets"),
+                     help="what to list: all, algorithms, modules, rewards, datasets (default: all)")
+    lst.add_argument("-v", "--verbose", action="store_true",
+                     help="also show each algorithm's options and defaults, and each module's decisions "
+                          "(default: names and summaries)")
+    lst.set_defaults(func=cmd_list, command_parser=lst)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------
+# From arguments to objects
+# ---------------------------------------------------------------------------------------------------
+def reward_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The reward backend's keyword arguments from the parsed options.
+
+    Raises:
+        UsageError: an option of the other backend was given, or a budget mode without a budget.
+    """
+    from ma2ml_env import CostBudget
+
+    for dest, (backend, flag) in _REWARD_ONLY.items():
+        if getattr(args, dest, None) is not None and args.reward != backend:
+            raise UsageError(f"{flag} applies to --reward {backend} only (got --reward {args.reward})")
+    if args.budget_mode is not None and args.max_flops is None and args.max_params is None:
+        raise UsageError("--budget-mode needs a budget: give --max-flops and/or --max-params")
+    kw: dict[str, Any] = {}
+    if args.max_flops is not None or args.max_params is not None:
+        kw["budget"] = CostBudget(max_flops=args.max_flops, max_params=args.max_params,
+                                  mode=args.budget_mode or "hard")
+    if args.reward == "surrogate":
+        if args.task is not None:
+            kw["task"] = args.task
+        if args.noise is not None:
+            kw["noise_std"] = args.noise
+    elif args.reward == "train":
+        for dest, key in (("dataset", "dataset"), ("data_root", "root"), ("device", "device"),
+                          ("max_train", "max_train"), ("time_limit", "time_limit"), ("epoch_scale", "epoch_scale")):
+            if getattr(args, dest) is not None:
+                kw[key] = getattr(args, dest)
+        if kw.get("root") is not None:
+            kw["root"] = os.path.expanduser(kw["root"])
+    extra = args.reward_config or {}
+    clash = sorted(set(extra) & set(kw))
+    if clash:
+        raise UsageError(f"--reward-config sets {clash}, which options on the command line already set")
+    return {**kw, **extra}
+
+
+def build_env(args: argparse.Namespace) -> Any:
+    """The PettingZoo env described by the parsed options.
+
+    Raises:
+        UsageError: the env or its reward backend rejected a value.
+    """
+    import ma2ml_env
+
+    kw = reward_kwargs(args)
+    try:
+        return ma2ml_env.parallel_env(modules=args.modules, reward=args.reward, reward_kwargs=kw)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"cannot build the environment: {exc}") from None
+
+
+def build_algorithm(args: argparse.Namespace) -> SearchAlgorithm:
+    """The search algorithm described by ``--algo`` and ``--algo-config``.
+
+    Raises:
+        UsageError: unknown option or bad value in ``--algo-config``.
+    """
+    try:
+        return make_algorithm(args.algo, **(args.algo_config or {}))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--algo-config for {args.algo!r}: {exc}") from None
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    return Path("runs") / f"{args.algo}-{args.reward}-seed{args.seed}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------------
+def _jsonable(x: Any) -> Any:
+    """JSON-safe copy: numpy scalars/arrays to Python, non-finite floats to ``None``."""
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return _jsonable(x.item())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    return str(x)
+
+
+class TrialWriter:
+    """Appends each trial to a JSON-lines file as soon as its round completes (flushed and fsynced), with
+    its readable pipeline. Also keeps the trials, so the best can be reported after an interruption.
+
+    Args:
+        path: the ``trials.jsonl`` file (created; truncated if ``overwrite``).
+        decode: joint action -> :class:`~ma2ml_env.Pipeline` (``None``: no ``pipeline`` field).
+    """
+
+    def __init__(self, path: Path, decode: Callable[[Mapping[str, Any]], Any] | None = None,
+                 overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.decode = decode
+        self.trials: list[Trial] = []
+        self._f: IO[str] = open(self.path, "w" if overwrite else "x", encoding="utf-8")  # noqa: SIM115
+
+    def record(self, trial: Trial) -> dict[str, Any]:
+        row = dataclasses.asdict(trial)
+        if self.decode is not None:
+            row["pipeline"] = self.decode({k: np.asarray(v) for k, v in trial.actions.items()}).to_dict()
+        return _jsonable(row)
+
+    def __call__(self, trials: Sequence[Trial]) -> None:
+        for t in trials:
+            self._f.write(json.dumps(self.record(t), sort_keys=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.trials.extend(trials)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class _Progress:
+    """tqdm bar over evaluations showing the best score so far."""
+
+    def __init__(self, total: int, desc: str, disable: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="eval", disable=disable, dynamic_ncols=True, file=sys.stderr)
+        self.best = -math.inf
+
+    def __call__(self, trials: Sequence[Trial]) -> None:
+        self.best = max([self.best, *(t.score for t in trials)])
+        self.bar.set_postfix(best=f"{self.best:.4f}", refresh=False)
+        self.bar.update(len(trials))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_search(
+    args: argparse.Namespace,
+    env: Any,
+    algorithm: SearchAlgorithm,
+    callbacks: Sequence[Callable[[list[Trial]], None]] = (),
+) -> SearchResult:
+    """:func:`agents.base.run` with the parsed budget, seed and batch size; every callback is called with
+    each round's new trials, in order."""
+
+    def callback(new: list[Trial]) -> None:
+        for cb in callbacks:
+            cb(new)
+
+    return run(algorithm, env, budget=args.budget, seed=args.seed, batch_size=args.batch_size, callback=callback)
+
+
+def write_best(out: Path, trials: Sequence[Trial], env: Any, meta: Mapping[str, Any]) -> tuple[Trial, Any]:
+    """Write ``best.json`` / ``best.txt`` for the best of ``trials``; returns it and its pipeline."""
+    best = max(trials, key=lambda t: (t.score, -t.index))
+    pipeline = env.unwrapped.decode({k: np.asarray(v) for k, v in best.actions.items()})
+    doc = {**meta, "evaluations": len(trials), "best": {**dataclasses.asdict(best), "pipeline": pipeline.to_dict()}}
+    (out / "best.json").write_text(json.dumps(_jsonable(doc), indent=2) + "\n", encoding="utf-8")
+    (out / "best.txt").write_text(_best_text(best, pipeline, len(trials)) + "\n", encoding="utf-8")
+    return best, pipeline
+
+
+def _best_text(best: Trial, pipeline: Any, n: int) -> str:
+    return (f"best score {best.score:.4f} (status {best.status}; trial {best.index} of {n})\n"
+            f"{pipeline.describe()}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------------
+def _algorithm_config(algo: SearchAlgorithm) -> Any:
+    cfg = getattr(algo, "config", None)
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out is not None else default_out(args)
+    trials_path = out / "trials.jsonl"
+    if trials_path.exists() and trials_path.stat().st_size > 0 and not args.overwrite:
+        raise UsageError(f"{trials_path} already holds results of an earlier run; pass --overwrite to replace "
+                         "them, or choose another --out")
+    algorithm = build_algorithm(args)
+    env = build_env(args)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the results folder {str(out)!r}: {exc.strerror}") from None
+    meta = {
+        "algorithm": args.algo, "reward": args.reward, "seed": args.seed, "budget": args.budget,
+        "batch_size": args.batch_size, "modules": list(args.modules),
+    }
+    config = {**meta, "algorithm_config": _algorithm_config(algorithm),
+              "reward_kwargs": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+                                for k, v in reward_kwargs(args).items()},
+              "argv": sys.argv[1:] if args.argv is None else list(args.argv)}
+    (out / "config.json").write_text(json.dumps(_jsonable(config), indent=2) + "\n", encoding="utf-8")
+    writer = TrialWriter(trials_path, env.unwrapped.decode, overwrite=True)
+    progress = _Progress(args.budget, args.algo, disable=args.no_progress)
+    t0 = time.perf_counter()
+    interrupted = False
+    try:
+        run_search(args, env, algorithm, callbacks=[writer, progress])
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        progress.close()
+        writer.close()
+        env.close()
+    trials = writer.trials
+    if not trials:
+        print(f"{PROG}: interrupted before any evaluation completed", file=sys.stderr)
+        return 130
+    best, pipeline = write_best(out, trials, env, meta)
+    head = (f"interrupted after {len(trials)} of {args.budget} evaluations" if interrupted
+            else f"{args.algo}: {len(trials)} evaluations in {time.perf_counter() - t0:.1f}s")
+    print(f"{head}\n{_best_text(best, pipeline, len(trials))}\nresults: {out}")
+    return 130 if interrupted else 0
+
+
+def _available(extra: str | None, target: str) -> bool:
+    if extra is None:
+        return True
+    module = {"optuna": "optuna", "sb3": "stable_baselines3"}.get(extra, extra)
+    return importlib.util.find_spec(module) is not None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import ma2ml_env
+
+    what = args.what
+    lines: list[str] = []
+    if what in ("all", "algorithms"):
+        lines.append("search algorithms (--algo):")
+        for name in registered_algorithms():
+            spec = algorithm_spec(name)
+            note = "" if _available(spec.extra, spec.target) else f'  [needs: pip install "ma2ml[{spec.extra}]"]'
+            lines.append(f"  {name:12s} {spec.summary}{note}")
+            if args.verbose:
+                try:
+                    fields = config_fields(name)
+                except ImportError as exc:
+                    lines.append(f"      (options unavailable: {exc})")
+                    continue
+                for k, v in fields.items():
+                    if k not in spec.defaults:
+                        lines.append(f"      {k} = {json.dumps(_jsonable(v))}")
+        lines.append("")
+    if what in ("all", "modules"):
+        lines.append("AutoML modules (--modules, comma-separated; default "
+                     f"{','.join(ma2ml_env.DEFAULT_MODULES)}):")
+        for name in ma2ml_env.registered_modules():
+            mod = ma2ml_env.make_module(name)
+            lines.append(f"  {name:12s} {len(mod.decisions)} decisions ({type(mod).__name__})")
+            if args.verbose:
+                for d in mod.decisions:
+                    shown = ", ".join(map(str, d.choices[:8])) + (", ..." if len(d.choices) > 8 else "")
+                    lines.append(f"      {d.name}: {len(d.choices)} choices ({shown})")
+        lines.append("")
+    if what in ("all", "rewards"):
+        lines.append("reward backends (--reward):")
+        for name in ma2ml_env.registered_evaluators():
+            lines.append(f"  {name:12s} {REWARD_SUMMARIES.get(name, '')}".rstrip())
+        lines.append("")
+    if what in ("all", "datasets"):
+        lines.append("datasets (--dataset, with --reward train):")
+        lines.append(f"  {', '.join(DATASETS)}")
+        lines.append("")
+    print("\n".join(lines).rstrip())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ma2ml`` command line; returns the exit code (argparse usage errors exit with 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = None if argv is None else list(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        args.command_parser.error(str(exc))  # prints the usage and the message, exits with code 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which exited: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except ImportError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, PermissionError, RuntimeError, ValueError) as exc:
+        print(f"{PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0  # pragma: no cover - parser.error exits
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
