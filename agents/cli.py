@@ -231,6 +231,39 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="joint actions proposed and evaluated per round (default: 8)")
 
 
+def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
+    from ma2ml_env.rewards.parallel import BACKENDS
+
+    g = p.add_argument_group("parallel evaluation, durable searches, logging")
+    g.add_argument("--backend", choices=tuple(BACKENDS), default="serial",
+                   help="how a round's pipelines are evaluated: serial, local (worker processes; one per GPU "
+                        "with --device cuda) or ray (Ray tasks) (default: serial)")
+    g.add_argument("--workers", type=_positive_int, default=None, metavar="K",
+                   help="concurrent evaluations of --backend local/ray (default: local: one per GPU or per "
+                        "CPU core; ray: what the cluster holds)")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster: auto (this machine's cluster) or ray://HEAD:10001 (default: a local Ray)")
+    g.add_argument("--gpus-per-trial", type=_nonneg_float, default=None, metavar="G",
+                   help="GPUs of each Ray task (default: 0)")
+    g.add_argument("--max-retries", type=_int, default=None, metavar="N",
+                   help="retries of a pipeline whose worker crashed, hung past --trial-timeout or ran out of "
+                        "memory (default: 2 with --backend local/ray, 0 with serial)")
+    g.add_argument("--trial-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                   help="hard time limit per evaluation with --backend local/ray: the worker is killed "
+                        "(default: none)")
+    g.add_argument("--store", default=None, metavar="PATH",
+                   help="SQLite file of a durable search: every evaluation committed as it completes, the "
+                        "algorithm's state after every round (default: none; <out>/search.db with --resume)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the search in --store where it stopped (killed or finished with a smaller "
+                        "--budget); same other options")
+    g.add_argument("--dedupe", action="store_true",
+                   help="with --store: serve a pipeline already evaluated from the store (seed-independent "
+                        "rewards only) (default: evaluate it again)")
+    g.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write TensorBoard logs of the search to DIR (default: none)")
+
+
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
@@ -274,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_algorithm_arguments(search)
     add_env_arguments(search)
     add_run_arguments(search)
+    add_parallel_arguments(search)
     add_output_arguments(search)
     search.set_defaults(func=cmd_search, command_parser=search)
 
@@ -338,8 +372,17 @@ def build_env(args: argparse.Namespace) -> Any:
     import ma2ml_env
 
     kw = reward_kwargs(args)
+    backend, bkw = getattr(args, "backend", "serial"), {}
+    for dest, key, backends in (("max_retries", "max_retries", "serial,local,ray"),
+                                ("trial_timeout", "time_limit", "local,ray"),
+                                ("ray_address", "address", "ray"), ("gpus_per_trial", "num_gpus_per_trial", "ray")):
+        if getattr(args, dest, None) is not None:
+            if backend not in backends.split(","):
+                raise UsageError(f"--{dest.replace('_', '-')} applies to --backend {backends.replace(',', '/')} only")
+            bkw[key] = getattr(args, dest)
     try:
-        return ma2ml_env.parallel_env(modules=args.modules, reward=args.reward, reward_kwargs=kw)
+        return ma2ml_env.parallel_env(modules=args.modules, reward=args.reward, reward_kwargs=kw, backend=backend,
+                                      workers=getattr(args, "workers", None), backend_kwargs=bkw)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"cannot build the environment: {exc}") from None
 
@@ -440,11 +483,33 @@ def run_search(
     """:func:`agents.base.run` with the parsed budget, seed and batch size; every callback is called with
     each round's new trials, in order."""
 
-    def callback(new: list[Trial]) -> None:
-        for cb in callbacks:
-            cb(new)
+    class _Callbacks:
+        def __call__(self, new: list[Trial]) -> None:
+            for cb in callbacks:
+                cb(new)
 
-    return run(algorithm, env, budget=args.budget, seed=args.seed, batch_size=args.batch_size, callback=callback)
+        def resume(self, done: list[Trial]) -> None:  # a resumed durable search: trials already stored
+            for cb in callbacks:
+                getattr(cb, "resume", cb)(done)
+
+    callback = _Callbacks()
+    logger = None
+    if getattr(args, "tensorboard", None):
+        from agents.tracking import SearchLogger
+
+        logger = SearchLogger(algorithm, args.budget, tensorboard=args.tensorboard, progress=False)
+        callbacks = [*callbacks, logger]
+    try:
+        if getattr(args, "store", None):
+            from agents.store import run_durable
+
+            return run_durable(algorithm, env, budget=args.budget, seed=args.seed, batch_size=args.batch_size,
+                               store_path=args.store, resume=args.resume, dedupe=args.dedupe, callback=callback)
+        return run(algorithm, env, budget=args.budget, seed=args.seed, batch_size=args.batch_size,
+                   callback=callback)
+    finally:
+        if logger is not None:
+            logger.close()
 
 
 def write_best(out: Path, trials: Sequence[Trial], env: Any, meta: Mapping[str, Any]) -> tuple[Trial, Any]:
@@ -473,7 +538,17 @@ def _algorithm_config(algo: SearchAlgorithm) -> Any:
 def cmd_search(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else default_out(args)
     trials_path = out / "trials.jsonl"
-    if trials_path.exists() and trials_path.stat().st_size > 0 and not args.overwrite:
+    if args.resume and args.store is None:
+        args.store = str(out / "search.db")
+    if args.dedupe and args.store is None:
+        raise UsageError("--dedupe serves pipelines from the search store: give --store PATH")
+    if args.store is not None and not args.resume and Path(args.store).exists():
+        if not args.overwrite:
+            raise UsageError(f"the store {args.store} already exists; pass --resume to continue that search, "
+                             "--overwrite to start again, or choose another --store")
+        for suffix in ("", "-wal", "-shm"):
+            Path(args.store + suffix).unlink(missing_ok=True)
+    if trials_path.exists() and trials_path.stat().st_size > 0 and not args.overwrite and not args.resume:
         raise UsageError(f"{trials_path} already holds results of an earlier run; pass --overwrite to replace "
                          "them, or choose another --out")
     algorithm = build_algorithm(args)

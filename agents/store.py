@@ -350,6 +350,7 @@ def _run_durable(store: TrialStore, algorithm: SearchAlgorithm, env: Any, budget
         algorithm.setup(action_spaces_of(env), seed)
         rounds = []  # proposals without a checkpoint cannot exist; be safe
     elif ck[2] is not None:
+        algorithm.setup(action_spaces_of(env), seed)  # some algorithms' load_state_dict expects a set-up object
         algorithm.load_state_dict(pickle.loads(ck[2]))
         if ck[1] == "proposed":
             pending = next(r for r in rounds if r.round == ck[0])
