@@ -1,0 +1,367 @@
+"""The benchmark suite: algorithms x tasks x seeds at a budget of evaluations, and the report.
+
+Answers the paper's questions with numbers: joint optimisation (MA2ML) vs module-by-module ("separate");
+credit assignment on vs off; off-policy vs on-policy (MA2ML-Lite); against SB3 PPO, independent
+learners, Optuna TPE and random search.
+
+    python benchmarks/suite.py run --out benchmarks/results            # run (resumes finished cells)
+    python benchmarks/suite.py report --out benchmarks/results         # tables + learning curves
+    python benchmarks/suite.py all --preset smoke --out /tmp/smoke     # what CI runs
+
+Each finished cell (task, algorithm, seed) is one JSON file under ``OUT/raw/`` with every evaluation's
+score, status and seconds; a rerun skips finished cells, so a killed run resumes where it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- what is benchmarked -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AlgoSpec:
+    """A named algorithm variant: a registry name plus keyword arguments."""
+
+    registry_name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    doc: str = ""
+
+
+ALGORITHMS: dict[str, AlgoSpec] = {
+    "ma2ml": AlgoSpec("ma2ml", {}, "MA2ML: off-policy, centralised critic, counterfactual credit"),
+    "ma2ml-no-credit": AlgoSpec("ma2ml", {"credit_assignment": False}, "MA2ML without credit assignment"),
+    "ma2ml-on-policy": AlgoSpec("ma2ml", {"off_policy": False}, "MA2ML updated on-policy (each sample used once)"),
+    "ma2ml-lite": AlgoSpec("ma2ml-lite", {}, "MA2ML-Lite: REINFORCE on the shared reward"),
+    "separate": AlgoSpec("separate", {}, "one module at a time, others fixed (paper's baseline)"),
+    "independent": AlgoSpec("independent", {}, "independent learners, no critic, no credit"),
+    "ppo": AlgoSpec("ppo", {}, "stable-baselines3 PPO on the joint action"),
+    "tpe": AlgoSpec("tpe", {}, "Optuna TPE over the joint space"),
+    "random": AlgoSpec("random", {}, "uniform random search"),
+}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A benchmark task: env keyword arguments; ``per_seed_task`` draws a random surrogate task per seed."""
+
+    env_kwargs: dict[str, Any]
+    doc: str
+    per_seed_task: bool = False
+
+
+def _budget(**kw: Any) -> Any:
+    import ma2ml_env
+
+    return ma2ml_env.CostBudget(**kw)
+
+
+TASKS: dict[str, TaskSpec] = {
+    "surrogate": TaskSpec({"reward": "surrogate"}, "default surrogate task, noise-free"),
+    "surrogate-flops": TaskSpec(
+        {"reward": "surrogate", "reward_kwargs": {"budget": ("hard", 2.0e7)}},
+        "surrogate with a hard budget of 20 MFLOPs per image",
+    ),
+    "surrogate-noise": TaskSpec({"reward": "surrogate", "reward_kwargs": {"noise_std": 0.02}},
+                                "surrogate with N(0, 0.02^2) evaluation noise"),
+    "surrogate-random": TaskSpec({"reward": "surrogate"}, "a different random surrogate task per seed",
+                                 per_seed_task=True),
+    "train-digits": TaskSpec({"reward": "train"}, "real child training on the embedded digits dataset (CPU)"),
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # the committed report (CPU)
+    "paper": dict(tasks=["surrogate", "surrogate-flops", "surrogate-noise", "surrogate-random"],
+                  algos=list(ALGORITHMS), seeds=10, budget=200, batch_size=8),
+    "train": dict(tasks=["train-digits"], algos=["ma2ml", "separate", "tpe", "random"], seeds=3, budget=24,
+                  batch_size=4),
+    # CI smoke run
+    "smoke": dict(tasks=["surrogate", "surrogate-noise"], algos=["ma2ml", "random"], seeds=2, budget=16,
+                  batch_size=4),
+}
+
+
+def make_env(task: str, seed: int):
+    import ma2ml_env
+
+    spec = TASKS[task]
+    kwargs = json.loads(json.dumps(spec.env_kwargs))
+    rk = kwargs.setdefault("reward_kwargs", {})
+    if "budget" in rk:
+        mode, flops = rk.pop("budget")
+        rk["budget"] = _budget(max_flops=flops, mode=mode)
+    if spec.per_seed_task:
+        rk["task"] = int(seed)
+    return ma2ml_env.parallel_env(**kwargs)
+
+
+def make_algo(name: str):
+    from agents.registry import make_algorithm
+
+    spec = ALGORITHMS[name]
+    return make_algorithm(spec.registry_name, **spec.kwargs)
+
+
+# -- running cells -----------------------------------------------------------------------------------------
+def cell_path(out: Path, task: str, algo: str, seed: int) -> Path:
+    return out / "raw" / task / algo / f"seed{seed}.json"
+
+
+_OPTIMA: dict[tuple[str, int | None], float] = {}  # per process: the surrogate optimum of each task
+
+
+def run_cell(out: str, task: str, algo: str, seed: int, budget: int, batch_size: int) -> str:
+    """Run one (task, algorithm, seed) cell and write its JSON file atomically."""
+    import torch
+
+    torch.set_num_threads(1)
+    from agents.base import run
+
+    env = make_env(task, seed)
+    optimum = None
+    if getattr(env.evaluator, "name", "") == "surrogate":
+        key = (task, seed if TASKS[task].per_seed_task else None)
+        if key not in _OPTIMA:
+            _OPTIMA[key] = env.evaluator.optimum()[0]
+        optimum = _OPTIMA[key]
+    t0 = time.perf_counter()
+    result = run(make_algo(algo), env, budget=budget, seed=seed, batch_size=batch_size)
+    record = dict(
+        task=task, algo=algo, seed=seed, budget=budget, batch_size=batch_size, optimum=optimum,
+        wall_seconds=time.perf_counter() - t0,
+        scores=[t.score for t in result.trials], statuses=[t.status for t in result.trials],
+        seconds=[t.seconds for t in result.trials], best_actions=result.best.actions,
+    )
+    path = cell_path(Path(out), task, algo, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+    env.close()
+    return str(path)
+
+
+def run_matrix(out: Path, tasks: list[str], algos: list[str], seeds: int, budget: int, batch_size: int,
+               jobs: int = 1) -> None:
+    cells = [(t, a, s) for t in tasks for a in algos for s in range(seeds)]
+    todo = []
+    for t, a, s in cells:
+        p = cell_path(out, t, a, s)
+        if p.exists():
+            rec = json.loads(p.read_text())
+            if rec.get("budget") == budget and len(rec["scores"]) == budget:
+                continue
+        todo.append((t, a, s))
+    print(f"{len(cells) - len(todo)} of {len(cells)} cells already done; running {len(todo)}", flush=True)
+    if not todo:
+        return
+    args = [(str(out), t, a, s, budget, batch_size) for t, a, s in todo]
+    if jobs <= 1:
+        for i, a in enumerate(args):
+            run_cell(*a)
+            print(f"[{i + 1}/{len(args)}] {a[1]} {a[2]} seed {a[3]}", flush=True)
+        return
+    with cf.ProcessPoolExecutor(jobs) as pool:
+        futures = {pool.submit(run_cell, *a): a for a in args}
+        for i, fut in enumerate(cf.as_completed(futures)):
+            fut.result()
+            a = futures[fut]
+            print(f"[{i + 1}/{len(args)}] {a[1]} {a[2]} seed {a[3]}", flush=True)
+
+
+# -- statistics ----------------------------------------------------------------------------------------------
+def bootstrap_ci(x: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% percentile-bootstrap interval of the mean."""
+    x = np.asarray(x, dtype=float)
+    if len(x) == 1:
+        return float(x[0]), float(x[0]), float(x[0])
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n, len(x)))].mean(axis=1)
+    return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def iqm(x: np.ndarray) -> float:
+    """Interquartile mean (Agarwal et al. 2021)."""
+    x = np.sort(np.asarray(x, dtype=float))
+    lo, hi = int(math.floor(len(x) * 0.25)), int(math.ceil(len(x) * 0.75))
+    return float(x[lo:hi].mean()) if hi > lo else float(x.mean())
+
+
+def load_cells(out: Path) -> dict[tuple[str, str], list[dict]]:
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for p in sorted((out / "raw").glob("*/*/seed*.json")):
+        rec = json.loads(p.read_text())
+        cells.setdefault((rec["task"], rec["algo"]), []).append(rec)
+    return cells
+
+
+def summarise(recs: list[dict], target: float) -> dict[str, Any]:
+    curves = np.array([np.maximum.accumulate(r["scores"]) for r in recs])
+    finals = curves[:, -1]
+    auc = curves.mean(axis=1)
+    reach = [int(np.argmax(c >= target)) + 1 if (c >= target).any() else None for c in curves]
+    reached = [r for r in reach if r is not None]
+    return dict(
+        n=len(recs), final=bootstrap_ci(finals), final_iqm=iqm(finals), auc=bootstrap_ci(auc),
+        reach_frac=len(reached) / len(reach), reach_median=float(np.median(reached)) if reached else None,
+        wall=float(np.mean([r["wall_seconds"] for r in recs])), curves=curves,
+        optimum=recs[0].get("optimum"),
+    )
+
+
+def _fmt(ci: tuple[float, float, float], scale: float = 1.0) -> str:
+    m, lo, hi = (v * scale for v in ci)
+    return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def write_report(out: Path, command: str, throughput: str | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = load_cells(out)
+    if not cells:
+        raise SystemExit(f"no finished cells under {out / 'raw'}; run the suite first")
+    tasks = sorted({t for t, _ in cells}, key=lambda t: list(TASKS).index(t) if t in TASKS else 99)
+    order = [a for a in ALGORITHMS if any((t, a) in cells for t in tasks)]
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Reproduce with: `{command}`",
+        "",
+        "Per task: best score at the budget (mean and 95% bootstrap interval over seeds; IQM beside it), the",
+        "area under the best-so-far curve (mean best-so-far over the budget), the fraction of seeds that",
+        "reach the target and the median evaluations they need, and the mean wall time of a run. For",
+        "surrogate tasks the target is 97% of the known optimum; for real training, 98% of the best score",
+        "any run found.",
+        "",
+    ]
+    for task in tasks:
+        recs_by_algo = {a: cells[(task, a)] for a in order if (task, a) in cells}
+        any_rec = next(iter(recs_by_algo.values()))[0]
+        opt = any_rec.get("optimum")
+        if opt is not None and not TASKS.get(task, TaskSpec({}, "")).per_seed_task:
+            target, tdesc = 0.97 * opt, f"0.97 x optimum {opt:.4f} = {0.97 * opt:.4f}"
+        elif opt is not None:
+            target, tdesc = None, "0.97 x each seed's own optimum"
+        else:
+            best_any = max(max(r["scores"]) for rs in recs_by_algo.values() for r in rs)
+            target, tdesc = 0.98 * best_any, f"0.98 x best found {best_any:.4f} = {0.98 * best_any:.4f}"
+        sums = {}
+        for a, rs in recs_by_algo.items():
+            if target is None:  # per-seed optimum: normalise scores by each seed's optimum
+                rs = [dict(r, scores=list(np.asarray(r["scores"]) / r["optimum"])) for r in rs]
+                sums[a] = summarise(rs, 0.97)
+            else:
+                sums[a] = summarise(rs, target)
+        budget = any_rec["budget"]
+        norm = " (score / optimum)" if target is None else ""
+        lines += [
+            f"## {task}: {TASKS[task].doc if task in TASKS else ''}",
+            "",
+            f"{len(any_rec['scores'])} evaluations per run, batches of {any_rec['batch_size']}, "
+            f"{sums[order[0]]['n'] if order[0] in sums else '?'} seeds; target: {tdesc}.",
+            "",
+            f"| algorithm | best at budget{norm} | IQM | AUC best-so-far | reached target | evals to target | wall s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for a, s in sorted(sums.items(), key=lambda kv: -kv[1]["final"][0]):
+            reach = f"{s['reach_median']:.0f}" if s["reach_median"] is not None else "-"
+            lines.append(
+                f"| {a} | {_fmt(s['final'])} | {s['final_iqm']:.3f} | {_fmt(s['auc'])} | "
+                f"{s['reach_frac']:.0%} | {reach} | {s['wall']:.1f} |"
+            )
+        lines.append("")
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        x = np.arange(1, budget + 1)
+        for a in order:
+            if a not in sums:
+                continue
+            c = sums[a]["curves"]
+            m = c.mean(axis=0)
+            rng = np.random.default_rng(0)
+            boots = c[rng.integers(0, len(c), size=(500, len(c)))].mean(axis=1)
+            lo, hi = np.percentile(boots, [2.5, 97.5], axis=0)
+            ax.plot(x, m, label=a, lw=1.6 if a.startswith("ma2ml") else 1.1)
+            ax.fill_between(x, lo, hi, alpha=0.15)
+        if opt is not None and target is not None:
+            ax.axhline(opt, color="k", ls=":", lw=1, label="optimum")
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel("best-so-far score" + norm)
+        ax.set_title(task)
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        png = out / f"curves-{task}.png"
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        lines += [f"![{task}](curves-{task}.png)", ""]
+    if throughput:
+        lines += ["## Throughput", "", "```", throughput.strip(), "```", ""]
+    report = out / "REPORT.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def throughput_section() -> str:
+    parts = []
+    for script, args in (("bench_env.py", ["--steps", "20000", "--batch", "200000"]), ("bench_training.py", [])):
+        path = ROOT / "benchmarks" / script
+        if not path.exists():
+            continue
+        res = subprocess.run([sys.executable, str(path), *args], capture_output=True, text=True, cwd=ROOT)
+        parts.append(f"$ python benchmarks/{script} {' '.join(args)}\n{res.stdout}{res.stderr[-2000:]}")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["run", "report", "all"], help="run cells, write the report, or both")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="matrix preset (default: paper)")
+    p.add_argument("--tasks", help=f"comma-separated tasks, overriding the preset; known: {', '.join(TASKS)}")
+    p.add_argument("--algos", help=f"comma-separated algorithms, overriding the preset; known: {', '.join(ALGORITHMS)}")
+    p.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    p.add_argument("--budget", type=int, help="evaluations per run")
+    p.add_argument("--batch-size", type=int, help="pipelines proposed and evaluated per round")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes (default 1)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="results directory")
+    p.add_argument("--throughput", action="store_true", help="also run the throughput benchmarks into the report")
+    args = p.parse_args(argv)
+    cfg = dict(PRESETS[args.preset])
+    for key in ("seeds", "budget", "batch_size"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.tasks:
+        cfg["tasks"] = args.tasks.split(",")
+    if args.algos:
+        cfg["algos"] = args.algos.split(",")
+    bad = [t for t in cfg["tasks"] if t not in TASKS] + [a for a in cfg["algos"] if a not in ALGORITHMS]
+    if bad:
+        p.error(f"unknown tasks/algorithms {bad}; tasks: {list(TASKS)}; algorithms: {list(ALGORITHMS)}")
+    for key in ("seeds", "budget", "batch_size"):
+        if cfg[key] < 1:
+            p.error(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
+    if args.command in ("run", "all"):
+        run_matrix(args.out, cfg["tasks"], cfg["algos"], cfg["seeds"], cfg["budget"], cfg["batch_size"], args.jobs)
+    if args.command in ("report", "all"):
+        command = "python benchmarks/suite.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        report = write_report(args.out, command, throughput_section() if args.throughput else None)
+        print(f"report: {report}")
+
+
+if __name__ == "__main__":
+    main()
