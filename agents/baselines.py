@@ -303,18 +303,18 @@ class SB3Config:
     algo: Literal["ppo", "a2c"] = "ppo"
     """Which stable-baselines3 algorithm."""
 
-    n_steps: int = 32
+    n_steps: int = 16
     """Evaluations per policy update (SB3's rollout length): after every ``n_steps`` observed rewards the
     rollout buffer is filled with them and SB3's own ``train()`` runs once."""
 
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     """Optimizer step size (SB3's defaults, 3e-4 / 7e-4, are tuned for long RL runs, not a few hundred
     evaluations)."""
 
-    batch_size: int = 32
+    batch_size: int = 16
     """PPO mini-batch size (PPO only)."""
 
-    n_epochs: int = 4
+    n_epochs: int = 10
     """PPO passes over each rollout (PPO only)."""
 
     clip_range: float = 0.2
@@ -527,7 +527,7 @@ class IndependentConfig:
     keeps action-value estimates of its own choices (per decision) and explores by Boltzmann sampling
     (Claus & Boutilier's independent learners)."""
 
-    lr: float = 0.5
+    lr: float = 1.0
     """REINFORCE step size on the logits (of the standardised advantage)."""
 
     baseline_decay: float = 0.9
@@ -657,10 +657,10 @@ class ModuleByModuleConfig:
     evals_per_stage: int = 20
     """Evaluations spent on one module before moving to the next."""
 
-    inner: Literal["random", "mutation"] = "random"
-    """How the current module's action is searched: ``"random"``: uniform over the module's whole space
-    (random search, module by module); ``"mutation"``: the incumbent's action with ``mutation_rate`` of
-    its decisions (at least one) redrawn uniformly (local search)."""
+    inner: Literal["mutation", "random"] = "mutation"
+    """How the current module's action is searched: ``"mutation"``: the incumbent's action with
+    ``mutation_rate`` of its decisions (at least one) redrawn uniformly (local search, the stronger
+    baseline); ``"random"``: uniform over the module's whole space (random search, module by module)."""
 
     mutation_rate: float = 0.2
     """Fraction of the module's decisions redrawn per proposal (``inner="mutation"``)."""
@@ -670,7 +670,7 @@ class ModuleByModuleConfig:
 
     def __post_init__(self) -> None:
         _positive_int("ModuleByModuleConfig", "evals_per_stage", self.evals_per_stage)
-        _choice("ModuleByModuleConfig", "inner", self.inner, ("random", "mutation"))
+        _choice("ModuleByModuleConfig", "inner", self.inner, ("mutation", "random"))
         _in_range("ModuleByModuleConfig", "mutation_rate", self.mutation_rate, 0.0, 1.0, lo_open=True)
         if self.order is not None:
             object.__setattr__(self, "order", tuple(self.order))
@@ -684,10 +684,11 @@ class ModuleByModule(SearchAlgorithm):
     The first proposal is a uniform random joint action; it becomes the incumbent. Then stage ``k``
     searches agent ``order[k mod n]``'s action with every other agent's action fixed to the incumbent
     (the best joint action observed so far), for ``evals_per_stage`` evaluations, then moves to the next
-    module, cycling. The inner optimiser is random search over the module's space (default) or mutation
-    of the incumbent's action (``inner="mutation"``). This is coordinate ascent over modules: it cannot
-    make a joint move that only pays off when two modules change together, which is what the paper's
-    ablation shows (and the surrogate reward is built to expose).
+    module, cycling. The inner optimiser is mutation of the incumbent's action (default: local search
+    over the module) or random search over the module's whole space (``inner="random"``). This is
+    coordinate ascent over modules: it cannot make a joint move that only pays off when two modules
+    change together, which is what the paper's ablation shows (and the surrogate reward is built to
+    expose). The first batch is uniform random (there is no incumbent before anything is observed).
 
     Args:
         config: a :class:`ModuleByModuleConfig`; or its fields as keyword arguments.

@@ -132,6 +132,10 @@ def make_algorithm(name: str, **kwargs: Any) -> SearchAlgorithm:
         ValueError: unknown name, unknown config field, or a value the config rejects.
     """
     spec = algorithm_spec(name)
+    fixed = sorted(set(kwargs) & set(spec.defaults))
+    if fixed:
+        raise ValueError(f"option(s) {fixed} of algorithm {name!r} are fixed by its name; valid options are "
+                         f"{sorted(set(config_fields(name)) - set(spec.defaults))}")
     kwargs = {**spec.defaults, **kwargs}
     if spec.config is None:
         if kwargs:
