@@ -256,7 +256,7 @@ def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
                         "algorithm's state after every round (default: none; <out>/search.db with --resume)")
     g.add_argument("--resume", action="store_true",
                    help="continue the search in --store where it stopped (killed or finished with a smaller "
-                        "--budget); same other options")
+                        "--budget); same other options (default: start a new search)")
     g.add_argument("--dedupe", action="store_true",
                    help="with --store: serve a pipeline already evaluated from the store (seed-independent "
                         "rewards only) (default: evaluate it again)")

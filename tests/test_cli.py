@@ -1,0 +1,216 @@
+"""The ``ma2ml`` command line: searches in-process through ``main([...])``, the installed console script
+in a subprocess, results files, help texts and error cases (surrogate reward only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents import cli
+from agents.cli import build_parser, main
+from agents.registry import registered_algorithms
+
+NEEDS = {"tpe": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
+TRIAL_KEYS = {"index", "round", "actions", "score", "status", "seconds", "info", "pipeline"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def search(out: Path, *extra: str, algo: str = "random", budget: int = 12) -> int:
+    return main(["search", "--algo", algo, "--reward", "surrogate", "--budget", str(budget), "--batch-size", "4",
+                 "--no-progress", "--out", str(out), *extra])
+
+
+def read_trials(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("algo", registered_algorithms())
+def test_search_with_every_algorithm_writes_results(tmp_path, capsys, algo):
+    if algo in NEEDS:
+        pytest.importorskip(NEEDS[algo])
+    out = tmp_path / "run"
+    assert search(out, algo=algo) == 0
+    trials = read_trials(out)
+    assert len(trials) == 12  # one line per evaluation
+    assert all(set(t) == TRIAL_KEYS for t in trials)
+    assert [t["index"] for t in trials] == list(range(12))
+    assert [t["round"] for t in trials] == [i // 4 for i in range(12)]
+    assert set(trials[0]["pipeline"]) >= {"augment", "arch", "train"}
+    best = json.loads((out / "best.json").read_text())
+    assert best["algorithm"] == algo and best["evaluations"] == 12
+    assert best["best"]["score"] == max(t["score"] for t in trials)
+    text = (out / "best.txt").read_text()
+    assert text.startswith("best score") and "arch:" in text
+    config = json.loads((out / "config.json").read_text())
+    assert config["algorithm"] == algo and config["budget"] == 12
+    printed = capsys.readouterr().out
+    assert "best score" in printed and str(out) in printed
+
+    # same seed, same trials (the whole file but the wall-clock-free fields is identical)
+    out2 = tmp_path / "again"
+    assert search(out2, algo=algo) == 0
+    again = read_trials(out2)
+    assert [(t["actions"], t["score"]) for t in again] == [(t["actions"], t["score"]) for t in trials]
+
+
+def test_env_options_reach_the_reward_backend(tmp_path):
+    out = tmp_path / "r"
+    assert search(out, "--modules", "nas,hpo", "--task", "3", "--noise", "0.01", "--max-flops", "2M",
+                  "--budget-mode", "hard", budget=16) == 0
+    trials = read_trials(out)
+    assert all(set(t["actions"]) == {"nas", "hpo"} for t in trials)
+    assert {t["status"] for t in trials} >= {"over_budget"}  # a 2M-FLOPs budget excludes most children
+    assert all(t["info"]["flops"] <= 2e6 for t in trials if t["status"] == "ok")
+    config = json.loads((out / "config.json").read_text())
+    assert config["reward_kwargs"]["task"] == 3 and config["reward_kwargs"]["noise_std"] == 0.01
+    assert config["reward_kwargs"]["budget"]["max_flops"] == 2e6
+
+
+def test_algo_config_json_inline_and_file(tmp_path):
+    assert search(tmp_path / "a", "--algo-config", '{"evals_per_stage": 2, "inner": "random"}', algo="separate") == 0
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())["algorithm_config"]
+    assert cfg["evals_per_stage"] == 2 and cfg["inner"] == "random"
+    f = tmp_path / "cfg.json"
+    f.write_text('{"learner": "q"}')
+    assert search(tmp_path / "b", "--algo-config", f"@{f}", algo="independent") == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["algorithm_config"]["learner"] == "q"
+
+
+def test_default_out_folder_and_no_overwrite(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["search", "--algo", "random", "--reward", "surrogate", "--budget", "3", "--seed", "5", "--no-progress"]
+    assert main(args) == 0
+    out = tmp_path / "runs" / "random-surrogate-seed5"
+    assert len(read_trials(out)) == 3
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--budget", "4", "--overwrite"]) == 0
+    assert len(read_trials(out)) == 4
+
+
+def test_interrupted_search_keeps_its_results(tmp_path, monkeypatch, capsys):
+    real_run = cli.run
+
+    def run_then_interrupt(*a, callback, **kw):
+        def cb(new):
+            callback(new)
+            raise KeyboardInterrupt
+
+        return real_run(*a, callback=cb, **kw)
+
+    monkeypatch.setattr(cli, "run", run_then_interrupt)
+    out = tmp_path / "int"
+    assert search(out) == 130
+    assert len(read_trials(out)) == 4  # the first round was written
+    assert (out / "best.json").exists()
+    assert "interrupted after 4 of 12" in capsys.readouterr().out
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    for name in registered_algorithms():
+        assert f"  {name} " in text
+    for word in ("aug", "nas", "hpo", "surrogate", "train", "digits", "cifar10"):
+        assert word in text
+    assert main(["list", "algorithms", "-v"]) == 0
+    text = capsys.readouterr().out
+    assert "evals_per_stage = 20" in text and "AutoML modules" not in text
+
+
+def test_help_documents_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "search" in capsys.readouterr().out
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subparsers.items():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            assert action.help and "default" in action.help, (name, action.dest)
+            assert action.option_strings[0] in text if action.option_strings else action.dest in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["search", "--algo", "nope"], "invalid choice: 'nope'"),
+        (["search", "--reward", "oracle"], "invalid choice: 'oracle'"),
+        (["search", "--modules", "aug,foo"], r"unknown module\(s\) \['foo'\]"),
+        (["search", "--modules", "nas,nas"], "listed more than once"),
+        (["search", "--budget", "0"], "must be >= 1"),
+        (["search", "--batch-size", "two"], "expected a positive integer"),
+        (["search", "--reward", "surrogate", "--noise", "-1"], "must be a finite number >= 0"),
+        (["search", "--reward", "surrogate", "--task", "hard"], "expected 'default' or an integer"),
+        (["search", "--reward", "surrogate", "--max-flops", "lots"], "expected a positive number"),
+        (["search", "--reward", "surrogate", "--dataset", "digits"], "--dataset applies to --reward train only"),
+        (["search", "--reward", "train", "--noise", "0.1"], "--noise applies to --reward surrogate only"),
+        (["search", "--reward", "surrogate", "--budget-mode", "soft"], "--budget-mode needs a budget"),
+        (["search", "--reward", "surrogate", "--algo", "tpe", "--algo-config", "{bad"], "not valid JSON"),
+        (["search", "--reward", "surrogate", "--algo", "tpe", "--algo-config", "[1]"], "expected a JSON object"),
+        (["search", "--reward", "surrogate", "--algo", "tpe", "--algo-config", '{"foo": 1}'],
+         r"unknown option\(s\) \['foo'\]"),
+        (["search", "--reward", "surrogate", "--algo", "separate", "--algo-config", '{"inner": "x"}'],
+         "inner must be one of"),
+        (["search", "--reward", "surrogate", "--reward-config", '{"task": "nope"}'], "task must be 'default'"),
+        (["list", "everything"], "invalid choice: 'everything'"),
+        ([], "required: COMMAND"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(tmp_path, capsys, argv, message):
+    args = [*argv, "--out", str(tmp_path / "x")] if argv[:1] == ["search"] else argv
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    assert re.search(message, err), err
+
+
+def test_runtime_errors_exit_1_with_a_message(tmp_path, capsys):
+    """A missing dataset is reported in one line (no traceback); the train reward is built, not run long."""
+    pytest.importorskip("torchvision")
+    code = main(["search", "--algo", "random", "--reward", "train", "--dataset", "cifar10", "--data-root",
+                 str(tmp_path / "nowhere"), "--budget", "1", "--no-progress", "--out", str(tmp_path / "o")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "ma2ml: error:" in err and "nowhere" in err and "Traceback" not in err
+
+
+def test_installed_console_script(tmp_path):
+    exe = shutil.which("ma2ml", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if exe is None:
+        pytest.skip("the ma2ml console script is not installed (pip install -e .)")
+    out = tmp_path / "sub"
+    proc = subprocess.run(
+        [exe, "search", "--algo", "random", "--reward", "surrogate", "--budget", "5", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "best score" in proc.stdout
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 5
+    proc = subprocess.run([exe, "search", "--algo", "nope"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
