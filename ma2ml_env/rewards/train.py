@@ -1,0 +1,415 @@
+"""Real child training as the reward: ``reward="train"``.
+
+:class:`TrainEvaluator` builds each pipeline's child network (:mod:`ma2ml_env.models`), trains it with the
+pipeline's augmentation and recipe on the training split (:mod:`ma2ml_env.training`), and returns its
+accuracy on the held-out validation split (taken from the training part; the test split is never used for
+the reward). :func:`train_final` is what a user runs on the best pipeline found: train on the full training
+set (train + validation) and report the test accuracy.
+
+Every evaluation ends with a status (:data:`~ma2ml_env.rewards.base.STATUSES`); nothing a child does
+raises out of :meth:`TrainEvaluator.evaluate`:
+
+==============  =====================================================================================
+``ok``          trained; ``score`` = validation accuracy (times the soft-budget factor, if any)
+``over_budget`` hard :class:`CostBudget` exceeded: not trained, ``score = budget.penalty_score``
+``diverged``    the training loss became NaN/inf (or > ``training.DIVERGED_LOSS``: logits blown up)
+``oom``         ``torch.cuda.OutOfMemoryError``, or a ``RuntimeError``/``MemoryError`` saying out of memory
+``timeout``     ``time_limit`` seconds passed (checked between training steps)
+``error``       any other exception (e.g. in a user hook); ``info`` has the message and traceback tail
+==============  =====================================================================================
+
+Failed evaluations score ``failure_score``. Device memory is freed after every child.
+
+Example::
+
+    import ma2ml_env
+    from ma2ml_env.rewards.train import TrainEvaluator, train_final
+
+    ev = TrainEvaluator(dataset="digits")              # or dataset="cifar10", root="~/data"
+    ev.bind(space)
+    results = ev.evaluate(pipelines, seeds)            # validation accuracy per pipeline
+    report = train_final(best_pipeline, dataset="digits", seed=0)   # test accuracy of the winner
+
+torch is imported when this module is imported (the evaluator registry imports it lazily).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ma2ml_env.data import ImageData, load_dataset
+from ma2ml_env.models import build_model, count_flops, count_params
+from ma2ml_env.rewards.base import CostBudget, EvalResult, Evaluator
+from ma2ml_env.training import (
+    TrainingDiverged,
+    TrainingTimeout,
+    evaluate_accuracy,
+    fit,
+    recalibrate_bn,
+    resize_images,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ma2ml_env.pipeline import Pipeline
+
+__all__ = ["TrainEvaluator", "failure_status", "resolve_device", "train_final"]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else through ``torch.device``."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def failure_status(exc: BaseException) -> str:
+    """Map an exception raised while building or training a child to an evaluation status."""
+    if isinstance(exc, TrainingDiverged):
+        return "diverged"
+    if isinstance(exc, TrainingTimeout):
+        return "timeout"
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return "oom"
+    if isinstance(exc, RuntimeError):
+        msg = str(exc).lower()
+        if "out of memory" in msg or "can't allocate memory" in msg or "cannot allocate memory" in msg:
+            return "oom"
+    return "error"
+
+
+@contextlib.contextmanager
+def _num_threads(n: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+def _tail(exc: BaseException, lines: int = 12) -> str:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).strip()
+    return "\n".join(tb.splitlines()[-lines:])
+
+
+class TrainEvaluator(Evaluator):
+    """Reward backend that really trains each child and returns its validation accuracy.
+
+    Args:
+        dataset: a name (``"digits"`` default, ``"cifar10"``, ``"cifar100"``, ``"imagefolder"``,
+            ``"synthetic"``), a spec dict ``{"name": ..., **load_dataset kwargs}`` or an
+            :class:`~ma2ml_env.data.ImageData`. See :func:`ma2ml_env.data.load_dataset`.
+        root: data folder (CIFAR / ImageFolder).
+        download: allow downloading CIFAR into ``root``.
+        device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        budget: FLOPs / parameter budget (hard: over-budget children are not trained; soft: the MnasNet
+            factor multiplies the accuracy).
+        time_limit: seconds per evaluation (``None``: no limit); checked between training steps.
+        val_fraction: fraction of the training part held out as the validation split.
+        split_seed: seed of that split (fixed across evaluations; the evaluation seed does not move it).
+        max_train: use at most this many training images (seeded subset; for quick searches/tests).
+        epoch_scale: training passes = ``TrainConfig.epochs * epoch_scale`` (1: an HPO "epoch" is one pass
+            over the training split).
+        channels_last: ``channels_last`` memory format (default: on; faster on CUDA and on x86 CPUs).
+        amp: bf16 autocast on CUDA (default on; ignored on the CPU).
+        num_threads: torch intra-op threads during an evaluation (restored afterwards; ``None``: leave
+            torch's setting). Default 1: the children are small, so extra threads gain at most ~1.5x on an
+            idle machine, while on a busy one (parallel workers, other jobs) OpenMP oversubscription made
+            training up to 30x slower in our measurements. Run one evaluator per core for throughput.
+        bn_recalibration: before validation, BatchNorm statistics are re-estimated on this many clean
+            training images (0 disables; see :func:`ma2ml_env.training.recalibrate_bn`).
+        failure_score: score of failed evaluations.
+        dataset_kwargs: more :func:`~ma2ml_env.data.load_dataset` keyword arguments (e.g. ``image_size``,
+            ``check_md5``, ``size`` / ``shape`` / ``num_classes`` for ``synthetic``).
+
+    The data is loaded lazily on the first evaluation, moved to the device once (when it fits in 40% of
+    the free device memory; otherwise batches are copied from host memory) and resized once per input
+    resolution (cached). Pickling drops the loaded tensors; a copy reloads them when first used.
+    """
+
+    name = "train"
+
+    def __init__(
+        self,
+        dataset: str | Mapping[str, Any] | ImageData = "digits",
+        root: str | os.PathLike | None = None,
+        download: bool = False,
+        device: str | torch.device = "auto",
+        budget: CostBudget | None = None,
+        time_limit: float | None = None,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        max_train: int | None = None,
+        epoch_scale: float = 1.0,
+        channels_last: bool = True,
+        amp: bool = True,
+        num_threads: int | None = 1,
+        bn_recalibration: int = 2048,
+        failure_score: float = 0.0,
+        **dataset_kwargs: Any,
+    ) -> None:
+        if budget is not None and not isinstance(budget, CostBudget):
+            raise TypeError(f"budget must be a ma2ml_env.CostBudget or None, got {type(budget).__name__}")
+        if time_limit is not None and not time_limit > 0:
+            raise ValueError(f"time_limit must be > 0 seconds or None, got {time_limit}")
+        if not epoch_scale > 0:
+            raise ValueError(f"epoch_scale must be > 0, got {epoch_scale}")
+        if not math.isfinite(failure_score):
+            raise ValueError(f"failure_score must be finite, got {failure_score}")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
+        self.dataset = dataset
+        self.root = root
+        self.download = download
+        self.device = resolve_device(device)
+        self.budget = budget
+        self.time_limit = time_limit
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.max_train = max_train
+        self.epoch_scale = float(epoch_scale)
+        self.channels_last = channels_last
+        self.amp = amp
+        self.num_threads = num_threads
+        self.bn_recalibration = int(bn_recalibration)
+        self.failure_score = float(failure_score)
+        self.dataset_kwargs = dict(dataset_kwargs)
+        self._data: ImageData | None = None
+        self._resized: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- pickling: configuration only, never tensors ------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_data"] = None
+        state["_resized"] = {}
+        if isinstance(state["dataset"], ImageData):  # keep the data, on the CPU
+            state["dataset"] = state["dataset"].to("cpu")
+        state["device"] = str(self.device)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["device"] = torch.device(state["device"])
+        self.__dict__.update(state)
+
+    # -- data ---------------------------------------------------------------------------------------------
+    @property
+    def data(self) -> ImageData:
+        """The dataset (loaded on first use; on the device when it fits)."""
+        if self._data is None:
+            data = load_dataset(
+                self.dataset, root=self.root, download=self.download, val_fraction=self.val_fraction,
+                split_seed=self.split_seed, max_train=self.max_train, **self.dataset_kwargs,
+            )
+            if self._fits_on_device(data.nbytes):
+                data = data.to(self.device)
+            self._data = data
+        return self._data
+
+    def _fits_on_device(self, nbytes: int) -> bool:
+        if self.device.type != "cuda":
+            return True
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return nbytes < 0.4 * free
+
+    def _split_at(self, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train and val images at ``resolution`` (cached), on the device."""
+        if resolution not in self._resized:
+            d = self.data
+            self._resized[resolution] = (
+                resize_images(d.train_x, resolution).to(self.device),
+                resize_images(d.val_x, resolution).to(self.device),
+            )
+        return self._resized[resolution]
+
+    # -- evaluation ---------------------------------------------------------------------------------------
+    def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
+        """Train and validate each pipeline with its seed; one :class:`EvalResult` each, in order.
+
+        Raises:
+            ValueError: ``pipelines`` and ``seeds`` differ in length.
+            FileNotFoundError: the dataset is missing (a configuration error, not a child's failure).
+        """
+        if len(pipelines) != len(seeds):
+            raise ValueError(f"got {len(pipelines)} pipelines but {len(seeds)} seeds; pass one seed per pipeline")
+        with _num_threads(self.num_threads if self.device.type == "cpu" else None):
+            self.data  # noqa: B018 - load once, outside the per-child error handling
+            return [self._evaluate_one(p, int(s)) for p, s in zip(pipelines, seeds)]
+
+    def _evaluate_one(self, pipeline: Pipeline, seed: int) -> EvalResult:
+        t0 = time.perf_counter()
+        deadline = t0 + self.time_limit if self.time_limit is not None else None
+        data = self.data
+        flops = params = math.nan
+        model = None
+        info: dict[str, Any] = {"device": str(self.device), "dataset": data.name}
+        try:
+            model = build_model(
+                pipeline.arch, data.channels, data.num_classes, generator=torch.Generator().manual_seed(seed)
+            )
+            for hook in pipeline.model_hooks:
+                model = hook(model)
+            params = float(count_params(model))
+            res = pipeline.arch.resolution
+            if pipeline.model_hooks:  # a hook may have changed the network: measure instead of the formula
+                flops = float(count_flops(model, (data.channels, res, res)))
+            else:
+                flops = float(pipeline.arch.flops(data.channels, data.num_classes))
+            if self.budget is not None and self.budget.mode == "hard" and self.budget.over(flops, params):
+                info["budget"] = {"max_flops": self.budget.max_flops, "max_params": self.budget.max_params}
+                return EvalResult(
+                    score=float(self.budget.penalty_score), status="over_budget", flops=flops, params=params,
+                    seconds=time.perf_counter() - t0, info=info,
+                )
+            train_x, val_x = self._split_at(res)
+            model = model.to(self.device)
+            if self.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            stats = fit(
+                model, pipeline, train_x, data.train_y, num_classes=data.num_classes, mean=data.mean,
+                std=data.std, seed=seed, epoch_scale=self.epoch_scale, deadline=deadline,
+                channels_last=self.channels_last, amp=self.amp,
+            )
+            recalibrate_bn(
+                model, train_x, mean=data.mean, std=data.std, channels_last=self.channels_last, amp=self.amp,
+                max_images=self.bn_recalibration,
+            )
+            if deadline is not None and time.perf_counter() > deadline:
+                raise TrainingTimeout("time limit reached at the end of training")
+            acc = evaluate_accuracy(
+                model, val_x, data.val_y, mean=data.mean, std=data.std, channels_last=self.channels_last, amp=self.amp
+            )
+            if deadline is not None and time.perf_counter() > deadline:
+                raise TrainingTimeout("time limit reached during validation")
+            score = acc
+            if self.budget is not None and self.budget.mode == "soft":
+                factor = self.budget.factor(flops, params)
+                info["budget_factor"] = factor
+                score = acc * factor
+            info.update(
+                train_loss=stats.train_loss, steps=stats.steps, epochs=stats.epochs,
+                images_per_s=stats.images_per_s, train_seconds=stats.seconds,
+            )
+            return EvalResult(
+                score=float(score), status="ok", accuracy=float(acc), flops=flops, params=params,
+                seconds=time.perf_counter() - t0, info=info,
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure of a child is an ordinary outcome
+            status = failure_status(exc)
+            info.update(error=f"{type(exc).__name__}: {exc}", traceback=_tail(exc))
+            return EvalResult(
+                score=self.failure_score, status=status, flops=flops, params=params,
+                seconds=time.perf_counter() - t0, info=info,
+            )
+        finally:
+            del model
+            self._free_memory()
+
+    def _free_memory(self) -> None:
+        if self.device.type == "cuda":
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        """Drop the loaded data and cached resized copies and release device memory."""
+        self._data = None
+        self._resized = {}
+        self._free_memory()
+
+    def __repr__(self) -> str:
+        ds = self.dataset if not isinstance(self.dataset, ImageData) else self.dataset.name
+        return f"TrainEvaluator(dataset={ds!r}, device={str(self.device)!r}, epoch_scale={self.epoch_scale})"
+
+
+def train_final(
+    pipeline: Pipeline,
+    dataset: str | Mapping[str, Any] | ImageData = "digits",
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    *,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    epoch_scale: float = 1.0,
+    channels_last: bool = True,
+    amp: bool = True,
+    bn_recalibration: int = 2048,
+    num_threads: int | None = 1,
+    **dataset_kwargs: Any,
+) -> dict[str, Any]:
+    """Train ``pipeline`` on the full training set (train + validation) and report its TEST accuracy.
+
+    This is the last step of a search: the reward only ever used the validation split, so the test
+    accuracy of the chosen pipeline is an unbiased estimate. Exceptions propagate (unlike the evaluator).
+
+    Args:
+        pipeline: the pipeline to train (e.g. the best one found).
+        dataset, root, download, dataset_kwargs: as for :class:`TrainEvaluator`.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        seed: training seed.
+        epoch_scale: as for :class:`TrainEvaluator` (use the same value as the search).
+        channels_last, amp, bn_recalibration: as for :class:`TrainEvaluator`.
+        num_threads: torch threads for CPU training (``None``: torch's setting), restored afterwards; see
+            :class:`TrainEvaluator`.
+
+    Returns:
+        ``{"test_accuracy", "train_images", "test_images", "flops", "params", "seconds", "train_loss",
+        "steps", "dataset", "device"}``.
+    """
+    dev = resolve_device(device)
+    with _num_threads(num_threads if dev.type == "cpu" else None):
+        return _train_final(pipeline, dataset, root, download, dev, seed, epoch_scale, channels_last, amp,
+                            bn_recalibration, dataset_kwargs)
+
+
+def _train_final(
+    pipeline: Pipeline, dataset: Any, root: Any, download: bool, dev: torch.device, seed: int, epoch_scale: float,
+    channels_last: bool, amp: bool, bn_recalibration: int, dataset_kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    data = load_dataset(dataset, root=root, download=download, **dataset_kwargs)
+    res = pipeline.arch.resolution
+    x, y = data.merged_train()
+    x, y = resize_images(x, res).to(dev), y.to(dev)
+    test_x, test_y = resize_images(data.test_x, res).to(dev), data.test_y.to(dev)
+    model = build_model(pipeline.arch, data.channels, data.num_classes, generator=torch.Generator().manual_seed(seed))
+    for hook in pipeline.model_hooks:
+        model = hook(model)
+    params = count_params(model)
+    flops = count_flops(model, (data.channels, res, res))
+    model = model.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # normalise with the statistics of the full training set
+    xf = x.float().div_(255.0)
+    mean = tuple(float(v) for v in xf.mean(dim=(0, 2, 3)))
+    std = tuple(float(v) for v in xf.std(dim=(0, 2, 3)).clamp_min(1e-3))
+    del xf
+    stats = fit(
+        model, pipeline, x, y, num_classes=data.num_classes, mean=mean, std=std, seed=seed,
+        epoch_scale=epoch_scale, channels_last=channels_last, amp=amp,
+    )
+    recalibrate_bn(model, x, mean=mean, std=std, channels_last=channels_last, amp=amp, max_images=bn_recalibration)
+    acc = evaluate_accuracy(model, test_x, test_y, mean=mean, std=std, channels_last=channels_last, amp=amp)
+    return {
+        "test_accuracy": acc,
+        "train_images": int(y.shape[0]),
+        "test_images": int(test_y.shape[0]),
+        "flops": flops,
+        "params": params,
+        "seconds": time.perf_counter() - t0,
+        "train_loss": stats.train_loss,
+        "steps": stats.steps,
+        "dataset": data.name,
+        "device": str(dev),
+    }
