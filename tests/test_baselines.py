@@ -168,6 +168,21 @@ def test_state_dict_resumes_exactly(name):
     fresh.load_state_dict(state)
     assert rounds(fresh, 3, 6) == expected
 
+    # a checkpoint between propose and observe (what the durable store saves mid-round)
+    algo = make_algorithm(name)
+    algo.setup(spaces, 7)
+    rounds(algo, 0, 2)
+    acts = algo.propose(8)
+    state = pickle.loads(pickle.dumps(algo.state_dict()))
+    scores = [x.score for x in base.evaluate(acts, seeds=list(range(8)))]
+    algo.observe(acts, scores)
+    expected = rounds(algo, 3, 5)
+    fresh = make_algorithm(name)
+    fresh.setup(spaces, 999)
+    fresh.load_state_dict(state)
+    fresh.observe(acts, scores)
+    assert rounds(fresh, 3, 5) == expected
+
 
 # (algorithm, modules, budget, k): learning tests. Margins: over seeds 0-4 the smallest
 # (mean of last k) - (mean of first k) was >= 0.045 for each of these settings.
