@@ -169,14 +169,14 @@ class MA2MLConfig:
     critic_weight_decay: float = 1e-4
     """AdamW weight decay of the critic; >= 0."""
 
-    elite_fraction: float = 0.5
+    elite_fraction: float = 0.75
     """Fraction of each off-policy policy mini-batch drawn from the best ``elite_quantile`` of the buffer
     by reward (our extension, not in the paper; 0 = the paper's uniform replay); in [0, 1]. Evaluating
     counterfactuals at the best pipelines found so far asks "which choice of agent i is best *given the
     others' best choices*", which lets agents coordinate on optima surrounded by miscoordination
     penalties (relative overgeneralisation), where expected-return learners settle on the safe action."""
 
-    elite_quantile: float = 0.1
+    elite_quantile: float = 0.03
     """Top fraction of the buffer (by reward) that elite rows come from; in (0, 1]."""
 
     exploration: float = 0.05
