@@ -29,7 +29,7 @@ GOOD = Pipeline(arch=TINY).with_train(optimizer="sgd", lr=0.1, batch_size=32, ep
 
 @pytest.fixture(scope="module")
 def ev() -> TrainEvaluator:
-    return TrainEvaluator(dataset="digits", device="cpu")
+    return TrainEvaluator(dataset="digits", device="cpu", epoch_scale=1.0)
 
 
 # -- hooks used by the fault-injection tests (module level: picklable) ---------------------------------
@@ -234,7 +234,7 @@ def test_imagefolder_from_pngs(tmp_path):
 
 
 def test_synthetic_is_learnable():
-    ev = TrainEvaluator(dataset={"name": "synthetic", "size": 600, "shape": (3, 8, 8)}, device="cpu")
+    ev = TrainEvaluator(dataset={"name": "synthetic", "size": 600, "shape": (3, 8, 8)}, device="cpu", epoch_scale=1)
     r = ev.evaluate([GOOD], [0])[0]
     assert r.status == "ok" and r.accuracy > 0.5, r
 
@@ -391,7 +391,7 @@ def test_registry_and_pickle(ev):
 
 
 def test_train_final_reports_test_accuracy():
-    out = train_final(GOOD, dataset="digits", device="cpu", seed=0)
+    out = train_final(GOOD, dataset="digits", device="cpu", seed=0, epoch_scale=1.0)
     assert out["train_images"] == 1797 - 359 and out["test_images"] == 359
     assert out["test_accuracy"] > 0.8
     assert out["flops"] == TINY.flops(1, 10)

@@ -119,8 +119,9 @@ class TrainEvaluator(Evaluator):
         val_fraction: fraction of the training part held out as the validation split.
         split_seed: seed of that split (fixed across evaluations; the evaluation seed does not move it).
         max_train: use at most this many training images (seeded subset; for quick searches/tests).
-        epoch_scale: training passes = ``TrainConfig.epochs * epoch_scale`` (1: an HPO "epoch" is one pass
-            over the training split).
+        epoch_scale: training passes = ``TrainConfig.epochs * epoch_scale``. Default 0.5: an HPO "epoch"
+            is half a pass over the training split, so that the default pipeline (4 epochs, 32x32 input)
+            trains on digits in a few seconds on one CPU core; use 1.0 for literal epochs (e.g. on a GPU).
         channels_last: ``channels_last`` memory format (default: on; faster on CUDA and on x86 CPUs).
         amp: bf16 autocast on CUDA (default on; ignored on the CPU).
         num_threads: torch intra-op threads during an evaluation (restored afterwards; ``None``: leave
@@ -151,11 +152,11 @@ class TrainEvaluator(Evaluator):
         val_fraction: float = 0.2,
         split_seed: int = 0,
         max_train: int | None = None,
-        epoch_scale: float = 1.0,
+        epoch_scale: float = 0.5,
         channels_last: bool = True,
         amp: bool = True,
         num_threads: int | None = 1,
-        bn_recalibration: int = 2048,
+        bn_recalibration: int = 512,
         failure_score: float = 0.0,
         **dataset_kwargs: Any,
     ) -> None:
@@ -340,10 +341,10 @@ def train_final(
     *,
     device: str | torch.device = "auto",
     seed: int = 0,
-    epoch_scale: float = 1.0,
+    epoch_scale: float = 0.5,
     channels_last: bool = True,
     amp: bool = True,
-    bn_recalibration: int = 2048,
+    bn_recalibration: int = 512,
     num_threads: int | None = 1,
     **dataset_kwargs: Any,
 ) -> dict[str, Any]:
