@@ -11,7 +11,7 @@ backend             what runs each pipeline
                     asked for: :class:`SerialEvaluator`)
 ``"local"``         :class:`LocalPoolEvaluator`: persistent worker processes (``spawn``) on this machine; on a
                     CUDA evaluator one worker per GPU, each pinned with ``CUDA_VISIBLE_DEVICES``
-``"ray"``           :class:`RayEvaluator`: one Ray task per pipeline on an existing cluster
+``"ray"``           :class:`RayEvaluator`: Ray worker actors on an existing cluster
                     (``address="auto"`` / ``"ray://head:10001"``) or on a local Ray instance
 ==================  ======================================================================================
 
@@ -33,6 +33,7 @@ final, so a durable search (:func:`agents.store.run_durable`) commits each resul
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import math
@@ -553,49 +554,65 @@ def _import_ray() -> Any:
     return ray
 
 
-#: per Ray worker process: evaluator copies by key, so data they cache survives between tasks
-_RAY_CACHE: dict[str, Evaluator] = {}
+class _RayWorkerBody:
+    """Body of a Ray worker actor: holds one unpickled copy of the evaluator (data it caches persists)."""
 
-
-def _ray_evaluate(key: str, boxed_ref: list, pipeline: Pipeline, seed: int) -> tuple:
-    """A Ray task: one pipeline. The evaluator comes boxed (not resolved by Ray) and is fetched and
-    unpickled once per worker process."""
-    ev = _RAY_CACHE.get(key)
-    if ev is None:
+    def __init__(self, boxed_ref: list) -> None:
         import ray
 
-        ev = ray.get(boxed_ref[0])
+        self.evaluator = ray.get(boxed_ref[0])
         if os.environ.get("CUDA_VISIBLE_DEVICES"):
-            _pin_cuda_device(ev)
-        while len(_RAY_CACHE) >= 2:
-            _RAY_CACHE.pop(next(iter(_RAY_CACHE))).close()
-        _RAY_CACHE[key] = ev
-    t0 = time.perf_counter()
-    out = _evaluate_one(ev, pipeline, seed)
-    return out, time.perf_counter() - t0
+            _pin_cuda_device(self.evaluator)
+
+    def ready(self) -> int:
+        return os.getpid()
+
+    def evaluate(self, pipeline: Pipeline, seed: int) -> tuple[tuple, float]:
+        t0 = time.perf_counter()
+        out = _evaluate_one(self.evaluator, pipeline, seed)
+        return out, time.perf_counter() - t0
+
+
+class _RaySlot:
+    __slots__ = ("actor", "deadline", "pending", "ready", "started", "task")
+
+    def __init__(self, actor: Any, startup_timeout: float) -> None:
+        self.actor = actor
+        self.pending = actor.ready.remote()
+        self.ready = False
+        self.task: _Task | None = None
+        self.started = time.perf_counter()
+        self.deadline = self.started + startup_timeout
 
 
 class RayEvaluator(_RetryingEvaluator):
-    """Evaluate a round's pipelines as Ray tasks, on a cluster or a local Ray instance.
+    """Evaluate a round's pipelines on Ray: a cluster (``address="auto"`` / ``"ray://head:10001"``) or a
+    local Ray instance.
 
-    Ray is imported on first use (``pip install "ma2ml[ray]"``). Each pipeline is one task with
-    ``num_cpus_per_trial`` CPUs and ``num_gpus_per_trial`` GPUs (Ray sets ``CUDA_VISIBLE_DEVICES`` for it);
-    the bound evaluator is put in the object store once and unpickled once per Ray worker process.
+    Ray is imported on first use (``pip install "ma2ml[ray]"``). ``workers`` Ray actors are started, each
+    with ``num_cpus_per_trial`` CPUs and ``num_gpus_per_trial`` GPUs (Ray sets ``CUDA_VISIBLE_DEVICES``), each
+    holding one copy of the bound evaluator (put in the object store once), so a backend's cached data
+    (the dataset on the GPU) is loaded once per worker; each pipeline is one call on an idle actor. Actors,
+    rather than one task per pipeline, make the time limit count from the start of the evaluation (not from
+    a queue or a worker start-up) and let a hung evaluation be stopped by killing its actor.
 
     Args:
         inner: an :class:`Evaluator` or a registered reward name.
-        workers: most tasks in flight (``None``: as many as the cluster's resources hold).
+        workers: Ray actors, i.e. concurrent evaluations (``None``: as many as the cluster's CPUs/GPUs hold
+            at ``num_cpus_per_trial``/``num_gpus_per_trial``).
         address: ``None``: the running Ray instance if any, else a new local one (``workers`` x
             ``num_cpus_per_trial`` CPUs when ``workers`` is given); ``"auto"``: the cluster this machine
             belongs to; ``"ray://head:10001"``: a remote cluster through Ray Client.
-        num_cpus_per_trial, num_gpus_per_trial, memory_per_trial, resources: Ray resources of each task.
-        runtime_env: Ray runtime environment (e.g. ``{"pip": ["ma2ml"]}`` or ``{"working_dir": "."}``)
-            when the cluster's nodes do not have ma2ml installed.
+        num_cpus_per_trial, num_gpus_per_trial, memory_per_trial, resources: Ray resources of each worker.
+        runtime_env: Ray runtime environment (e.g. ``{"pip": ["ma2ml"]}`` or ``{"working_dir": "."}``) when
+            the cluster's nodes do not have ma2ml installed.
         init_kwargs: more ``ray.init`` keyword arguments.
-        time_limit: seconds from a task's submission to its result; past it the task is cancelled
-            (``ray.cancel(force=True)``) and the attempt fails with kind ``"timeout"``.
-        max_retries, retry_on: see :class:`_RetryingEvaluator`. Ray's own task retries are off: a task
-            lost to a node or worker failure counts as a ``"crash"`` attempt here.
+        time_limit: seconds one evaluation may take; past it the actor is killed and replaced and the attempt
+            fails with kind ``"timeout"``.
+        max_retries, retry_on: see :class:`_RetryingEvaluator`. Ray's own restarts are off: a worker lost to
+            a crash, a node failure or Ray's memory monitor counts as a ``"crash"``/``"oom"`` attempt here.
+        startup_timeout: seconds a worker may take to be scheduled and load the evaluator (a cluster without
+            the requested resources raises ``RuntimeError`` after it).
     """
 
     backend = "ray"
@@ -615,6 +632,7 @@ class RayEvaluator(_RetryingEvaluator):
         time_limit: float | None = None,
         max_retries: int = 2,
         retry_on: Collection[str] = tuple(FAILURE_KINDS),
+        startup_timeout: float = 300.0,
         inner_kwargs: Mapping[str, Any] | None = None,
         **inner_kw: Any,
     ) -> None:
@@ -632,24 +650,28 @@ class RayEvaluator(_RetryingEvaluator):
         self.resources = dict(resources or {})
         self.runtime_env = dict(runtime_env) if runtime_env else None
         self.init_kwargs = dict(init_kwargs or {})
+        self.startup_timeout = float(startup_timeout)
         self._ref: Any = None
-        self._key: str | None = None
-        self._remote: Any = None
+        self._actor_cls: Any = None
+        self._slots: list[_RaySlot] = []
         self._started_ray = False
+        #: worker actors started over this evaluator's life (replacements included)
+        self.workers_started = 0
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_ref=None, _key=None, _remote=None, _started_ray=False, on_result=None)
+        state.update(_ref=None, _actor_cls=None, _slots=[], _started_ray=False, on_result=None)
         return state
 
     def bind(self, space: SearchSpace) -> None:
         super().bind(space)
-        self._ref = self._key = None
+        self._kill_actors()
+        self._ref = None
 
     def _connect(self) -> Any:
         ray = _import_ray()
         if not ray.is_initialized():
-            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, **self.init_kwargs}
+            kw: dict[str, Any] = {"include_dashboard": False, **self.init_kwargs}
             if self.runtime_env is not None:
                 kw["runtime_env"] = self.runtime_env
             if self.address is not None:
@@ -658,19 +680,18 @@ class RayEvaluator(_RetryingEvaluator):
                 kw["num_cpus"] = max(1, math.ceil(self.workers * max(self.num_cpus_per_trial, 1)))
             ray.init(**kw)
             self._started_ray = self.address is None
-        if self._remote is None:
+        if self._actor_cls is None:
             opts: dict[str, Any] = {"num_cpus": self.num_cpus_per_trial, "num_gpus": self.num_gpus_per_trial,
-                                    "max_retries": 0, "retry_exceptions": False}
+                                    "max_restarts": 0, "max_task_retries": 0}
             if self.memory_per_trial:
                 opts["memory"] = self.memory_per_trial
             if self.resources:
                 opts["resources"] = self.resources
-            self._remote = ray.remote(**opts)(_ray_evaluate)
+            self._actor_cls = ray.remote(**opts)(_RayWorkerBody)
         if self._ref is None:
             if not hasattr(self, "space"):
                 raise RuntimeError(f"{type(self).__name__}.bind(space) must be called before evaluate()")
             self._ref = ray.put(self.inner)
-            self._key = f"{os.getpid()}-{id(self)}-{time.time_ns()}"
         return ray
 
     def _capacity(self, ray: Any) -> int:
@@ -684,50 +705,90 @@ class RayEvaluator(_RetryingEvaluator):
             caps.append(int(res.get("GPU", 0) // self.num_gpus_per_trial))
         return max(1, min(caps) if caps else 1)
 
+    def _new_slot(self) -> _RaySlot:
+        self.workers_started += 1
+        return _RaySlot(self._actor_cls.remote([self._ref]), self.startup_timeout)
+
+    def _kill_actors(self) -> None:
+        if self._slots:
+            ray = _import_ray()
+            for slot in self._slots:
+                with contextlib.suppress(Exception):
+                    ray.kill(slot.actor, no_restart=True)
+        self._slots = []
+
     def _run(self, tasks: deque[_Task], finish: Callable[[_Task, EvalResult], None]) -> None:
         ray = self._connect()
         from ray import exceptions as rex
 
-        limit = self._capacity(ray)
-        inflight: dict[Any, tuple[_Task, float]] = {}
-        while tasks or inflight:
-            while tasks and len(inflight) < limit:
-                task = tasks.popleft()
-                ref = self._remote.remote(self._key, [self._ref], task.pipeline, task.seed)
-                inflight[ref] = (task, time.perf_counter())
-            deadline = min(t0 for _, t0 in inflight.values()) + self.time_limit if self.time_limit else None
-            timeout = None if deadline is None else max(0.0, deadline - time.perf_counter())
-            done, _ = ray.wait(list(inflight), num_returns=1, timeout=timeout)
-            for ref in done:
-                task, t0 = inflight.pop(ref)
-                try:
-                    outcome, seconds = ray.get(ref)
-                    outcome = tuple(outcome)
-                except rex.OutOfMemoryError as exc:
-                    outcome, seconds = ("failed", "oom", _describe(exc)[0]), time.perf_counter() - t0
-                except rex.TaskCancelledError as exc:
-                    outcome, seconds = ("failed", "timeout", _describe(exc)[0]), time.perf_counter() - t0
-                except rex.RayError as exc:  # worker crashed, node died, object lost...
-                    outcome, seconds = ("failed", "crash", _describe(exc)[0]), time.perf_counter() - t0
-                if self._outcome(task, outcome, finish, seconds):
-                    tasks.appendleft(task)
-            if self.time_limit is not None:
-                now = time.perf_counter()
-                for ref, (task, t0) in list(inflight.items()):
-                    if now - t0 >= self.time_limit:
-                        del inflight[ref]
-                        ray.cancel(ref, force=True)
-                        msg = f"task ran past time_limit={self.time_limit:g}s; cancelled"
-                        if self._outcome(task, ("failed", "timeout", msg), finish, now - t0):
+        if not self._slots:
+            self._slots = [self._new_slot() for _ in range(self._capacity(ray))]
+        startup_failures = 0
+        while tasks or any(sl.task is not None for sl in self._slots):
+            now = time.perf_counter()
+            for sl in self._slots:
+                if sl.ready and sl.task is None and tasks:
+                    sl.task = tasks.popleft()
+                    sl.started = now
+                    sl.deadline = now + self.time_limit if self.time_limit is not None else math.inf
+                    sl.pending = sl.actor.evaluate.remote(sl.task.pipeline, sl.task.seed)
+            waiting = [sl for sl in self._slots if sl.pending is not None]
+            timeout = max(0.0, min(sl.deadline for sl in waiting) - now) if waiting else 0.0
+            done, _ = ray.wait([sl.pending for sl in waiting], num_returns=1,
+                               timeout=None if math.isinf(timeout) else timeout)
+            done_ids = set(done)
+            now = time.perf_counter()
+            for i, sl in enumerate(list(self._slots)):
+                if sl.pending is None:
+                    continue
+                failure: tuple | None = None
+                if sl.pending in done_ids:
+                    try:
+                        value = ray.get(sl.pending)
+                    except rex.OutOfMemoryError as exc:
+                        failure = ("oom", _describe(exc)[0])
+                    except rex.RayError as exc:  # the actor died: crash, node failure, killed...
+                        failure = ("crash", _describe(exc)[0])
+                    sl.pending = None
+                    if failure is None:
+                        if not sl.ready:
+                            sl.ready, startup_failures = True, 0
+                            continue
+                        (outcome, seconds), task, sl.task = value, sl.task, None
+                        if self._outcome(task, tuple(outcome), finish, seconds):
                             tasks.appendleft(task)
+                        continue
+                elif now >= sl.deadline:
+                    if sl.ready:
+                        failure = ("timeout", f"evaluation ran past time_limit={self.time_limit:g}s; worker killed")
+                    else:
+                        self._kill_actors()
+                        raise RuntimeError(
+                            f"{self.name}: Ray could not start a worker with {self.num_cpus_per_trial} CPU(s) and "
+                            f"{self.num_gpus_per_trial} GPU(s) within {self.startup_timeout:g}s; cluster resources: "
+                            f"{ray.cluster_resources()}")
+                if failure is None:
+                    continue
+                task, sl.task = sl.task, None
+                with contextlib.suppress(Exception):
+                    ray.kill(sl.actor, no_restart=True)
+                self._slots[i] = self._new_slot()
+                if task is None:
+                    startup_failures += 1
+                    if startup_failures > 3:
+                        self._kill_actors()
+                        raise RuntimeError(f"{self.name}: Ray workers keep dying at start-up ({failure[1]})")
+                elif self._outcome(task, ("failed", *failure), finish, now - sl.started):
+                    tasks.appendleft(task)
 
     def close(self) -> None:
+        self._kill_actors()
         if self._started_ray:
             ray = _import_ray()
             if ray.is_initialized():
                 ray.shutdown()
             self._started_ray = False
-        self._ref = self._key = self._remote = None
+        self._ref = self._actor_cls = None
         super().close()
 
 
