@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,6 +280,24 @@ def _load_synthetic(
     return _make("synthetic", x[:size], y[:size], x[size:], y[size:], num_classes, val_fraction, split_seed, max_train)
 
 
+def _synthetic_from(kw: dict[str, Any], common: tuple[Any, ...]) -> ImageData:
+    shp = tuple(int(v) for v in kw["shape"])
+    if len(shp) != 3:
+        raise ValueError(f"synthetic shape must be (C, H, W), got {kw['shape']}")
+    return _load_synthetic(int(kw["size"]), shp, int(kw["num_classes"]), kw["test_size"], float(kw["noise"]), *common)
+
+
+#: dataset name -> loader(keyword arguments of load_dataset, (val_fraction, split_seed, max_train))
+_LOADERS: dict[str, Callable[[dict[str, Any], tuple[Any, ...]], ImageData]] = {
+    "digits": lambda kw, common: _load_digits(*common),
+    "cifar10": lambda kw, common: _load_cifar("cifar10", kw["root"], kw["download"], kw["check_md5"], *common),
+    "cifar100": lambda kw, common: _load_cifar("cifar100", kw["root"], kw["download"], kw["check_md5"], *common),
+    "imagefolder": lambda kw, common: _load_imagefolder(kw["root"], int(kw["image_size"]), *common),
+    "synthetic": _synthetic_from,
+}
+assert tuple(_LOADERS) == DATASETS
+
+
 def load_dataset(
     name_or_spec: str | Mapping[str, Any] | ImageData = "digits",
     root: str | os.PathLike | None = None,
@@ -338,17 +356,5 @@ def load_dataset(
     if not 0.0 < kwargs["val_fraction"] < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1), got {kwargs['val_fraction']}")
     common = (kwargs["val_fraction"], kwargs["split_seed"], kwargs["max_train"])
-    if name == "digits":
-        data = _load_digits(*common)
-    elif name in ("cifar10", "cifar100"):
-        data = _load_cifar(name, kwargs["root"], kwargs["download"], kwargs["check_md5"], *common)
-    elif name == "imagefolder":
-        data = _load_imagefolder(kwargs["root"], int(kwargs["image_size"]), *common)
-    else:
-        shp = tuple(int(v) for v in kwargs["shape"])
-        if len(shp) != 3:
-            raise ValueError(f"synthetic shape must be (C, H, W), got {kwargs['shape']}")
-        data = _load_synthetic(
-            int(kwargs["size"]), shp, int(kwargs["num_classes"]), kwargs["test_size"], float(kwargs["noise"]), *common
-        )
+    data = _LOADERS[name](kwargs, common)
     return data if kwargs["device"] is None else data.to(kwargs["device"])

@@ -173,6 +173,7 @@ class TrainEvaluator(Evaluator):
         self.dataset = dataset
         self.root = root
         self.download = download
+        self._device_spec = str(device)  # re-resolved on unpickling: "auto" means the worker's own GPU/CPU
         self.device = resolve_device(device)
         self.budget = budget
         self.time_limit = time_limit
@@ -196,13 +197,12 @@ class TrainEvaluator(Evaluator):
         state["_resized"] = {}
         if isinstance(state["dataset"], ImageData):  # keep the data, on the CPU
             state["dataset"] = state["dataset"].to("cpu")
-        state["device"] = str(self.device)
+        del state["device"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        state["device"] = torch.device(state["device"])
         self.__dict__.update(state)
+        self.device = resolve_device(self._device_spec)
 
     # -- data ---------------------------------------------------------------------------------------------
     @property
