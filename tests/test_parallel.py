@@ -1,0 +1,197 @@
+"""Parallel evaluation backends: same results as serial evaluation, streaming, pinning, Ray."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+import ma2ml_env
+from agents.base import run
+from ma2ml_env.rewards.base import EvalResult, Evaluator
+from ma2ml_env.rewards.parallel import (
+    LocalPoolEvaluator,
+    RayEvaluator,
+    SerialEvaluator,
+    _pin_cuda_device,
+    wrap_evaluator,
+)
+from tests._toys import ToyEvaluator, ToyRandomSearch
+from tests.conftest import sample_joint
+
+HAS_RAY = importlib.util.find_spec("ray") is not None
+
+
+def _actions(env, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [sample_joint(env, rng) for _ in range(n)]
+
+
+def _same(a: list[EvalResult], b: list[EvalResult]) -> None:
+    assert [r.to_dict() for r in a] == [r.to_dict() for r in b]
+
+
+class EnvReporter(Evaluator):
+    """Reports the worker's pinning and thread variables."""
+
+    name = "env-reporter"
+
+    def evaluate(self, pipelines, seeds):
+        return [EvalResult(score=0.5, info={"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                            "omp": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()})
+                for _ in pipelines]
+
+
+@pytest.fixture(scope="module")
+def pool_env():
+    """A surrogate env with noise behind a 2-worker local pool (started once for the module)."""
+    e = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02}, backend="local", workers=2)
+    yield e
+    e.close()
+
+
+def test_local_pool_matches_serial_surrogate(pool_env):
+    serial = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02})
+    acts = _actions(serial, 10)
+    seeds = list(range(100, 110))
+    _same(pool_env.evaluate(acts, seeds), serial.evaluate(acts, seeds))
+    assert isinstance(pool_env.evaluator, LocalPoolEvaluator) and pool_env.evaluator.workers == 2
+    # env.step goes through the pool too (the wrapper has no scalar fast path)
+    pool_env.reset(seed=3)
+    serial.reset(seed=3)
+    _, r1, *_ = pool_env.step(acts[0])
+    _, r2, *_ = serial.step(acts[0])
+    assert r1 == r2
+
+
+def test_local_pool_search_matches_serial_and_uses_workers():
+    serial = ma2ml_env.parallel_env(reward=ToyEvaluator())
+    par = ma2ml_env.parallel_env(reward=ToyEvaluator(delay=0.02), backend="local", workers=2)
+    try:
+        a = run(ToyRandomSearch(), serial, budget=16, seed=5, batch_size=4)
+        b = run(ToyRandomSearch(), par, budget=16, seed=5, batch_size=4)
+    finally:
+        par.close()
+    assert [t.score for t in a.trials] == [t.score for t in b.trials]
+    assert [t.actions for t in a.trials] == [t.actions for t in b.trials]
+    assert len({t.info["info"]["pid"] for t in b.trials}) == 2  # both workers evaluated pipelines
+    assert {t.info["info"]["pid"] for t in b.trials}.isdisjoint({os.getpid()})
+
+
+def test_streaming_reports_each_result_once(pool_env):
+    ev = pool_env.evaluator
+    got: dict[int, EvalResult] = {}
+    ev.on_result = lambda i, r: got.setdefault(i, r)
+    try:
+        res = pool_env.evaluate(_actions(pool_env, 6, seed=1), list(range(6)))
+    finally:
+        ev.on_result = None
+    assert sorted(got) == list(range(6))
+    assert [got[i] for i in range(6)] == res
+
+
+def test_wrapper_pickles_without_processes(pool_env):
+    pool_env.evaluate(_actions(pool_env, 2), [0, 1])  # the pool is running
+    copy = pickle.loads(pickle.dumps(pool_env.evaluator))
+    assert copy._pool == [] and copy.workers == 2
+
+
+def test_workers_pinned_to_gpus_and_threads_capped():
+    ev = LocalPoolEvaluator(EnvReporter(), workers=2, devices=["3", "5"], threads_per_worker=1)
+    env = ma2ml_env.parallel_env(reward=ev)
+    try:
+        res = env.evaluate(_actions(env, 6), list(range(6)))
+    finally:
+        env.close()
+    by_pid = {r.info["pid"]: r.info["cuda"] for r in res}
+    assert sorted(set(by_pid.values())) == ["3", "5"] and len(by_pid) == 2
+    if "OMP_NUM_THREADS" not in os.environ:
+        assert {r.info["omp"] for r in res} == {"1"}
+    # a CPU evaluator is not pinned by default
+    assert LocalPoolEvaluator(ToyEvaluator(), workers=1).devices == []
+
+
+def test_pin_cuda_device_maps_any_index_to_the_visible_gpu():
+    class E:
+        device = "cuda:3"
+
+    e = E()
+    _pin_cuda_device(e)
+    assert e.device == "cuda"
+    if importlib.util.find_spec("torch") is not None and "torch" in sys.modules:
+        import torch
+
+        e.device = torch.device("cuda", 2)
+        _pin_cuda_device(e)
+        assert e.device == torch.device("cuda", 0)
+
+
+def test_wrap_evaluator_selection_and_validation():
+    ev = ToyEvaluator()
+    assert wrap_evaluator(ev, "serial") is ev  # no wrapper: fast paths kept
+    assert isinstance(wrap_evaluator(ev, "serial", max_retries=1), SerialEvaluator)
+    assert isinstance(wrap_evaluator(ev, "local", 2), LocalPoolEvaluator)
+    assert isinstance(wrap_evaluator(ev, "ray", 2), RayEvaluator)  # ray is imported only when used
+    with pytest.raises(ValueError, match="unknown evaluation backend 'dask'"):
+        wrap_evaluator(ev, "dask")
+    with pytest.raises(ValueError, match="backend='serial' evaluates one pipeline at a time"):
+        wrap_evaluator(ev, "serial", workers=4)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        LocalPoolEvaluator(ev, workers=0)
+    with pytest.raises(ValueError, match="retry_on has unknown failure kinds"):
+        LocalPoolEvaluator(ev, retry_on=("segfault",))
+    with pytest.raises(TypeError, match="cannot wrap another parallel wrapper"):
+        LocalPoolEvaluator(LocalPoolEvaluator(ev, workers=1), workers=1)
+    with pytest.raises(ValueError, match="unknown evaluation backend"):
+        ma2ml_env.parallel_env(reward="surrogate", backend="threads")
+    # a registered name works as the inner evaluator, configured by keyword arguments
+    assert LocalPoolEvaluator("surrogate", workers=1, noise_std=0.1).inner.noise_std == 0.1
+
+
+def test_missing_ray_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    env = ma2ml_env.parallel_env(reward=ToyEvaluator(), backend="ray", workers=1)
+    with pytest.raises(ImportError, match=r'pip install "ma2ml\[ray\]"'):
+        env.evaluate(_actions(env, 1), [0])
+
+
+# -- Ray: few and fast (one local instance for the module) ------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_local():
+    if not HAS_RAY:
+        pytest.skip("ray is not installed")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip install \"ma2ml[ray]\")")
+def test_ray_matches_serial_and_recovers_from_a_killed_worker(ray_local, tmp_path):
+    from tests._toys import FaultyEvaluator
+
+    serial = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02})
+    acts = _actions(serial, 6)
+    seeds = list(range(6))
+    env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02}, backend="ray", workers=2)
+    try:
+        _same(env.evaluate(acts, seeds), serial.evaluate(acts, seeds))
+    finally:
+        env.close()
+    assert ray_local.is_initialized()  # the evaluator did not shut down a Ray it did not start
+    # a worker killed with SIGKILL mid-evaluation: the pipeline is retried on a fresh worker
+    faulty = ma2ml_env.parallel_env(reward=FaultyEvaluator("kill", str(tmp_path), only_seeds=[1]), backend="ray",
+                                    workers=2)
+    try:
+        res = faulty.evaluate(acts[:3], [0, 1, 2])
+    finally:
+        faulty.close()
+    assert [r.status for r in res] == ["ok"] * 3
+    assert res[1].info["attempts"] == 2 and res[1].info["failures"][0]["kind"] == "crash"
+    ref = ma2ml_env.parallel_env(reward=ToyEvaluator()).evaluate(acts[:3], [0, 1, 2])
+    assert [r.score for r in res] == [r.score for r in ref]
