@@ -332,12 +332,16 @@ class EnsembleCritic(nn.Module):
         """First-layer pre-activation of joint actions ``cols [B, n_dec]``: ``[E, B, H]``."""
         return self.rows(cols).sum(2) + self.bias0
 
-    def head(self, pre: torch.Tensor) -> torch.Tensor:
-        """The rest of the MLP on pre-activations ``[E, ..., H]`` -> ``Q [E, ...]``."""
+    def head(self, pre: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """The rest of the MLP on pre-activations ``[E, ..., H]`` -> ``Q [E, ...]``.
+
+        ``inplace=True`` (no-grad callers with a temporary ``pre``) overwrites ``pre`` to save memory traffic.
+        """
         shape = pre.shape[:-1]
-        h = torch.relu(pre.reshape(shape[0], -1, pre.shape[-1]))
+        h = pre.reshape(shape[0], -1, pre.shape[-1])
+        h = h.relu_() if inplace else torch.relu(h)
         for w, b in zip(self.weights, self.biases):
-            h = torch.relu(torch.baddbmm(b, h, w))
+            h = torch.bmm(h, w).add_(b).relu_() if inplace else torch.relu(torch.baddbmm(b, h, w))
         return torch.baddbmm(self.out_b, h, self.out_w).reshape(shape)
 
     def forward(self, cols: torch.Tensor) -> torch.Tensor:
@@ -602,8 +606,9 @@ class MA2ML(SearchAlgorithm):
         if len(self._pd_cols):  # per-decision: swap decision j's row for every alternative column
             pc = self._pd_cols
             dec = self._dec_of_col[pc]
-            alt = pre[:, :, None, :] - taken[:, :, dec, :] + critic.embed[:, None, pc, :]  # [E, B, C, H]
-            q_alt = critic.head(alt).mean(0)  # [B, C]
+            # gather from the small [E, B, n_dec, H] "pre without decision j" tensor, then add in place
+            alt = (pre[:, :, None, :] - taken)[:, :, dec, :].add_(critic.embed[:, None, pc, :])  # [E, B, C, H]
+            q_alt = critic.head(alt, inplace=True).mean(0)  # [B, C]
             w = probs[dec, self._k_of_col[pc]]  # [C]
             base = torch.zeros(b, lay.n_dec).index_add_(1, dec, q_alt * w)  # [B, n_dec]
             decs = self._pd_decs
@@ -629,7 +634,9 @@ class MA2ML(SearchAlgorithm):
         """One simultaneous update of every agent's policy on buffer rows, then the Polyak target update."""
         cfg, lay = self.config, self.layout
         flat = torch.as_tensor(self.buffer.actions[rows])
-        adv = self.advantages(flat, rows)
+        # Elite rows repeat: evaluate the (costly) counterfactuals once per distinct buffer row.
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        adv = self.advantages(torch.as_tensor(self.buffer.actions[uniq]), uniq)[torch.as_tensor(inverse)]
         if cfg.normalize_advantage:
             adv = adv / (adv.pow(2).mean().sqrt() + 1e-8)
         dec_idx = torch.arange(lay.n_dec)
