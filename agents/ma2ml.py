@@ -606,8 +606,9 @@ class MA2ML(SearchAlgorithm):
         if len(self._pd_cols):  # per-decision: swap decision j's row for every alternative column
             pc = self._pd_cols
             dec = self._dec_of_col[pc]
-            # gather from the small [E, B, n_dec, H] "pre without decision j" tensor, then add in place
-            alt = (pre[:, :, None, :] - taken)[:, :, dec, :].add_(critic.embed[:, None, pc, :])  # [E, B, C, H]
+            # gather from the small [E, B, n_dec, H] "pre without decision j" tensor, then add in place:
+            # alt[e, b, c] = pre[e, b] - row(a_b's choice of dec(c)) + row(c), shape [E, B, C, H]
+            alt = (pre[:, :, None, :] - taken)[:, :, dec, :].add_(critic.embed[:, None, pc, :])
             q_alt = critic.head(alt, inplace=True).mean(0)  # [B, C]
             w = probs[dec, self._k_of_col[pc]]  # [C]
             base = torch.zeros(b, lay.n_dec).index_add_(1, dec, q_alt * w)  # [B, n_dec]
