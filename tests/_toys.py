@@ -150,5 +150,6 @@ class RepeatSearch(ToyRandomSearch):
     name = "toy-repeat"
 
     def propose(self, n: int) -> list[dict[str, np.ndarray]]:
-        return [{a: np.full(sp.shape, int(self.rng.integers(2)), dtype=np.int64)
-                 for a, sp in self.action_spaces.items()} for _ in range(n)]
+        bits = self.rng.integers(2, size=n)
+        return [{a: np.full(sp.shape, int(b), dtype=np.int64) for a, sp in self.action_spaces.items()}
+                for b in bits]

@@ -1,0 +1,193 @@
+"""Durable searches: the trial store, exact resumption, de-duplication, and search logging."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+
+import pytest
+
+import ma2ml_env
+from agents.base import run
+from agents.store import StoreMismatchError, TrialStore, action_key, run_durable
+from agents.tracking import SearchLogger
+from tests._toys import RepeatSearch, ToyEvaluator, ToyRandomSearch
+
+
+class Crash(Exception):
+    """Stands in for the process dying (raised out of the search loop)."""
+
+
+class CrashingEvaluator(ToyEvaluator):
+    """Raises :class:`Crash` once ``after`` evaluations were done (counts every evaluation)."""
+
+    def __init__(self, after: int | None = None, **kw) -> None:
+        super().__init__(**kw)
+        self.after, self.count = after, 0
+
+    def evaluate(self, pipelines, seeds):
+        if self.after is not None and self.count + len(pipelines) > self.after:
+            raise Crash(f"crash after {self.count} evaluations")
+        self.count += len(pipelines)
+        return super().evaluate(pipelines, seeds)
+
+
+def _env(evaluator=None):
+    return ma2ml_env.parallel_env(reward=evaluator if evaluator is not None else ToyEvaluator())
+
+
+def _ma2ml():
+    from agents.ma2ml import MA2ML
+
+    return MA2ML(updates_per_round=2, minibatch_size=16)
+
+
+def _key(trials):
+    return [(t.index, t.round, t.actions, t.score, t.status) for t in trials]
+
+
+@pytest.mark.parametrize("make", [ToyRandomSearch, _ma2ml], ids=["random", "ma2ml"])
+def test_uninterrupted_durable_search_equals_run(make, tmp_path):
+    ref = run(make(), _env(), budget=14, seed=2, batch_size=4)
+    res = run_durable(make(), _env(), budget=14, seed=2, batch_size=4, store_path=tmp_path / "s.db")
+    assert _key(res.trials) == _key(ref.trials)
+    assert _key(TrialStore(tmp_path / "s.db").trials()) == _key(ref.trials)
+    assert res.best_pipeline is not None
+
+
+@pytest.mark.parametrize("crash_after", [5, 8, 13])  # mid-round, at a round boundary, mid-round later
+@pytest.mark.parametrize("make", [ToyRandomSearch, _ma2ml, lambda: ToyRandomSearch(checkpointing=False)],
+                         ids=["random", "ma2ml", "replay"])
+def test_crashed_search_resumes_exactly_and_reuses_completed_evaluations(make, crash_after, tmp_path):
+    path = tmp_path / "s.db"
+    ref = run(make(), _env(), budget=18, seed=4, batch_size=4)
+    with pytest.raises(Crash):
+        run_durable(make(), _env(CrashingEvaluator(crash_after)), budget=18, seed=4, batch_size=4, store_path=path)
+    assert len(TrialStore(path)) == crash_after  # each evaluation was committed as it finished
+    again = CrashingEvaluator()
+    res = run_durable(make(), _env(again), budget=18, seed=4, batch_size=4, store_path=path)
+    assert again.count == 18 - crash_after  # nothing recomputed
+    assert _key(res.trials) == _key(ref.trials)
+
+
+def test_crash_after_observe_before_the_next_round(tmp_path):
+    path = tmp_path / "s.db"
+    calls = []
+
+    def callback(new):
+        calls.append(len(new))
+        if len(calls) == 2:
+            raise Crash("after round 2")
+
+    with pytest.raises(Crash):
+        run_durable(ToyRandomSearch(), _env(), budget=12, seed=0, batch_size=4, store_path=path, callback=callback)
+    ev = CrashingEvaluator()
+    res = run_durable(ToyRandomSearch(), _env(ev), budget=12, seed=0, batch_size=4, store_path=path)
+    assert ev.count == 4
+    assert _key(res.trials) == _key(run(ToyRandomSearch(), _env(), budget=12, seed=0, batch_size=4).trials)
+
+
+def test_budget_can_be_raised_and_a_finished_search_is_not_rerun(tmp_path):
+    path = tmp_path / "s.db"
+    run_durable(ToyRandomSearch(), _env(), budget=8, seed=1, batch_size=4, store_path=path)
+    ev = CrashingEvaluator()
+    res = run_durable(ToyRandomSearch(), _env(ev), budget=8, seed=1, batch_size=4, store_path=path)
+    assert ev.count == 0 and len(res.trials) == 8
+    res = run_durable(ToyRandomSearch(), _env(ev), budget=12, seed=1, batch_size=4, store_path=path)
+    assert ev.count == 4 and len(res.trials) == 12
+    ref = run(ToyRandomSearch(), _env(), budget=12, seed=1, batch_size=4)
+    assert _key(res.trials) == _key(ref.trials)
+
+
+def test_store_refuses_another_search_and_fresh_runs_over_results(tmp_path):
+    path = tmp_path / "s.db"
+    run_durable(ToyRandomSearch(), _env(), budget=4, seed=1, batch_size=2, store_path=path)
+    with pytest.raises(StoreMismatchError, match="seed: stored 1, now 2"):
+        run_durable(ToyRandomSearch(), _env(), budget=4, seed=2, batch_size=2, store_path=path)
+    with pytest.raises(StoreMismatchError, match="batch_size"):
+        run_durable(ToyRandomSearch(), _env(), budget=4, seed=1, batch_size=4, store_path=path)
+    with pytest.raises(StoreMismatchError, match="algorithm"):
+        run_durable(RepeatSearch(), _env(), budget=4, seed=1, batch_size=2, store_path=path)
+    with pytest.raises(FileExistsError, match="already holds a search"):
+        run_durable(ToyRandomSearch(), _env(), budget=4, seed=1, batch_size=2, store_path=path, resume=False)
+
+
+def test_one_running_search_per_store(tmp_path):
+    a, b = TrialStore(tmp_path / "s.db"), TrialStore(tmp_path / "s.db")
+    a.lock()
+    with pytest.raises(RuntimeError, match="in use by another running search"):
+        b.lock()
+    a.close()
+    b.lock()
+    b.close()
+
+
+def test_store_is_wal_and_readable_while_written(tmp_path):
+    path = tmp_path / "s.db"
+    seen = []
+    reader = TrialStore(path)
+
+    def callback(new):
+        seen.append(len(reader))
+
+    run_durable(ToyRandomSearch(), _env(), budget=6, seed=0, batch_size=2, store_path=path, callback=callback)
+    assert seen == [2, 4, 6]
+    assert reader._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    state = pickle.loads(reader.checkpoint()[2])
+    assert state["observed"] == 6 and reader.checkpoint()[1] == "observed"
+    reader.close()
+
+
+def test_dedupe_serves_identical_pipelines_from_the_store(tmp_path):
+    ev = CrashingEvaluator(use_seed=False)
+    res = run_durable(RepeatSearch(), _env(ev), budget=12, seed=0, batch_size=4, store_path=tmp_path / "s.db",
+                      dedupe=True)
+    distinct = {action_key(t.actions) for t in res.trials}
+    assert len(distinct) == 2 and ev.count == 2  # two distinct pipelines, each evaluated once
+    cached = [t for t in res.trials if "cached_from" in t.info]
+    assert len(cached) == 10 and all(t.seconds == 0.0 for t in cached)
+    # same scores as evaluating every one of them
+    ref = run(RepeatSearch(), _env(ToyEvaluator(use_seed=False)), budget=12, seed=0, batch_size=4)
+    assert [t.score for t in res.trials] == [t.score for t in ref.trials]
+
+
+def test_durable_search_streams_results_from_a_local_pool(tmp_path):
+    env = ma2ml_env.parallel_env(reward=ToyEvaluator(), backend="local", workers=2)
+    try:
+        res = run_durable(ToyRandomSearch(), env, budget=8, seed=3, batch_size=4, store_path=tmp_path / "s.db")
+    finally:
+        env.close()
+    assert env.evaluator.on_result is None
+    assert _key(res.trials) == _key(run(ToyRandomSearch(), _env(), budget=8, seed=3, batch_size=4).trials)
+
+
+# -- logging -------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed")
+def test_search_logger_writes_tensorboard_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    algo = _ma2ml()
+    with SearchLogger(algo, budget=12, tensorboard=tmp_path / "tb", progress=True) as log:
+        run(algo, _env(), budget=12, seed=0, batch_size=4, callback=log)
+        assert log.done == 12
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"search/score", "search/best_so_far", "round/seconds", "round/trials_per_s", "status/ok"} <= tags
+    assert {f"policy/entropy/{a}" for a in ("aug", "nas", "hpo")} <= tags
+    best = [e.value for e in acc.Scalars("search/best_so_far")]
+    assert len(best) == 12 and best == sorted(best)
+
+
+def test_search_logger_reads_algorithm_metrics_and_resumes(tmp_path):
+    algo = ToyRandomSearch()
+    log = SearchLogger(algo, budget=8, progress=False)
+    path = tmp_path / "s.db"
+    run_durable(algo, _env(), budget=4, seed=0, batch_size=4, store_path=path, callback=log)
+    scalars = log.algorithm_scalars()
+    assert "algo/mean_score" in scalars and "algo/per_agent/nas" in scalars
+    log2 = SearchLogger(ToyRandomSearch(), budget=8, progress=False)
+    run_durable(ToyRandomSearch(), _env(), budget=8, seed=0, batch_size=4, store_path=path, callback=log2)
+    assert log2.done == 8
+    log.close()
+    log2.close()
