@@ -54,7 +54,9 @@ def measure(backend: str, k: int, sleep: float, rounds: int, **opts) -> tuple[fl
                                  workers=None if backend == "serial" else k, backend_kwargs=opts)
     rng = np.random.default_rng(0)
     try:
-        env.evaluate(_actions(env, k, rng), list(range(k)))  # warm-up: workers started and loaded
+        if hasattr(env.evaluator, "start"):
+            env.evaluator.start()  # every worker started and loaded
+        env.evaluate(_actions(env, k, rng), list(range(k)))  # warm-up
         batches = [_actions(env, k, rng) for _ in range(rounds)]
         t0 = time.perf_counter()
         for i, b in enumerate(batches):

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import pickle
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -41,6 +42,7 @@ class EnvReporter(Evaluator):
     name = "env-reporter"
 
     def evaluate(self, pipelines, seeds):
+        time.sleep(0.05)
         return [EvalResult(score=0.5, info={"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
                                             "omp": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()})
                 for _ in pipelines]
@@ -73,6 +75,7 @@ def test_local_pool_search_matches_serial_and_uses_workers():
     par = ma2ml_env.parallel_env(reward=ToyEvaluator(delay=0.02), backend="local", workers=2)
     try:
         a = run(ToyRandomSearch(), serial, budget=16, seed=5, batch_size=4)
+        par.evaluator.start()
         b = run(ToyRandomSearch(), par, budget=16, seed=5, batch_size=4)
     finally:
         par.close()
@@ -104,6 +107,7 @@ def test_workers_pinned_to_gpus_and_threads_capped():
     ev = LocalPoolEvaluator(EnvReporter(), workers=2, devices=["3", "5"], threads_per_worker=1)
     env = ma2ml_env.parallel_env(reward=ev)
     try:
+        ev.start()  # both workers ready before the batch: each gets pipelines
         res = env.evaluate(_actions(env, 6), list(range(6)))
     finally:
         env.close()

@@ -452,6 +452,26 @@ class LocalPoolEvaluator(_RetryingEvaluator):
             self._pool = [self._spawn(i) for i in range(self.workers)]
             self._finalizer = weakref.finalize(self, _stop_workers, self._pool)
 
+    def start(self) -> None:
+        """Start the workers now and wait until each has loaded the evaluator (otherwise they start on the
+        first :meth:`evaluate`, which hands pipelines to whichever worker is ready first)."""
+        self._ensure_pool()
+        while not all(w.ready for w in self._pool):
+            waiting = [w for w in self._pool if not w.ready]
+            timeout = max(0.0, min(w.deadline for w in waiting) - time.perf_counter())
+            ready = set(_wait_ready([h for w in waiting for h in (w.conn, w.proc.sentinel)], timeout))
+            for w in waiting:
+                msg = None
+                if w.conn in ready:
+                    with contextlib.suppress(EOFError, OSError):
+                        msg = w.conn.recv()
+                if msg is not None and msg[0] == "ready":
+                    w.ready = True
+                elif msg is not None or w.proc.sentinel in ready or time.perf_counter() >= w.deadline:
+                    detail = f": {msg[1]}\n{msg[2]}" if msg is not None and msg[0] == "fatal" else ""
+                    self._shutdown()
+                    raise RuntimeError(f"{self.name}: a worker could not start or load the evaluator{detail}")
+
     def _replace(self, w: _Worker) -> None:
         if w.proc.is_alive():
             w.proc.kill()
