@@ -30,6 +30,10 @@ Supported ``Pipeline.extras`` (others are ignored):
 ``grad_clip``     float: clip the global gradient norm to this value. 0 disables.
 ================  =========================================================================================
 
+After training, :func:`recalibrate_bn` re-estimates BatchNorm statistics on clean training images and
+:func:`evaluate_accuracy` measures top-1 accuracy in eval mode (short runs otherwise score near chance in
+eval mode because the running averages lag the weights).
+
 Optimizers: ``sgd`` (Nesterov, momentum 0.9, L2 weight decay), ``adamw`` (decoupled weight decay),
 ``rmsprop`` (alpha 0.9, momentum 0.9, eps 1e-3, as in the TF-style recipe of MnasNet/EfficientNet).
 Weight decay applies to conv and linear weights only (not to BN parameters or biases).
