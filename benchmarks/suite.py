@@ -79,7 +79,8 @@ TASKS: dict[str, TaskSpec] = {
                                 "surrogate with N(0, 0.02^2) evaluation noise"),
     "surrogate-random": TaskSpec({"reward": "surrogate"}, "a different random surrogate task per seed",
                                  per_seed_task=True),
-    "train-digits": TaskSpec({"reward": "train"}, "real child training on the embedded digits dataset (CPU)"),
+    "train-digits": TaskSpec({"reward": "train", "reward_kwargs": {"budget": ("hard", 8.0e6)}},
+                             "real child training on the embedded digits dataset (CPU), hard budget 8 MFLOPs"),
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
