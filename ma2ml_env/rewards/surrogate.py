@@ -329,8 +329,10 @@ class SurrogateEvaluator(Evaluator):
         head_m, head_p = (np.broadcast_to(x, (len(res), widths.shape[1])).copy() for x in (head_m, head_p))
         return dict(
             off=off, ns=ns, stem=(stem_m, stem_p), stages=(macs, params), head=(head_m, head_p),
-            lists=(stem_m.tolist(), stem_p.tolist(), [m.tolist() for m in macs], [p.tolist() for p in params],
-                   head_m.tolist(), head_p.tolist()),
+            flat_lists=(stem_m.tolist(), stem_p.tolist(), [m.reshape(-1).tolist() for m in macs],
+                        [p.reshape(-1).tolist() for p in params], head_m.reshape(-1).tolist(),
+                        head_p.reshape(-1).tolist(),
+                        [tuple(int(v) for v in np.cumprod(m.shape[:0:-1])[::-1]) for m in macs], head_m.shape[1]),
         )
 
     def _nas_costs(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -450,16 +452,19 @@ class SurrogateEvaluator(Evaluator):
         if g is None:
             flops, params = self._base_arch
         else:
-            stem_m, stem_p, st_m, st_p, head_m, head_p = g["lists"]
+            stem_m, stem_p, st_m, st_p, head_m, head_p, strides, hw = g["flat_lists"]
             o, ns = g["off"], g["ns"]
             r = x[o + 4 * ns]
             macs, params, wp = stem_m[r], stem_p[r], 0
-            for i in range(ns):
-                k, e, w, d = x[o + 4 * i], x[o + 4 * i + 1], x[o + 4 * i + 2], x[o + 4 * i + 3]
-                macs += st_m[i][r][wp][k][e][w][d]
-                params += st_p[i][r][wp][k][e][w][d]
+            for i in range(ns):  # flat per-stage tables, row-major over (r, wp, k, e, w, d)
+                s0, s1, s2, s3, s4 = strides[i]
+                j = o + 4 * i
+                w = x[j + 2]
+                li = r * s0 + wp * s1 + x[j] * s2 + x[j + 1] * s3 + w * s4 + x[j + 3]
+                macs += st_m[i][li]
+                params += st_p[i][li]
                 wp = w
-            flops, params = 2.0 * (macs + head_m[r][wp]), params + head_p[r][wp]
+            flops, params = 2.0 * (macs + head_m[r * hw + wp]), params + head_p[r * hw + wp]
         g = self._hpo
         if g is None:
             hz, e, w, ls, epochs = self._base_hpo
