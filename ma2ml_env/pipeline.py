@@ -101,11 +101,15 @@ class Architecture:
         Matches ``torch.utils.flop_counter`` on the child built by the training backend up to BN/activation
         costs, which FlopCounterMode does not count either.
         """
-        return int(2 * _arch_macs(self, in_channels, num_classes))
+        return int(2 * self.costs(in_channels, num_classes)[0])
 
     def params(self, in_channels: int = 3, num_classes: int = 10) -> int:
         """Analytical parameter count of the convolution and linear weights (BN excluded)."""
-        _, params = arch_costs(
+        return int(self.costs(in_channels, num_classes)[1])
+
+    def costs(self, in_channels: int = 3, num_classes: int = 10) -> tuple[float, float]:
+        """(multiply-accumulates, parameters) of one image, from :func:`arch_costs`."""
+        macs, params = arch_costs(
             np.array([self.resolution]),
             self.stem_width,
             *(np.array([[getattr(s, f) for s in self.stages]]) for f in ("kernel", "expansion", "width", "depth")),
@@ -114,24 +118,11 @@ class Architecture:
             in_channels,
             num_classes,
         )
-        return int(params[0])
+        return float(macs[0]), float(params[0])
 
     def __str__(self) -> str:
         stages = " ".join(str(s) for s in self.stages)
         return f"res{self.resolution} stem{self.stem_width} [{stages}] head{self.head_width} drop{self.dropout:g}"
-
-
-def _arch_macs(arch: Architecture, in_channels: int, num_classes: int) -> float:
-    macs, _ = arch_costs(
-        np.array([arch.resolution]),
-        arch.stem_width,
-        *(np.array([[getattr(s, f) for s in arch.stages]]) for f in ("kernel", "expansion", "width", "depth")),
-        np.array([s.stride for s in arch.stages]),
-        arch.head_width,
-        in_channels,
-        num_classes,
-    )
-    return float(macs[0])
 
 
 def stage_costs(
