@@ -5,6 +5,17 @@ import ma2ml_env
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny torch networks: one thread is faster and reproducible on the 2-core CI machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def senv():
     """The default surrogate env."""
     e = ma2ml_env.parallel_env(reward="surrogate")

@@ -34,12 +34,7 @@ BASELINES = ("random", "tpe", "ppo", "a2c", "independent", "separate")
 NEEDS = {"tpe": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _skip_if_missing(name: str) -> None:

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from agents import cli
 from agents.cli import build_parser, main
@@ -22,12 +21,7 @@ NEEDS = {"tpe": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"
 TRIAL_KEYS = {"index", "round", "actions", "score", "status", "seconds", "info", "pipeline"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def search(out: Path, *extra: str, algo: str = "random", budget: int = 12) -> int:

@@ -50,7 +50,8 @@ def test_agents_spaces_and_state(senv):
         assert senv.observation_space(a).contains(o)
 
 
-def test_multi_pipeline_episodes(rng=np.random.default_rng(1)):
+def test_multi_pipeline_episodes():
+    rng = np.random.default_rng(1)
     e = ma2ml_env.parallel_env(reward="surrogate", pipelines_per_episode=4)
     e.reset(seed=3)
     best = 0.0

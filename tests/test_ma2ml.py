@@ -22,13 +22,7 @@ GAME_CFG = {"critic_hidden": 32, "updates_per_round": 8}
 SEEDS = range(10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Reproducible timings and no oversubscription on the 2-core CI machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _greedy_pair(algo: MA2ML) -> tuple[int, int]:
@@ -380,7 +374,6 @@ def test_ma2ml_reaches_the_optimum_within_one_percent_on_an_enumerable_surrogate
     optimum in most seeds; uniform random search at the same budget does not. Measured on seeds 0-4:
     MA2ML 1.000, 0.970, 0.815, 1.000, 1.000 of the optimum; random 0.94, 0.86, 0.84, 0.84, 0.84."""
     import ma2ml_env
-
     from tests.test_surrogate import small_modules
 
     torch.set_num_threads(1)
