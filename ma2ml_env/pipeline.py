@@ -89,7 +89,7 @@ class Architecture:
         dropout: dropout before the classifier.
     """
 
-    resolution: int = 32
+    resolution: int = 16
     stem_width: int = 16
     stages: tuple[Stage, ...] = (Stage(3, 1, 16, 1, 1), Stage(3, 3, 24, 2, 2), Stage(3, 3, 40, 2, 2))
     head_width: int = 128
@@ -208,9 +208,9 @@ class TrainConfig:
     """
 
     optimizer: str = "sgd"
-    lr: float = 0.05
+    lr: float = 0.1
     weight_decay: float = 5e-4
-    batch_size: int = 128
+    batch_size: int = 32
     schedule: str = "cosine"
     label_smoothing: float = 0.0
     epochs: int = 4
