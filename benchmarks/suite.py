@@ -239,6 +239,12 @@ def write_report(out: Path, command: str, throughput: str | None = None) -> Path
         raise SystemExit(f"no finished cells under {out / 'raw'}; run the suite first")
     tasks = sorted({t for t, _ in cells}, key=lambda t: list(TASKS).index(t) if t in TASKS else 99)
     order = [a for a in ALGORITHMS if any((t, a) in cells for t in tasks)]
+    presets = [name for name, cfg in PRESETS.items() if name != "smoke" and set(cfg["tasks"]) <= set(tasks)]
+    if presets:
+        out_arg = "" if out.resolve() == (ROOT / "benchmarks" / "results").resolve() else f" --out {out}"
+        command = " && ".join(
+            [f"python benchmarks/suite.py run --preset {p} --jobs 2{out_arg}" for p in presets] + [command]
+        )
     lines = [
         "# Benchmark report",
         "",
