@@ -112,6 +112,11 @@ class _Task:
         self.failures: list[dict[str, Any]] = []
 
 
+def _check_workers(workers: int | None) -> None:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+
+
 class _RetryingEvaluator(Evaluator):
     """Shared logic of the wrappers: the inner evaluator, retries, failed results, streaming.
 
@@ -373,8 +378,7 @@ class LocalPoolEvaluator(_RetryingEvaluator):
     ) -> None:
         super().__init__(inner, max_retries=max_retries, retry_on=retry_on, time_limit=time_limit,
                          inner_kwargs={**dict(inner_kwargs or {}), **inner_kw})
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-            raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+        _check_workers(workers)
         if devices == "auto":
             gpus = _visible_gpus(self.inner)
         elif devices is None:
@@ -658,8 +662,7 @@ class RayEvaluator(_RetryingEvaluator):
     ) -> None:
         super().__init__(inner, max_retries=max_retries, retry_on=retry_on, time_limit=time_limit,
                          inner_kwargs={**dict(inner_kwargs or {}), **inner_kw})
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-            raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+        _check_workers(workers)
         if not num_cpus_per_trial >= 0 or not num_gpus_per_trial >= 0:
             raise ValueError("num_cpus_per_trial and num_gpus_per_trial must be >= 0")
         self.workers = workers
