@@ -500,6 +500,11 @@ class MA2ML(SearchAlgorithm):
             flat = self.logits.masked_fill(~self._mask, float("-inf")).argmax(-1).numpy()
         return self.layout.unflatten(flat)
 
+    def metrics(self) -> dict[str, Any]:
+        """Diagnostics of the last round: mean critic loss (standardised rewards), mean policy loss, and per
+        agent the mean |A_i| of its credit units before normalisation (the credit it was given)."""
+        return dict(getattr(self, "_metrics", {}))
+
     def propose(self, n: int) -> list[JointAction]:
         """Sample ``n`` joint actions from the policies mixed with ``exploration`` uniform mass."""
         lay, eps = self.layout, self.config.exploration
@@ -539,14 +544,25 @@ class MA2ML(SearchAlgorithm):
         self._reward_mean = float(self.buffer.rewards.mean())
         std = float(self.buffer.rewards.std())
         self._reward_std = std if std > 1e-12 else 1.0
+        critic_losses, policy_losses, self._adv_sums = [], [], torch.zeros(self.n_units)
         if cfg.uses_critic:
             for _ in range(cfg.updates_per_round):
-                self.critic_step(self._uniform_rows(cfg.minibatch_size))
+                critic_losses.append(self.critic_step(self._uniform_rows(cfg.minibatch_size)))
         if cfg.off_policy:
             for _ in range(cfg.updates_per_round):
-                self.policy_step(self._policy_rows(cfg.minibatch_size))
+                policy_losses.append(self.policy_step(self._policy_rows(cfg.minibatch_size)))
         else:
-            self.policy_step(np.arange(start, len(self.buffer)))
+            policy_losses.append(self.policy_step(np.arange(start, len(self.buffer))))
+        # the round's diagnostics, for loggers (agents.tracking reads metrics())
+        unit_agent = torch.as_tensor(self._unit_agent)
+        per_agent = torch.zeros(len(self.layout.agents)).index_add_(0, unit_agent, self._adv_sums)
+        counts = torch.zeros(len(self.layout.agents)).index_add_(0, unit_agent, torch.ones(self.n_units))
+        per_agent = per_agent / (counts * len(policy_losses)).clamp(min=1)
+        self._metrics = {
+            "policy_loss": float(np.mean(policy_losses)),
+            "mean_abs_advantage": dict(zip(self.layout.agents, per_agent.tolist())),
+            **({"critic_loss": float(np.mean(critic_losses))} if critic_losses else {}),
+        }
         if cfg.shared_advantage == "reward":
             m = float(r.mean())
             self.baseline = (
@@ -638,6 +654,8 @@ class MA2ML(SearchAlgorithm):
         # Elite rows repeat: evaluate the (costly) counterfactuals once per distinct buffer row.
         uniq, inverse = np.unique(rows, return_inverse=True)
         adv = self.advantages(torch.as_tensor(self.buffer.actions[uniq]), uniq)[torch.as_tensor(inverse)]
+        if hasattr(self, "_adv_sums"):  # per-unit credit before normalisation, for metrics()
+            self._adv_sums += adv.abs().mean(0)
         if cfg.normalize_advantage:
             adv = adv / (adv.pow(2).mean().sqrt() + 1e-8)
         dec_idx = torch.arange(lay.n_dec)

@@ -387,3 +387,18 @@ def test_ma2ml_reaches_the_optimum_within_one_percent_on_an_enumerable_surrogate
         random_hits += env.evaluator.evaluate_actions(flat)["score"].max() >= 0.99 * best
     assert hits >= 3, hits
     assert random_hits <= 1, random_hits
+
+
+def test_metrics_report_losses_and_per_agent_credit():
+    """What the TensorBoard logger reads after each round (agents/tracking.py: algo/<name>[/<agent>])."""
+    env = MatrixGameEnv(CLIMBING)
+    algo = MA2ML(**GAME_CFG)
+    assert algo.metrics() == {}
+    run(algo, env, budget=16, seed=0, batch_size=8)
+    m = algo.metrics()
+    assert set(m) == {"policy_loss", "critic_loss", "mean_abs_advantage"}
+    assert set(m["mean_abs_advantage"]) == set(env.possible_agents)
+    assert all(v > 0 for v in m["mean_abs_advantage"].values()) and m["critic_loss"] >= 0
+    lite = MA2MLLite()
+    run(lite, MatrixGameEnv(CLIMBING), budget=16, seed=0, batch_size=8)
+    assert "critic_loss" not in lite.metrics()
