@@ -122,9 +122,9 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._action_spaces = {m.name: m.action_space for m in self.space.modules}
         d = int(self.space.joint_nvec.size)
         self.state_space = gymnasium.spaces.Box(0.0, 1.0, (3 + d,), np.float32)
-        self._scale = 1.0 / np.maximum(self.space.joint_nvec - 1, 1)
+        self._scale = (1.0 / np.maximum(self.space.joint_nvec - 1, 1)).astype(np.float32)
         self._fast = callable(getattr(self.evaluator, "evaluate_actions", None))
-        self._one = getattr(self.evaluator, "evaluate_one_tuple", None)
+        self._one = callable(getattr(self.evaluator, "evaluate_one_tuple", None))
         self._np_random, self._np_random_seed = seeding.np_random(None)
         self._obs = np.zeros(3 + d, np.float32)
         self._seed_buf: list[int] = []
@@ -178,8 +178,8 @@ class AutoMLPipelineEnv(ParallelEnv):
             )
         flat, x = self.space.validate_fast(actions)  # raises before any state changes
         seed = self._next_seed()
-        if self._one is not None:  # scalar fast path (surrogate): a tuple in EvalResult field order
-            res = self._one(x, seed)
+        if self._one:  # scalar fast path (surrogate): a tuple in EvalResult field order
+            res = self.evaluator.evaluate_one_tuple(x, seed)
             self.evaluations += 1
             self._last_flat, self._last_tuple = flat, res
         else:
@@ -189,10 +189,13 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._t += 1
         self._best = max(self._best, score)
         obs = self._obs = np.empty_like(self._obs)
+        tail = obs[3:]
+        tail[:] = flat
+        tail *= self._scale
         obs[:3] = (self._t / self.pipelines_per_episode, score, self._best)
-        obs[3:] = flat * self._scale
         done = self._t >= self.pipelines_per_episode
-        info = dict(zip(INFO_KEYS, (*res, self._t)))
+        info = {"score": score, "status": res[1], "accuracy": res[2], "flops": res[3], "params": res[4],
+                "seconds": res[5], "t": self._t}  # INFO_KEYS
         agents = self.agents
         obs = dict.fromkeys(agents, obs)  # one fresh array per step, shared by the agents (read-only use)
         rewards = dict.fromkeys(agents, score)

@@ -340,6 +340,7 @@ class SearchSpace:
         self.offsets: tuple[int, ...] = tuple(int(x) for x in np.cumsum((0, *self.sizes))[:-1])
         self.joint_nvec: np.ndarray = np.concatenate([self.nvecs[n] for n in self.names]).astype(np.int64)
         self._joint_nvec_u = self.joint_nvec.astype(np.uint64)
+        self._d = int(self.joint_nvec.size)
         self._shapes = [self.nvecs[n].shape for n in self.names]
 
     # -- actions ---------------------------------------------------------------------------------------
@@ -398,7 +399,7 @@ class SearchSpace:
                 arrs = [actions[n] for n in self.names]
                 if [a.shape for a in arrs] == self._shapes:
                     flat = np.concatenate(arrs)
-                    if flat.dtype == np.int64 and (flat.view(np.uint64) < self._joint_nvec_u).all():
+                    if flat.dtype == np.int64 and np.count_nonzero(flat.view(np.uint64) < self._joint_nvec_u) == self._d:
                         return flat, flat.tolist()  # negatives wrap to huge unsigned values: one comparison
         except (KeyError, TypeError, AttributeError, ValueError):
             pass

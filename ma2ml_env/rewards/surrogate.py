@@ -284,6 +284,74 @@ class SurrogateEvaluator(Evaluator):
             f = self._hpo_features(Ah)
             g["hz_list"] = self._hz(f["opt"], f["log_lr"], f["bs"], f["sched"], f["e"]).tolist()
             g["e_list"], g["w_list"], g["ls_list"], g["ep_list"] = (f[k].tolist() for k in ("e", "w", "ls", "epochs"))
+        self.__dict__.pop("evaluate_one_tuple", None)
+        if self._aug is not None and self._nas is not None and self._hpo is not None \
+                and self.noise_std == 0 and not self._budget_active:
+            self.evaluate_one_tuple = self._compile_scalar_path()
+
+    def _compile_scalar_path(self):
+        """:meth:`evaluate_one_tuple` specialised to this space, with every table and coefficient bound to a
+        local name (the common case: all three modules, no noise, no budget). Same arithmetic, same order."""
+        t = self.task
+        a_c, b_c, a_q, g_sc, g_se = t.a_c, t.b_c, t.a_q, t.g_sc, t.g_se
+        kappa, omega, lam, rho, floor, span = t.kappa, t.omega, t.lam, t.rho, t.floor, t.ceil - t.floor
+        S, Q, P, M = self._aug["flat_lists"]
+        op_cols, n_slots = tuple(self._aug["op_cols"]), self._aug["n"]
+        g = self._nas
+        stem_m, stem_p, st_m, st_p, head_m, head_p, strides, hw = g["flat_lists"]
+        stages = tuple(zip(range(g["ns"]), st_m, st_p, strides))
+        res_col = g["off"] + 4 * g["ns"]
+        h = self._hpo
+        o = h["off"]
+        r0, r1, r2, r3, r4, r5, r6 = h["radix"]
+        hz_l, e_l, w_l, ls_l, ep_l = h["hz_list"], h["e_list"], h["w_list"], h["ls_list"], h["ep_list"]
+        lo, hi = self._log_f
+        cost = self.dataset_size * 3 / self.throughput
+        overhead, log, exp, fl = self.overhead, math.log, math.exp, math.floor
+        off = g["off"]
+
+        def evaluate_one_tuple(x: Sequence[int], seed: int | None = None) -> tuple:
+            ssum = qsum = 0.0
+            for j in op_cols:
+                i = (x[j] * P + x[j + 1]) * M + x[j + 2]
+                ssum += S[i]
+                qsum += Q[i]
+            q = qsum / n_slots
+            r = x[res_col]
+            macs, params, wp = stem_m[r], stem_p[r], 0
+            for i, tm, tp, (s0, s1, s2, s3, s4) in stages:
+                j = off + 4 * i
+                w = x[j + 2]
+                li = r * s0 + wp * s1 + x[j] * s2 + x[j + 1] * s3 + w * s4 + x[j + 3]
+                macs += tm[li]
+                params += tp[li]
+                wp = w
+            flops, params = 2.0 * (macs + head_m[r * hw + wp]), params + head_p[r * hw + wp]
+            k = x[o] * r0 + x[o + 1] * r1 + x[o + 2] * r2 + x[o + 3] * r3 + x[o + 4] * r4 + x[o + 5] * r5 + x[o + 6] * r6
+            e, w, ls = e_l[k], w_l[k], ls_l[k]
+            c = fl(min(max((log(flops) - lo) / (hi - lo), 0.0), 1.0) * LEVELS + 0.5 + 1e-9) / LEVELS
+            s = fl(ssum / n_slots * LEVELS + 0.5 + 1e-9) / LEVELS
+            z = hz_l[k] + (
+                a_c * c - b_c * c * c + a_q * q
+                + g_sc * (2 * s - 1) * (2 * c - 1) + g_se * (2 * s - 1) * (2 * e - 1)
+                - kappa * (s + omega * w + lam * ls - rho * c) ** 2
+            )
+            acc = floor + span / (1.0 + exp(-z))
+            return acc, "ok", acc, flops, params, ep_l[k] * cost * flops + overhead
+
+        return evaluate_one_tuple
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("evaluate_one_tuple", None)  # a closure: rebuilt on unpickling
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "evaluate_one_tuple" not in state and self.space is not None and self._aug is not None \
+                and self._nas is not None and self._hpo is not None and self.noise_std == 0 \
+                and not self._budget_active:
+            self.evaluate_one_tuple = self._compile_scalar_path()
 
     def _require_bound(self) -> SearchSpace:
         if self.space is None:
