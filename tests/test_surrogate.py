@@ -146,14 +146,31 @@ def test_hard_and_soft_budget_statuses():
     assert rh.accuracy == rf.accuracy
 
 
-def test_scalar_and_batch_paths_agree(senv):
-    ev, space = senv.evaluator, senv.space
-    A = space.sample(np.random.default_rng(9), 500)
-    batch = ev.evaluate_actions(A)
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"budget": CostBudget(max_flops=5e6)}, {"budget": CostBudget(max_flops=5e6, mode="soft")},
+     {"task": 3}, {"noise_std": 0.01}],
+)
+def test_scalar_and_batch_paths_agree(kwargs):
+    """env.step's scalar path (compiled per space when there is no noise or budget) == the batch path,
+    also after pickling (the compiled closure is rebuilt)."""
+    import pickle
+
+    env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs=kwargs)
+    ev, space = env.evaluator, env.space
+    assert ("evaluate_one_tuple" in ev.__dict__) == (not kwargs or "task" in kwargs)
+    clone = pickle.loads(pickle.dumps(ev))
+    assert ("evaluate_one_tuple" in clone.__dict__) == ("evaluate_one_tuple" in ev.__dict__)
+    A = space.sample(np.random.default_rng(9), 300)
+    seeds = list(range(300))
+    batch = ev.evaluate_actions(A, seeds)
     for i in range(len(A)):
-        one = ev.evaluate_one(A[i].tolist())
-        assert one.score == pytest.approx(batch["score"][i], abs=1e-12)
-        assert one.flops == batch["flops"][i] and one.params == batch["params"][i]
+        for e in (ev, clone):
+            one = e.evaluate_one(A[i].tolist(), seeds[i])
+            assert one.score == pytest.approx(batch["score"][i], abs=1e-12)
+            assert one.status == ("over_budget" if batch["over_budget"][i] else "ok")
+            assert one.flops == batch["flops"][i] and one.params == batch["params"][i]
+            assert one.seconds == pytest.approx(batch["seconds"][i], rel=1e-12)
 
 
 def test_costs_match_the_architecture(senv):
