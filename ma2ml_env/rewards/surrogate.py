@@ -224,7 +224,6 @@ class SurrogateEvaluator(Evaluator):
         base = space.base
         self._aug = self._nas = self._hpo = None
         self._log_lr0 = np.log10(np.asarray(t.lr0, dtype=float))
-        self._log_lr0_list = self._log_lr0.tolist()
         self._b_opt, self._b_sched = np.asarray(t.b_opt, dtype=float), np.asarray(t.b_sched, dtype=float)
         for mod, off in zip(space.modules, space.offsets):
             if isinstance(mod, AugmentModule) and self._aug is None:
@@ -236,7 +235,6 @@ class SurrogateEvaluator(Evaluator):
                     strength=strength, probs=np.array(mod.probs, dtype=float),
                     util=np.array([util[o] for o in mod.ops]), op_cols=cols.tolist(),
                 )
-                self._aug["lists"] = (strength.tolist(), list(map(float, mod.probs)), self._aug["util"].tolist())
                 probs = self._aug["probs"][None, :, None]
                 self._aug["s_flat"] = (probs * strength[:, None, :]).reshape(-1)
                 self._aug["q_flat"] = np.broadcast_to(
@@ -259,7 +257,6 @@ class SurrogateEvaluator(Evaluator):
                     e=np.array([_epochs_level(v) for v in ch["epochs"]]),
                     epochs=np.array(ch["epochs"], dtype=float),
                 )
-                self._hpo["lists"] = {k: v.tolist() for k, v in self._hpo.items() if isinstance(v, np.ndarray)}
                 self._hpo["radix"] = [int(v) for v in np.cumprod([1, *space.nvecs[mod.name][:0:-1].tolist()])[::-1]]
         # Features of absent modules are constants read off the base pipeline.
         slots = [op for sub in base.augment for op in sub]
