@@ -500,7 +500,8 @@ class SurrogateEvaluator(Evaluator):
 
     def evaluate_one_tuple(self, x: Sequence[int], seed: int | None = None) -> tuple:
         """:meth:`evaluate_one` as a plain tuple in :class:`EvalResult` field order (what ``env.step``
-        uses: building a frozen dataclass costs as much as the evaluation itself)."""
+        uses: building a frozen dataclass costs as much as the evaluation itself). The general path (noise,
+        budget, absent modules); :meth:`_compile_scalar_path` replaces it per space in the common case."""
         t = self.task
         g = self._aug
         if g is None:
@@ -538,13 +539,8 @@ class SurrogateEvaluator(Evaluator):
             i = sum(map(operator.mul, x[o:o + 7], g["radix"]))
             hz, e, w, ls, epochs = g["hz_list"][i], g["e_list"][i], g["w_list"][i], g["ls_list"][i], g["ep_list"][i]
         lo, hi = self._log_f
-        c = math.floor(min(max((math.log(flops) - lo) / (hi - lo), 0.0), 1.0) * LEVELS + 0.5 + 1e-9) / LEVELS
-        s = math.floor(s * LEVELS + 0.5 + 1e-9) / LEVELS  # == _quantise, inlined
-        z = hz + (
-            t.a_c * c - t.b_c * c * c + t.a_q * q
-            + t.g_sc * (2 * s - 1) * (2 * c - 1) + t.g_se * (2 * s - 1) * (2 * e - 1)
-            - t.kappa * (s + t.omega * w + t.lam * ls - t.rho * c) ** 2
-        )  # == _cz, inlined
+        c = _quantise_one(min(max((math.log(flops) - lo) / (hi - lo), 0.0), 1.0))
+        z = hz + self._cz(c, _quantise_one(s), q, e, w, ls)
         acc = t.floor + (t.ceil - t.floor) / (1.0 + math.exp(-z))
         if self.noise_std > 0:
             if seed is None:
