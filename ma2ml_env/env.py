@@ -125,6 +125,8 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._scale = (1.0 / np.maximum(self.space.joint_nvec - 1, 1)).astype(np.float32)
         self._fast = callable(getattr(self.evaluator, "evaluate_actions", None))
         self._one = callable(getattr(self.evaluator, "evaluate_one_tuple", None))
+        self._flat_buf = np.zeros(d, np.int64)
+        self._init_kernel()
         self._np_random, self._np_random_seed = seeding.np_random(None)
         self._obs = np.zeros(3 + d, np.float32)
         self._seed_buf: list[int] = []
@@ -133,6 +135,22 @@ class AutoMLPipelineEnv(ParallelEnv):
         self.evaluations = 0
         self._last_flat: np.ndarray | None = None
         self._last_tuple: tuple = ()
+
+    def _init_kernel(self) -> None:
+        # the compiled step (numba, surrogate reward, default modules): validation + evaluation + observation
+        # in one call; None means the Python path below (same numbers)
+        get = getattr(self.evaluator, "step_kernel", None)
+        k = get() if callable(get) else None
+        self._kernel, self._ktables = (None, ()) if k is None else k
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_kernel"] = None  # a numba dispatcher: looked up again on unpickling
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_kernel()
 
     # -- spaces ----------------------------------------------------------------------------------------
     def observation_space(self, agent: str) -> gymnasium.spaces.Box:
@@ -176,6 +194,22 @@ class AutoMLPipelineEnv(ParallelEnv):
                 f"the episode is over (all agents terminated after {self.pipelines_per_episode} pipelines); "
                 "call reset() to start a new one"
             )
+        kern = self._kernel
+        if kern is not None:
+            obs = np.empty_like(self._obs)
+            try:
+                if len(actions) != len(self.possible_agents):
+                    raise KeyError
+                acc, flops, params, seconds = kern(tuple(map(actions.__getitem__, self.possible_agents)),
+                                                   *self._ktables, self._flat_buf, obs, self._scale)
+            except (KeyError, TypeError, AttributeError):  # not 1-d int64 arrays under the agents' names:
+                acc = -1.0                                  # the Python path (it says what is wrong)
+            if acc >= 0.0:  # validated; flat joint action in _flat_buf, obs[3:] written
+                self._next_seed()  # the evaluation seed stream is the same on both paths
+                self.evaluations += 1
+                self._last_flat = self._flat_buf
+                self._last_tuple = res = (acc, "ok", acc, flops, params, seconds)
+                return self._finish_step(obs, res)
         flat, x = self.space.validate_fast(actions)  # raises before any state changes
         seed = self._next_seed()
         if self._one:  # scalar fast path (surrogate): a tuple in EvalResult field order
@@ -185,13 +219,17 @@ class AutoMLPipelineEnv(ParallelEnv):
         else:
             r = self._evaluate([flat], [seed])[0]
             res = (r.score, r.status, r.accuracy, r.flops, r.params, r.seconds)
-        score = res[0]
-        self._t += 1
-        self._best = max(self._best, score)
-        obs = self._obs = np.empty_like(self._obs)
+        obs = np.empty_like(self._obs)
         tail = obs[3:]
         tail[:] = flat
         tail *= self._scale
+        return self._finish_step(obs, res)
+
+    def _finish_step(self, obs: np.ndarray, res: tuple) -> tuple[dict, dict, dict, dict, dict]:
+        score = res[0]
+        self._t += 1
+        self._best = max(self._best, score)
+        self._obs = obs
         obs[:3] = (self._t / self.pipelines_per_episode, score, self._best)
         done = self._t >= self.pipelines_per_episode
         info = {"score": score, "status": res[1], "accuracy": res[2], "flops": res[3], "params": res[4],

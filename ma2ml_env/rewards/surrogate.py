@@ -63,6 +63,7 @@ from ma2ml_env.modules.aug import AUG_OPS, AugmentModule
 from ma2ml_env.modules.hpo import OPTIMIZERS, SCHEDULES, HyperParameterModule
 from ma2ml_env.modules.nas import ArchitectureModule
 from ma2ml_env.pipeline import MAGNITUDE_BINS, Pipeline, SearchSpace, head_costs, stage_costs, stem_costs
+from ma2ml_env.rewards import _jit
 from ma2ml_env.rewards.base import CostBudget, EvalResult, Evaluator
 
 __all__ = ["SurrogateTask", "SurrogateEvaluator", "LEVELS"]
@@ -282,9 +283,19 @@ class SurrogateEvaluator(Evaluator):
             g["hz_list"] = self._hz(f["opt"], f["log_lr"], f["bs"], f["sched"], f["e"]).tolist()
             g["e_list"], g["w_list"], g["ls_list"], g["ep_list"] = (f[k].tolist() for k in ("e", "w", "ls", "epochs"))
         self.__dict__.pop("evaluate_one_tuple", None)
+        self._jit_tables = None
         if self._aug is not None and self._nas is not None and self._hpo is not None \
                 and self.noise_std == 0 and not self._budget_active:
             self.evaluate_one_tuple = self._compile_scalar_path()
+            self._jit_tables = _jit.pack_tables(self, space)
+
+    def step_kernel(self) -> tuple[Any, tuple[np.ndarray, ...]] | None:
+        """``(kernel, tables)`` for the env's compiled step (see :mod:`ma2ml_env.rewards._jit`), or ``None``
+        where it does not apply (numba missing or disabled, noise, a budget, a module absent)."""
+        if getattr(self, "_jit_tables", None) is None:
+            return None
+        kern = _jit.step_kernel(len(self.space.names))
+        return None if kern is None else (kern, self._jit_tables)
 
     def _compile_scalar_path(self):
         """:meth:`evaluate_one_tuple` specialised to this space, with every table and coefficient bound to a
@@ -328,10 +339,11 @@ class SurrogateEvaluator(Evaluator):
             e, w, ls = e_l[k], w_l[k], ls_l[k]
             c = fl(min(max((log(flops) - lo) / (hi - lo), 0.0), 1.0) * LEVELS + 0.5 + 1e-9) / LEVELS
             s = fl(ssum / n_slots * LEVELS + 0.5 + 1e-9) / LEVELS
+            d = s + omega * w + lam * ls - rho * c
             z = hz_l[k] + (
                 a_c * c - b_c * c * c + a_q * q
                 + g_sc * (2 * s - 1) * (2 * c - 1) + g_se * (2 * s - 1) * (2 * e - 1)
-                - kappa * (s + omega * w + lam * ls - rho * c) ** 2
+                - kappa * (d * d)
             )
             acc = floor + span / (1.0 + exp(-z))
             return acc, "ok", acc, flops, params, ep_l[k] * cost * flops + overhead
@@ -448,10 +460,11 @@ class SurrogateEvaluator(Evaluator):
     def _cz(self, c, s, q, e, w, ls):
         """The coupled part of z: capacity, augmentation and regularisation interactions."""
         t = self.task
+        d = s + t.omega * w + t.lam * ls - t.rho * c  # squared as d * d on every path (pow may differ by 1 ulp)
         return (
             t.a_c * c - t.b_c * c * c + t.a_q * q
             + t.g_sc * (2 * s - 1) * (2 * c - 1) + t.g_se * (2 * s - 1) * (2 * e - 1)
-            - t.kappa * (s + t.omega * w + t.lam * ls - t.rho * c) ** 2
+            - t.kappa * (d * d)
         )
 
     def _accuracy(self, z: np.ndarray) -> np.ndarray:
