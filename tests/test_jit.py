@@ -1,0 +1,169 @@
+"""The compiled step (numba, extra "fast"): the same numbers as the Python path, and the same errors."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+import ma2ml_env
+from ma2ml_env import AutoMLModule, Decision
+from ma2ml_env.rewards import _jit
+
+from .conftest import sample_joint
+
+
+class Dropout(AutoMLModule):
+    """A user module beside the built-ins: the surrogate ignores it, the kernel must still validate it."""
+
+    name = "drop"
+    decisions = (Decision("rate", (0.0, 0.1, 0.2)), Decision("where", ("stem", "head")))
+
+    def apply(self, choice, pipeline):
+        return pipeline
+
+
+def _pair(**kwargs):
+    """The same env twice: one on the compiled step, one forced onto the Python path."""
+    fast, slow = ma2ml_env.parallel_env(**kwargs), ma2ml_env.parallel_env(**kwargs)
+    slow._kernel = None
+    return fast, slow
+
+
+def _same_step(a, b):
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            if isinstance(x[k], np.ndarray):
+                assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k])
+            else:
+                assert x[k] == y[k] and type(x[k]) is type(y[k])
+
+
+def test_pure_python_kernel_matches_the_scalar_path():
+    """The kernel function run uncompiled (no numba needed) on the packed tables == the scalar path:
+    this checks the table layout wherever the tests run."""
+    env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"task": 4})
+    ev, space = env.evaluator, env.space
+    tables = _jit.pack_tables(ev, space)
+    for f in space.sample(np.random.default_rng(0), 200):
+        arrs = tuple(space.unflatten(f)[n] for n in space.names)
+        flat, obs = np.zeros(f.size, np.int64), np.zeros(3 + f.size, np.float32)
+        acc, flops, params, seconds = _jit._step(arrs, *tables, flat, obs, env._scale)
+        want = ev.evaluate_one_tuple(f.tolist(), 0)
+        assert (acc, flops, params, seconds) == (want[2], want[3], want[4], want[5])
+        assert np.array_equal(flat, f)
+        assert np.array_equal(obs[3:], f.astype(np.float32) * env._scale)
+    bad = tuple(space.unflatten(f)[n] for n in space.names)
+    bad[2][0] = space.joint_nvec[space.offsets[2]]
+    flat = np.full(f.size, 7, np.int64)
+    assert _jit._step(bad, *tables, flat, np.zeros(3 + f.size, np.float32), env._scale)[0] == -1.0
+    assert (flat == 7).all()  # nothing written before the whole action is validated
+
+
+# -- compiled ----------------------------------------------------------------------------------------
+numba = pytest.importorskip("numba")
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(reward="surrogate"),
+    dict(reward="surrogate", reward_kwargs={"task": 7}, pipelines_per_episode=4),
+    dict(reward="surrogate", modules=("hpo", Dropout(), "aug", "nas"), pipelines_per_episode=3),
+])
+def test_compiled_and_python_steps_are_identical(kwargs):
+    fast, slow = _pair(**kwargs)
+    assert fast._kernel is not None
+    rng = np.random.default_rng(3)
+    _same_step(fast.reset(seed=11), slow.reset(seed=11))
+    for _ in range(600):
+        if not fast.agents:
+            _same_step(fast.reset(), slow.reset())
+        act = sample_joint(fast, rng)
+        _same_step(fast.step(act), slow.step(act))
+        assert np.array_equal(fast.state(), slow.state())
+    assert fast.evaluations == slow.evaluations == 600
+    assert fast.last_result == slow.last_result
+    assert all(np.array_equal(fast.last_actions[k], slow.last_actions[k]) for k in act)
+    assert fast._seed_buf == slow._seed_buf  # the evaluation seed stream is the same on both paths
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda a: a.update(hpo=a["hpo"].astype(np.int32)),     # valid, other dtype
+    lambda a: a.update(nas=a["nas"].tolist()),             # valid, a list
+    lambda a: a.update(aug=np.repeat(a["aug"], 2)[::2]),   # valid, a strided view
+])
+def test_other_valid_inputs_take_the_python_path(mutate):
+    fast, slow = _pair(reward="surrogate")
+    fast.reset(seed=0), slow.reset(seed=0)
+    act = sample_joint(fast, np.random.default_rng(1))
+    mutate(act)
+    _same_step(fast.step(act), slow.step(act))
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda a: a["hpo"].__setitem__(6, 4), "out of range at position 6"),
+    (lambda a: a["aug"].__setitem__(29, -1), "out of range"),
+    (lambda a: a.update(nas=a["nas"][:-1].copy()), "shape \\(12,\\), expected \\(13,\\)"),
+    (lambda a: a.pop("aug"), "missing \\['aug'\\]"),
+    (lambda a: a.update(aug2=a.pop("aug")), "missing"),
+])
+def test_bad_input_changes_nothing(mutate, match):
+    fast, slow = _pair(reward="surrogate", pipelines_per_episode=5)
+    fast.reset(seed=0), slow.reset(seed=0)
+    rng = np.random.default_rng(2)
+    first = sample_joint(fast, rng)
+    fast.step(first), slow.step(first)
+    before = (fast.last_actions, fast.last_result, fast.evaluations, fast.state(), list(fast._seed_buf))
+    bad = sample_joint(fast, rng)
+    mutate(bad)
+    with pytest.raises(ValueError, match=match):
+        fast.step(bad)
+    after = (fast.last_actions, fast.last_result, fast.evaluations, fast.state(), list(fast._seed_buf))
+    assert all(np.array_equal(before[0][k], after[0][k]) for k in before[0])
+    assert before[1:3] == after[1:3] and np.array_equal(before[3], after[3]) and before[4] == after[4]
+    nxt = sample_joint(fast, rng)
+    _same_step(fast.step(nxt), slow.step(nxt))
+
+
+@pytest.mark.parametrize("reward_kwargs", [{"noise_std": 0.01}, {"budget": ma2ml_env.CostBudget(max_flops=4e6)}])
+def test_kernel_only_where_it_computes_the_same_thing(reward_kwargs):
+    env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs=reward_kwargs)
+    assert env._kernel is None  # noise and budgets stay on the Python path
+    assert ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo"))._kernel is None
+
+
+def test_switched_off_by_environment_variable(monkeypatch):
+    monkeypatch.setenv("MA2ML_JIT", "0")
+    env = ma2ml_env.parallel_env(reward="surrogate")
+    assert env._kernel is None and not _jit.available()
+    env.reset(seed=0)
+    assert 0.0 < env.step(sample_joint(env, np.random.default_rng(0)))[1]["aug"] < 1.0
+
+
+def test_pickled_env_gets_its_kernel_back():
+    env = ma2ml_env.parallel_env(reward="surrogate", pipelines_per_episode=5)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    env.step(sample_joint(env, rng))
+    clone = pickle.loads(pickle.dumps(env))
+    assert clone._kernel is not None
+    act = sample_joint(env, rng)
+    _same_step(clone.step(act), env.step(act))
+
+
+def test_a_broken_numba_falls_back_with_a_warning(monkeypatch):
+    monkeypatch.setattr(_jit, "_KERNELS", {})
+    monkeypatch.setattr(_jit, "_DISABLED", False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("LLVM exploded")
+
+    monkeypatch.setattr(numba, "njit", broken)
+    with pytest.warns(RuntimeWarning, match="LLVM exploded"):
+        env = ma2ml_env.parallel_env(reward="surrogate")
+    assert env._kernel is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, not on every env
+        assert ma2ml_env.parallel_env(reward="surrogate")._kernel is None
+    env.reset(seed=0)
+    env.step(sample_joint(env, np.random.default_rng(0)))
