@@ -66,9 +66,9 @@ numba = pytest.importorskip("numba")
 
 
 @pytest.mark.parametrize("kwargs", [
-    dict(reward="surrogate"),
-    dict(reward="surrogate", reward_kwargs={"task": 7}, pipelines_per_episode=4),
-    dict(reward="surrogate", modules=("hpo", Dropout(), "aug", "nas"), pipelines_per_episode=3),
+    {"reward": "surrogate"},
+    {"reward": "surrogate", "reward_kwargs": {"task": 7}, "pipelines_per_episode": 4},
+    {"reward": "surrogate", "modules": ("hpo", Dropout(), "aug", "nas"), "pipelines_per_episode": 3},
 ])
 def test_compiled_and_python_steps_are_identical(kwargs):
     fast, slow = _pair(**kwargs)

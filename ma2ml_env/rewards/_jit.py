@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["available", "step_kernel", "pack_tables"]
+__all__ = ["available", "pack_tables", "step_kernel"]
 
 _KERNELS: dict[int, object] = {}
 _DISABLED = False  # set after a failed compile (numba present but broken): never retried
@@ -51,13 +51,13 @@ def available() -> bool:
     return True
 
 
-def _step(arrs, nvec, F, I, C, flat, obs, scale):  # noqa: E741 - compiled by numba; plain Python otherwise
+def _step(arrs, nvec, F, I, C, flat, obs, scale):  # compiled by numba; plain Python otherwise
     """Validate the agents' arrays, write the flat joint action into ``flat`` and ``flat * scale`` into
     ``obs[3:]``, evaluate the surrogate. Returns ``(accuracy, flops, params, seconds)``; accuracy -1.0 when
     an array has the wrong length or a value out of range (nothing is written then)."""
     k = 0
     na = 0
-    for a in arrs:  # pass 1: shapes and bounds, before anything is written
+    for a in arrs:  # noqa: SIM113 - pass 1: shapes and bounds, before anything is written
         n = a.shape[0]
         if n != I[STAGES + 7 * I[NS] + na]:
             return -1.0, 0.0, 0.0, 0.0
@@ -140,7 +140,7 @@ def step_kernel(n_agents: int):
             kern = numba.njit(cache=True, nogil=True)(_step)
             kern.compile(sig.args)
             kern.disable_compile()
-        except Exception as exc:  # a broken numba install must not break the env: fall back, say so once
+        except Exception as exc:  # noqa: BLE001 - a broken numba install must not break the env: fall back, say so once
             _DISABLED = True
             warnings.warn(f"ma2ml: numba kernel unavailable ({type(exc).__name__}: {exc}); using the Python "
                           "step path", RuntimeWarning, stacklevel=2)
