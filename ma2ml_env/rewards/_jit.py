@@ -57,7 +57,7 @@ def _step(arrs, nvec, F, I, C, flat, obs, scale):  # compiled by numba; plain Py
     an array has the wrong length or a value out of range (nothing is written then)."""
     k = 0
     na = 0
-    for a in arrs:  # noqa: SIM113 - pass 1: shapes and bounds, before anything is written
+    for a in arrs:  # pass 1: shapes and bounds, before anything is written
         n = a.shape[0]
         if n != I[STAGES + 7 * I[NS] + na]:
             return -1.0, 0.0, 0.0, 0.0
@@ -66,7 +66,7 @@ def _step(arrs, nvec, F, I, C, flat, obs, scale):  # compiled by numba; plain Py
             if v < 0 or v >= nvec[k + j]:
                 return -1.0, 0.0, 0.0, 0.0
         k += n
-        na += 1
+        na += 1  # noqa: SIM113 - numba: no enumerate over a tuple of arrays needed
     k = 0
     for a in arrs:  # pass 2: the flat action and the observation's action part
         for j in range(a.shape[0]):
