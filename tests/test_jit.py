@@ -167,3 +167,26 @@ def test_a_broken_numba_falls_back_with_a_warning(monkeypatch):
         assert ma2ml_env.parallel_env(reward="surrogate")._kernel is None
     env.reset(seed=0)
     env.step(sample_joint(env, np.random.default_rng(0)))
+
+
+def test_no_writable_cache_compiles_without_one(monkeypatch):
+    monkeypatch.setattr(_jit, "_KERNELS", {})
+    real = numba.njit
+    calls = []
+
+    def njit(*args, cache=False, **kwargs):
+        calls.append(cache)
+        if cache:
+            raise RuntimeError("cannot cache function '_step': no locator available")
+        return real(*args, cache=cache, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = ma2ml_env.parallel_env(reward="surrogate")
+    assert fast._kernel is not None and calls == [True, False]
+    slow = ma2ml_env.parallel_env(reward="surrogate")
+    slow._kernel = None
+    act = sample_joint(fast, np.random.default_rng(0))
+    _same_step(fast.reset(seed=0), slow.reset(seed=0))
+    _same_step(fast.step(act), slow.step(act))

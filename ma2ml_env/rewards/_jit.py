@@ -137,8 +137,12 @@ def step_kernel(n_agents: int):
             i64, f64, f32 = types.Array(types.int64, 1, "C"), types.Array(types.float64, 1, "C"), \
                 types.Array(types.float32, 1, "C")
             sig = types.UniTuple(types.float64, 4)(types.UniTuple(i64, n_agents), i64, f64, i64, f64, i64, f32, f32)
-            kern = numba.njit(cache=True, nogil=True)(_step)
-            kern.compile(sig.args)
+            try:
+                kern = numba.njit(cache=True, nogil=True)(_step)
+                kern.compile(sig.args)
+            except RuntimeError:  # no writable cache location (read-only install): compile without one
+                kern = numba.njit(cache=False, nogil=True)(_step)
+                kern.compile(sig.args)
             kern.disable_compile()
         except Exception as exc:  # noqa: BLE001 - a broken numba install must not break the env: fall back, say so once
             _DISABLED = True
