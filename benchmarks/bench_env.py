@@ -74,7 +74,7 @@ def main() -> None:
 
     py_env = ma2ml_env.parallel_env(reward="surrogate", pipelines_per_episode=10**9)
     py_env._kernel = None  # the pure-Python path (what runs without numba, or with MA2ML_JIT=0)
-    compiled = env._kernel is not None
+    compiled = env._init_kernel() is not None
     best_env = best_py = best_bare = 0.0
     for _ in range(args.repeats):
         best_env = max(best_env, steps_per_second(env, actions))

@@ -131,7 +131,8 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._fast = callable(getattr(self.evaluator, "evaluate_actions", None))
         self._one = callable(getattr(self.evaluator, "evaluate_one_tuple", None))
         self._flat_buf = np.zeros(d, np.int64)
-        self._init_kernel()
+        self._kernel: Any = ...  # the compiled step: looked up on the first step (... = not yet)
+        self._ktables: tuple = ()
         self._np_random, self._np_random_seed = seeding.np_random(None)
         self._obs = np.zeros(3 + d, np.float32)
         self._seed_buf: list[int] = []
@@ -141,21 +142,20 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._last_flat: np.ndarray | None = None
         self._last_tuple: tuple = ()
 
-    def _init_kernel(self) -> None:
+    def _init_kernel(self) -> Any:
         # the compiled step (numba, surrogate reward, default modules): validation + evaluation + observation
-        # in one call; None means the Python path below (same numbers)
+        # in one call; None means the Python path in step() (same numbers). Looked up lazily: importing
+        # numba and loading the kernel costs ~1 s, which searches that only use evaluate() never pay.
         get = getattr(self.evaluator, "step_kernel", None)
         k = get() if callable(get) else None
         self._kernel, self._ktables = (None, ()) if k is None else k
+        return self._kernel
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_kernel"] = None  # a numba dispatcher: looked up again on unpickling
+        if state["_kernel"] is not None:
+            state["_kernel"] = ...  # a numba dispatcher: looked up again after unpickling
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_kernel()
 
     # -- spaces ----------------------------------------------------------------------------------------
     def observation_space(self, agent: str) -> gymnasium.spaces.Box:
@@ -200,6 +200,8 @@ class AutoMLPipelineEnv(ParallelEnv):
                 "call reset() to start a new one"
             )
         kern = self._kernel
+        if kern is ...:
+            kern = self._init_kernel()
         if kern is not None:
             obs = np.empty_like(self._obs)
             try:

@@ -26,6 +26,8 @@ class Dropout(AutoMLModule):
 def _pair(**kwargs):
     """The same env twice: one on the compiled step, one forced onto the Python path."""
     fast, slow = ma2ml_env.parallel_env(**kwargs), ma2ml_env.parallel_env(**kwargs)
+    assert fast._kernel is ...  # looked up on the first step, not at construction
+    fast._init_kernel()
     slow._kernel = None
     return fast, slow
 
@@ -128,16 +130,16 @@ def test_bad_input_changes_nothing(mutate, match):
 @pytest.mark.parametrize("reward_kwargs", [{"noise_std": 0.01}, {"budget": ma2ml_env.CostBudget(max_flops=4e6)}])
 def test_kernel_only_where_it_computes_the_same_thing(reward_kwargs):
     env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs=reward_kwargs)
-    assert env._kernel is None  # noise and budgets stay on the Python path
-    assert ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo"))._kernel is None
+    assert env._init_kernel() is None  # noise and budgets stay on the Python path
+    assert ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo"))._init_kernel() is None
 
 
 def test_switched_off_by_environment_variable(monkeypatch):
     monkeypatch.setenv("MA2ML_JIT", "0")
     env = ma2ml_env.parallel_env(reward="surrogate")
-    assert env._kernel is None and not _jit.available()
     env.reset(seed=0)
     assert 0.0 < env.step(sample_joint(env, np.random.default_rng(0)))[1]["aug"] < 1.0
+    assert env._kernel is None and not _jit.available()
 
 
 def test_pickled_env_gets_its_kernel_back():
@@ -145,10 +147,11 @@ def test_pickled_env_gets_its_kernel_back():
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     env.step(sample_joint(env, rng))
+    assert env._kernel not in (None, ...)
     clone = pickle.loads(pickle.dumps(env))
-    assert clone._kernel is not None
     act = sample_joint(env, rng)
     _same_step(clone.step(act), env.step(act))
+    assert clone._kernel is env._kernel
 
 
 def test_a_broken_numba_falls_back_with_a_warning(monkeypatch):
@@ -159,14 +162,14 @@ def test_a_broken_numba_falls_back_with_a_warning(monkeypatch):
         raise RuntimeError("LLVM exploded")
 
     monkeypatch.setattr(numba, "njit", broken)
+    env = ma2ml_env.parallel_env(reward="surrogate")
+    env.reset(seed=0)
     with pytest.warns(RuntimeWarning, match="LLVM exploded"):
-        env = ma2ml_env.parallel_env(reward="surrogate")
+        env.step(sample_joint(env, np.random.default_rng(0)))
     assert env._kernel is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once, not on every env
-        assert ma2ml_env.parallel_env(reward="surrogate")._kernel is None
-    env.reset(seed=0)
-    env.step(sample_joint(env, np.random.default_rng(0)))
+        assert ma2ml_env.parallel_env(reward="surrogate")._init_kernel() is None
 
 
 def test_no_writable_cache_compiles_without_one(monkeypatch):
@@ -181,10 +184,10 @@ def test_no_writable_cache_compiles_without_one(monkeypatch):
         return real(*args, cache=cache, **kwargs)
 
     monkeypatch.setattr(numba, "njit", njit)
+    fast = ma2ml_env.parallel_env(reward="surrogate")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fast = ma2ml_env.parallel_env(reward="surrogate")
-    assert fast._kernel is not None and calls == [True, False]
+        assert fast._init_kernel() is not None and calls == [True, False]
     slow = ma2ml_env.parallel_env(reward="surrogate")
     slow._kernel = None
     act = sample_joint(fast, np.random.default_rng(0))
