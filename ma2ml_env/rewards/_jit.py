@@ -162,13 +162,12 @@ def pack_tables(ev, space) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     g = ev._nas
     stem_m, stem_p, st_m, st_p, head_m, head_p, strides, hw = g["flat_lists"]
     h = ev._hpo
-    parts: list[list[float]] = []
-    offsets: list[int] = []
+    table: list[float] = []
 
-    def add(xs) -> int:
-        offsets.append(sum(len(p) for p in parts))
-        parts.append(list(xs))
-        return offsets[-1]
+    def add(xs) -> int:  # append a lookup table to F, return its offset
+        start = len(table)
+        table.extend(xs)
+        return start
 
     o_s, o_q, o_sm, o_sp, o_hm, o_hp = add(S), add(Q), add(stem_m), add(stem_p), add(head_m), add(head_p)
     o_hz, o_e, o_w, o_ls, o_ep = (add(h[k]) for k in ("hz_list", "e_list", "w_list", "ls_list", "ep_list"))
@@ -179,7 +178,7 @@ def pack_tables(ev, space) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
             o_s, o_q, o_sm, o_sp, o_hm, o_hp, o_hz, o_e, o_w, o_ls, o_ep, len(space.names)]
     assert len(head) == STAGES
     ints = np.array(head + stage_rows + [int(s) for s in space.sizes] + list(ev._aug["op_cols"]), dtype=np.int64)
-    floats = np.array([v for p in parts for v in p], dtype=np.float64)
+    floats = np.array(table, dtype=np.float64)
     consts = np.array([t.a_c, t.b_c, t.a_q, t.g_sc, t.g_se, t.kappa, t.omega, t.lam, t.rho, t.floor,
                        t.ceil - t.floor, *ev._log_f, ev.dataset_size * 3 / ev.throughput, ev.overhead,
                        float(LEVELS)], dtype=np.float64)

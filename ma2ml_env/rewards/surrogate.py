@@ -215,6 +215,7 @@ class SurrogateEvaluator(Evaluator):
         f_hi = ref.apply(hi, Pipeline()).arch.flops(self.in_channels, self.num_classes)
         self._log_f = (math.log(f_lo), math.log(f_hi))
         self.space: SearchSpace | None = None
+        self._jit_tables: tuple[np.ndarray, ...] | None = None
 
     # -- binding: per-choice lookup tables -------------------------------------------------------------
     def bind(self, space: SearchSpace) -> None:
@@ -283,19 +284,22 @@ class SurrogateEvaluator(Evaluator):
             g["hz_list"] = self._hz(f["opt"], f["log_lr"], f["bs"], f["sched"], f["e"]).tolist()
             g["e_list"], g["w_list"], g["ls_list"], g["ep_list"] = (f[k].tolist() for k in ("e", "w", "ls", "epochs"))
         self.__dict__.pop("evaluate_one_tuple", None)
-        self._jit_tables = None
+        self._jit_tables = None  # packed on the first step_kernel() call, for this space
         if self._aug is not None and self._nas is not None and self._hpo is not None \
                 and self.noise_std == 0 and not self._budget_active:
             self.evaluate_one_tuple = self._compile_scalar_path()
-            self._jit_tables = _jit.pack_tables(self, space)
 
     def step_kernel(self) -> tuple[Any, tuple[np.ndarray, ...]] | None:
         """``(kernel, tables)`` for the env's compiled step (see :mod:`ma2ml_env.rewards._jit`), or ``None``
         where it does not apply (numba missing or disabled, noise, a budget, a module absent)."""
-        if getattr(self, "_jit_tables", None) is None:
+        if "evaluate_one_tuple" not in self.__dict__:  # the kernel applies where the compiled closure does
             return None
         kern = _jit.step_kernel(len(self.space.names))
-        return None if kern is None else (kern, self._jit_tables)
+        if kern is None:
+            return None
+        if self._jit_tables is None:
+            self._jit_tables = _jit.pack_tables(self, self.space)
+        return kern, self._jit_tables
 
     def _compile_scalar_path(self):
         """:meth:`evaluate_one_tuple` specialised to this space, with every table and coefficient bound to a
