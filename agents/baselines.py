@@ -4,6 +4,8 @@ r"""Baseline search algorithms, all behind the one :class:`~agents.base.SearchAl
 name               algorithm
 =================  ==================================================================================
 ``random``         :class:`RandomSearch`: uniform joint actions.
+``evolution``      :class:`RegularizedEvolution`: aging evolution with tournament selection (Real
+                   et al. 2019), one decision mutated per child.
 ``tpe``            :class:`OptunaTPE`: Optuna's Tree-structured Parzen Estimator over the joint space
                    (one categorical parameter per decision of every agent), ask/tell API.
 ``ppo``, ``a2c``   :class:`SB3Agent`: stable-baselines3's PPO / A2C (the library's own ``train()``)
@@ -42,12 +44,14 @@ import numpy as np
 from agents.base import JointAction, SearchAlgorithm
 
 __all__ = [
+    "EvolutionConfig",
     "IndependentConfig",
     "IndependentLearners",
     "ModuleByModule",
     "ModuleByModuleConfig",
     "OptunaTPE",
     "RandomSearch",
+    "RegularizedEvolution",
     "SB3Agent",
     "SB3Config",
     "TPEConfig",
@@ -187,6 +191,89 @@ class RandomSearch(SearchAlgorithm):
         return {"rng": _rng_state(self.rng)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rng = _load_rng(state["rng"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Regularised evolution
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """Hyper-parameters of :class:`RegularizedEvolution` (defaults: the NAS-Bench-201 reference runs)."""
+
+    population_size: int = 10
+    """Joint actions kept alive; the first ``population_size`` proposals are uniform random."""
+
+    tournament_size: int = 3
+    """Members drawn (without replacement) per tournament; the best of them is the parent."""
+
+    mutations: int = 1
+    """Decisions of the parent changed per child, each to a different value drawn uniformly."""
+
+    def __post_init__(self) -> None:
+        _positive_int("EvolutionConfig", "population_size", self.population_size)
+        _positive_int("EvolutionConfig", "tournament_size", self.tournament_size)
+        _positive_int("EvolutionConfig", "mutations", self.mutations)
+        if self.tournament_size > self.population_size:
+            raise ValueError(f"EvolutionConfig.tournament_size ({self.tournament_size}) must be <= population_size "
+                             f"({self.population_size})")
+
+
+class RegularizedEvolution(SearchAlgorithm):
+    """Regularised ("aging") evolution (Real et al. 2019) over the joint action.
+
+    The population holds the ``population_size`` most recently observed joint actions. A child is the
+    winner of a tournament of ``tournament_size`` random members with ``mutations`` of its decisions
+    changed to another value; each observed child joins the population and the oldest member leaves.
+    Until the population is full, proposals are uniform random. Decisions with a single choice are never
+    mutated.
+
+    Args:
+        config: an :class:`EvolutionConfig`; or its fields as keyword arguments.
+    """
+
+    name = "evolution"
+
+    def __init__(self, config: EvolutionConfig | None = None, **overrides: Any) -> None:
+        self.config = _check_config(EvolutionConfig, config, overrides)
+
+    def setup(self, action_spaces: Mapping[str, gymnasium.Space], seed: int) -> None:
+        super().setup(action_spaces, seed)
+        self.layout = _Layout(action_spaces)
+        self.rng = np.random.default_rng(seed)
+        self.population: deque[tuple[np.ndarray, float]] = deque(maxlen=self.config.population_size)
+        self.proposed = 0
+        self._mutable = np.flatnonzero(self.layout.nvec > 1)
+
+    def propose(self, n: int) -> list[JointAction]:
+        lay, cfg, rng = self.layout, self.config, self.rng
+        out = []
+        for _ in range(n):
+            if self.proposed < cfg.population_size or len(self.population) < cfg.tournament_size:
+                x = lay.sample(rng, 1)[0]
+            else:
+                members = rng.choice(len(self.population), size=cfg.tournament_size, replace=False)
+                x = max((self.population[int(i)] for i in members), key=lambda m: m[1])[0].copy()
+                k = min(cfg.mutations, self._mutable.size)
+                for d in rng.choice(self._mutable, size=k, replace=False):
+                    shift = 1 + int(rng.integers(lay.nvec[d] - 1))  # a different value, uniformly
+                    x[d] = (x[d] + shift) % lay.nvec[d]
+            self.proposed += 1
+            out.append(lay.to_joint(x))
+        return out
+
+    def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
+        for a, sc in zip(actions, scores):
+            self.population.append((self.layout.to_index(a), float(sc) if math.isfinite(sc) else -math.inf))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"population": [(x.tolist(), s) for x, s in self.population], "proposed": self.proposed,
+                "rng": _rng_state(self.rng)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.population = deque(((np.array(x, dtype=np.int64), float(s)) for x, s in state["population"]),
+                                maxlen=self.config.population_size)
+        self.proposed = int(state["proposed"])
         self.rng = _load_rng(state["rng"])
 
 

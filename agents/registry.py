@@ -2,7 +2,7 @@
 
     from agents.registry import make_algorithm, registered_algorithms
     algo = make_algorithm("tpe", n_startup_trials=20)     # config fields as keyword arguments
-    registered_algorithms()   # ('a2c', 'independent', 'ma2ml', 'ma2ml-lite', 'ppo', 'random', 'separate', 'tpe')
+    registered_algorithms()   # ('a2c', 'evolution', 'independent', 'ma2ml', 'ma2ml-lite', 'ppo', 'random', 'separate', 'tpe')
 
 Entries are ``"package.module:Class"`` strings imported on first use, so an algorithm whose optional
 dependency is missing or broken does not stop the others from loading. Users add their own with
@@ -157,6 +157,8 @@ def make_algorithm(name: str, **kwargs: Any) -> SearchAlgorithm:
 
 # -- the built-in algorithms -----------------------------------------------------------------------------
 register_algorithm("random", "agents.baselines:RandomSearch", summary="uniform random joint actions")
+register_algorithm("evolution", "agents.baselines:RegularizedEvolution", config="agents.baselines:EvolutionConfig",
+                   summary="regularised (aging) evolution, tournament selection (Real et al. 2019)")
 register_algorithm("tpe", "agents.baselines:OptunaTPE", config="agents.baselines:TPEConfig", extra="optuna",
                    summary="Optuna's TPE over the joint space (one categorical per decision)")
 register_algorithm("ppo", "agents.baselines:SB3Agent", config="agents.baselines:SB3Config", extra="sb3",

@@ -37,16 +37,17 @@ from ma2ml_env.rewards import (
     register_evaluator,
     registered_evaluators,
 )
+from ma2ml_env.tabular import BENCHMARKS, benchmark_env
 from ma2ml_env.views import JOINT_ENV_ID, JointActionEnv
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AUG_OPS", "DEFAULT_MODULES", "ENV_ID", "INFO_KEYS", "JOINT_ENV_ID", "STATUSES",
+    "AUG_OPS", "BENCHMARKS", "DEFAULT_MODULES", "ENV_ID", "INFO_KEYS", "JOINT_ENV_ID", "STATUSES",
     "Architecture", "ArchitectureModule", "AugOp", "AugmentModule", "AutoMLModule", "AutoMLPipelineEnv",
     "CostBudget", "Decision", "EvalResult", "Evaluator", "HyperParameterModule", "JointActionEnv",
     "ModuleCheckError", "Pipeline", "SearchSpace", "Stage", "TrainConfig",
-    "check_module", "env", "make_evaluator", "make_module", "parallel_env", "register_evaluator",
+    "benchmark_env", "check_module", "env", "make_evaluator", "make_module", "parallel_env", "register_evaluator",
     "register_module", "registered_evaluators", "registered_modules", "unregister_module",
 ]
 
@@ -56,3 +57,10 @@ if ENV_ID not in _pettingzoo.aec_registry:
     _pettingzoo.register("aec", ENV_ID, entry_point="ma2ml_env.env:env")
 if JOINT_ENV_ID not in _gymnasium.registry:
     _gymnasium.register(JOINT_ENV_ID, entry_point="ma2ml_env.views:JointActionEnv")
+for _spec in BENCHMARKS.values():  # the tabular tasks: ma2ml/NB201-cifar10-v0, ma2ml/FCNet-..., ma2ml/HPOBench-...
+    if _spec.env_id not in _pettingzoo.parallel_registry:
+        _pettingzoo.register("parallel", _spec.env_id, entry_point="ma2ml_env.tabular:benchmark_env",
+                             kwargs={"name": _spec.name})
+    if _spec.env_id not in _pettingzoo.aec_registry:
+        _pettingzoo.register("aec", _spec.env_id, entry_point="ma2ml_env.tabular:benchmark_aec_env",
+                             kwargs={"name": _spec.name})

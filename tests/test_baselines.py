@@ -30,7 +30,7 @@ from agents.registry import (
 )
 
 ALGORITHMS = registered_algorithms()
-BASELINES = ("random", "tpe", "ppo", "a2c", "independent", "separate")
+BASELINES = ("random", "evolution", "tpe", "ppo", "a2c", "independent", "separate")
 NEEDS = {"tpe": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
 
 
@@ -69,6 +69,8 @@ def test_unknown_algorithm_lists_the_names():
         ("separate", {"evals_per_stage": 0}, "evals_per_stage must be a positive integer"),
         ("separate", {"inner": "bayes"}, "inner must be one of"),
         ("random", {"x": 1}, "takes no configuration"),
+        ("evolution", {"population_size": 0}, "population_size must be a positive integer"),
+        ("evolution", {"population_size": 4, "tournament_size": 5}, r"tournament_size \(5\) must be <= population_size"),
     ],
 )
 def test_bad_configs_raise_clear_errors(name, kwargs, match):
@@ -187,6 +189,7 @@ LEARNING = [
     ("a2c", ("hpo",), 96, 24),
     ("independent", ("hpo",), 128, 32),
     ("separate", ("nas", "hpo"), 96, 24),
+    ("evolution", ("nas", "hpo"), 96, 24),
     ("ma2ml", ("hpo",), 96, 24),
 ]
 
@@ -255,3 +258,27 @@ def test_independent_learners_q_variant_runs_and_learns():
     res = run(IndependentLearners(learner="q"), _env(("hpo",)), budget=128, seed=0, batch_size=8)
     s = res.scores
     assert s[-32:].mean() > s[:32].mean() + 0.02
+
+
+def test_evolution_children_are_one_mutation_from_a_tournament_winner():
+    from agents.baselines import RegularizedEvolution
+
+    env = _env(("nas", "hpo"))
+    algo = RegularizedEvolution(population_size=6, tournament_size=2)
+    algo.setup(action_spaces_of(env), 0)
+    first = algo.propose(6)  # the initial population: uniform random
+    scores = list(np.linspace(0.1, 0.6, 6))
+    algo.observe(first, scores)
+    pop = [np.concatenate([a["nas"], a["hpo"]]) for a in first]
+    for child in algo.propose(40):
+        x = np.concatenate([child["nas"], child["hpo"]])
+        diffs = [int((x != p).sum()) for p in pop]
+        assert min(diffs) == 1  # exactly one decision changed, to a different value
+    # the worst member never wins a tournament of two: no child is one mutation from it alone
+    pop[0]
+    kids = [np.concatenate([c["nas"], c["hpo"]]) for c in algo.propose(200)]
+    parents = [[i for i, p in enumerate(pop) if (k != p).sum() == 1] for k in kids]
+    assert not any(ps == [0] for ps in parents) and any(0 not in ps for ps in parents)
+    # aging: observing six more members pushes the first six out
+    algo.observe(algo.propose(6), [0.0] * 6)
+    assert [m[1] for m in algo.population] == [0.0] * 6
