@@ -21,6 +21,14 @@ Built-in datasets (``name``):
                 ``image_size``.
 ``synthetic``   seeded class-dependent patterns plus noise (learnable), for speed tests: ``size``,
                 ``shape=(C, H, W)``, ``num_classes``.
+``npz``         your own arrays from one ``.npz`` file at ``root``: ``x_train, y_train, x_test, y_test``;
+                images ``uint8`` ``[N, H, W]`` (grey) or ``[N, H, W, C]``; labels integers ``0..K-1``
+                (``K`` = the largest label + 1). The simplest way to bring any image data.
+``fashion_mnist`` Fashion-MNIST from the standard IDX files (``train-images-idx3-ubyte.gz``,
+                ``train-labels-idx1-ubyte.gz``, ``t10k-...``; ``.gz`` or uncompressed) under ``root``;
+                default root :data:`FASHION_MNIST_ROOT` where it exists (Debian's package
+                ``dataset-fashion-mnist`` installs the files there).
+``mnist``       MNIST from the same IDX files under ``root``.
 ==============  ==========================================================================================
 
 Downloads happen only with ``download=True``; a missing dataset raises ``FileNotFoundError`` naming the
@@ -30,6 +38,7 @@ path and the option. This module imports torch: import it only where real traini
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,10 +48,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "ImageData", "load_dataset"]
+__all__ = ["DATASETS", "FASHION_MNIST_ROOT", "ImageData", "load_dataset"]
 
 #: The dataset names :func:`load_dataset` knows.
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic", "npz", "fashion_mnist", "mnist")
+
+#: Where Debian's ``dataset-fashion-mnist`` puts the IDX files: the default root of ``fashion_mnist``.
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
 
 @dataclass(frozen=True)
@@ -287,6 +299,87 @@ def _synthetic_from(kw: dict[str, Any], common: tuple[Any, ...]) -> ImageData:
     return _load_synthetic(int(kw["size"]), shp, int(kw["num_classes"]), kw["test_size"], float(kw["noise"]), *common)
 
 
+def _load_npz(root: str | os.PathLike | None, common: tuple[Any, ...]) -> ImageData:
+    if root is None:
+        raise ValueError("dataset 'npz' needs root=<path of an .npz file with x_train, y_train, x_test, y_test>")
+    path = Path(root).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset 'npz': no file at {str(path)!r}; root must be the path of an .npz file "
+                                "with arrays x_train, y_train, x_test, y_test")
+    with np.load(path, allow_pickle=False) as f:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
+        if missing:
+            raise ValueError(f"{path} lacks arrays {missing}; it has {sorted(f.files)}. Save it with "
+                             "np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+        arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    return _from_arrays("npz", str(path), arrays, common)
+
+
+def _from_arrays(name: str, where: str, a: Mapping[str, np.ndarray], common: tuple[Any, ...]) -> ImageData:
+    """Validate uint8 ``[N, H, W]`` / ``[N, H, W, C]`` images and integer labels, then build the splits."""
+    xs = {}
+    for split in ("train", "test"):
+        x, y = a[f"x_{split}"], a[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim not in (3, 4):
+            raise ValueError(f"{where}: x_{split} must be uint8 images [N, H, W] or [N, H, W, C], got dtype "
+                             f"{x.dtype} and shape {x.shape}")
+        if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
+            raise ValueError(f"{where}: y_{split} must be one integer label per image ({len(x)}), got dtype "
+                             f"{y.dtype} and shape {y.shape}")
+        if len(y) and y.min() < 0:
+            raise ValueError(f"{where}: y_{split} has negative labels; labels must be 0..K-1")
+        xs[split] = (x[:, :, :, None] if x.ndim == 3 else x), y.astype(np.int64)
+    (tx, ty), (sx, sy) = xs["train"], xs["test"]
+    if tx.shape[1:] != sx.shape[1:]:
+        raise ValueError(f"{where}: train images are {tx.shape[1:]} but test images are {sx.shape[1:]}")
+    if len(ty) < 2:
+        raise ValueError(f"{where}: x_train needs at least 2 images, got {len(ty)}")
+    k = int(max(ty.max(), sy.max() if len(sy) else 0)) + 1
+
+    def t(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+
+    return _make(name, t(tx), torch.from_numpy(ty), t(sx), torch.from_numpy(sy), k, *common)
+
+
+def _read_idx(path: Path, magic: int) -> np.ndarray:
+    """An IDX file (the MNIST format: big-endian magic, dimension sizes, then uint8 data), ``.gz`` or plain."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    head = int.from_bytes(raw[:4], "big")
+    if head != magic:
+        raise ValueError(f"{path} is not an IDX file of the expected kind (magic {head}, expected {magic})")
+    nd = magic & 0xFF
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(nd)]
+    data = np.frombuffer(bytearray(raw), dtype=np.uint8, offset=4 + 4 * nd)  # a writable copy (torch wants one)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path} is truncated: {data.size} bytes of data for dimensions {dims}")
+    return data.reshape(dims)
+
+
+def _load_idx(name: str, root: str | os.PathLike | None, common: tuple[Any, ...]) -> ImageData:
+    if root is None:
+        if name == "fashion_mnist" and Path(FASHION_MNIST_ROOT).is_dir():
+            root = FASHION_MNIST_ROOT
+        else:
+            hint = " (apt-get install dataset-fashion-mnist puts them in " + FASHION_MNIST_ROOT + ")" \
+                if name == "fashion_mnist" else ""
+            raise ValueError(f"dataset {name!r} needs root=<folder of the IDX files train-images-idx3-ubyte.gz, "
+                             f"train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz>{hint}")
+    folder = Path(root).expanduser()
+    arrays = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        for kind, magic, key in (("images-idx3", 2051, "x"), ("labels-idx1", 2049, "y")):
+            stem = f"{prefix}-{kind}-ubyte"
+            path = next((folder / f for f in (stem + ".gz", stem) if (folder / f).is_file()), None)
+            if path is None:
+                raise FileNotFoundError(f"dataset {name!r}: {stem}.gz (or {stem}) not found in {str(folder)!r}; "
+                                        "point root=... at the folder of the four IDX files")
+            arrays[f"{key}_{split}"] = _read_idx(path, magic)
+    return _from_arrays(name, str(folder), arrays, common)
+
+
 #: dataset name -> loader(keyword arguments of load_dataset, (val_fraction, split_seed, max_train))
 _LOADERS: dict[str, Callable[[dict[str, Any], tuple[Any, ...]], ImageData]] = {
     "digits": lambda kw, common: _load_digits(*common),
@@ -294,6 +387,9 @@ _LOADERS: dict[str, Callable[[dict[str, Any], tuple[Any, ...]], ImageData]] = {
     "cifar100": lambda kw, common: _load_cifar("cifar100", kw["root"], kw["download"], kw["check_md5"], *common),
     "imagefolder": lambda kw, common: _load_imagefolder(kw["root"], int(kw["image_size"]), *common),
     "synthetic": _synthetic_from,
+    "npz": lambda kw, common: _load_npz(kw["root"], common),
+    "fashion_mnist": lambda kw, common: _load_idx("fashion_mnist", kw["root"], common),
+    "mnist": lambda kw, common: _load_idx("mnist", kw["root"], common),
 }
 assert tuple(_LOADERS) == DATASETS
 
@@ -320,7 +416,8 @@ def load_dataset(
     Args:
         name_or_spec: a name from :data:`DATASETS`, a dict ``{"name": ..., **these keyword arguments}``,
             or an :class:`ImageData` (returned as is, moved to ``device``).
-        root: data folder (CIFAR: the folder holding ``cifar-10-batches-py``; ImageFolder: the image root).
+        root: data folder (CIFAR: the folder holding ``cifar-10-batches-py``; ImageFolder: the image root;
+            MNIST / Fashion-MNIST: the folder of the IDX files; npz: the file).
         download: download CIFAR into ``root`` if missing (nothing is ever downloaded otherwise).
         val_fraction: fraction of the training part held out (stratified) as the validation split.
         split_seed: seed of the validation split (and of the ``max_train`` subset).
