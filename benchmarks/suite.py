@@ -39,6 +39,7 @@ class AlgoSpec:
     registry_name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
+    in_presets: bool = True
 
 
 ALGORITHMS: dict[str, AlgoSpec] = {
@@ -50,17 +51,22 @@ ALGORITHMS: dict[str, AlgoSpec] = {
     "independent": AlgoSpec("independent", {}, "independent learners, no critic, no credit"),
     "ppo": AlgoSpec("ppo", {}, "stable-baselines3 PPO on the joint action"),
     "tpe": AlgoSpec("tpe", {}, "Optuna TPE over the joint space"),
+    "evolution": AlgoSpec("evolution", {}, "regularised evolution (population 10, tournament 3)"),
+    "tpe-univariate": AlgoSpec("tpe", {"multivariate": False, "constant_liar": False},
+                               "TPE with one density per decision (hyperopt's classic form)", in_presets=False),
     "random": AlgoSpec("random", {}, "uniform random search"),
 }
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """A benchmark task: env keyword arguments; ``per_seed_task`` draws a random surrogate task per seed."""
+    """A benchmark task: env keyword arguments; ``per_seed_task`` draws a random surrogate task per seed;
+    ``benchmark`` names a tabular task of recorded real trainings (``ma2ml_env.benchmark_env``)."""
 
     env_kwargs: dict[str, Any]
     doc: str
     per_seed_task: bool = False
+    benchmark: str | None = None
 
 
 def _budget(**kw: Any) -> Any:
@@ -83,10 +89,23 @@ TASKS: dict[str, TaskSpec] = {
                              "real child training on the embedded digits dataset (CPU), hard budget 8 MFLOPs"),
 }
 
+def _tabular_tasks() -> dict[str, TaskSpec]:
+    from ma2ml_env.tabular import BENCHMARKS
+
+    return {name.replace("/", "-"): TaskSpec({}, spec.doc, benchmark=name) for name, spec in BENCHMARKS.items()}
+
+
+TABULAR_TASKS = _tabular_tasks()
+TASKS.update(TABULAR_TASKS)
+
+PRESET_ALGOS = [a for a, spec in ALGORITHMS.items() if spec.in_presets]
+
 PRESETS: dict[str, dict[str, Any]] = {
+    # recorded real trainings: every tabular task, every algorithm
+    "tabular": dict(tasks=list(TABULAR_TASKS), algos=PRESET_ALGOS, seeds=10, budget=200, batch_size=8),
     # the committed report (CPU)
     "paper": dict(tasks=["surrogate", "surrogate-flops", "surrogate-noise", "surrogate-random"],
-                  algos=list(ALGORITHMS), seeds=10, budget=200, batch_size=8),
+                  algos=PRESET_ALGOS, seeds=10, budget=200, batch_size=8),
     "train": dict(tasks=["train-digits"], algos=["ma2ml", "separate", "tpe", "random"], seeds=3, budget=24,
                   batch_size=4),
     # CI smoke run
@@ -99,6 +118,8 @@ def make_env(task: str, seed: int):
     import ma2ml_env
 
     spec = TASKS[task]
+    if spec.benchmark is not None:
+        return ma2ml_env.benchmark_env(spec.benchmark)
     kwargs = json.loads(json.dumps(spec.env_kwargs))
     rk = kwargs.setdefault("reward_kwargs", {})
     if "budget" in rk:
@@ -133,7 +154,7 @@ def run_cell(out: str, task: str, algo: str, seed: int, budget: int, batch_size:
 
     env = make_env(task, seed)
     optimum = None
-    if getattr(env.evaluator, "name", "") == "surrogate":
+    if getattr(env.evaluator, "name", "") in ("surrogate", "tabular"):
         key = (task, seed if TASKS[task].per_seed_task else None)
         if key not in _OPTIMA:
             _OPTIMA[key] = env.evaluator.optimum()[0]
@@ -146,6 +167,10 @@ def run_cell(out: str, task: str, algo: str, seed: int, budget: int, batch_size:
         scores=[t.score for t in result.trials], statuses=[t.status for t in result.trials],
         seconds=[t.seconds for t in result.trials], best_actions=result.best.actions,
     )
+    if hasattr(env.evaluator, "mean_score_of"):  # tabular: what each trial's configuration is really worth
+        space = env.unwrapped.space
+        flat = np.stack([space.flatten({k: np.array(v) for k, v in t.actions.items()}) for t in result.trials])
+        record["true_scores"] = env.evaluator.mean_score_of(flat).tolist()
     path = cell_path(Path(out), task, algo, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -163,7 +188,7 @@ def run_matrix(out: Path, tasks: list[str], algos: list[str], seeds: int, budget
         p = cell_path(out, t, a, s)
         if p.exists():
             rec = json.loads(p.read_text())
-            if rec.get("budget") == budget and len(rec["scores"]) == budget:
+            if rec.get("budget") == budget and len(rec["scores"]) == budget and rec.get("batch_size") == batch_size:
                 continue
         todo.append((t, a, s))
     print(f"{len(cells) - len(todo)} of {len(cells)} cells already done; running {len(todo)}", flush=True)
@@ -223,6 +248,87 @@ def summarise(recs: list[dict], target: float) -> dict[str, Any]:
     )
 
 
+def normalised_regret(rec: dict, table: Any, upto: int) -> float:
+    """Regret of the incumbent after ``upto`` evaluations, by its seed-mean (true) score, normalised by the
+    task: 0 = the optimum, 1 = a median configuration of the table."""
+    inc = int(np.argmax(rec["scores"][:upto]))
+    med = float(np.median(table.mean_score))
+    return (rec["optimum"] - rec["true_scores"][inc]) / (rec["optimum"] - med)
+
+
+def tabular_section(out: Path, cells: dict[tuple[str, str], list[dict]], plt: Any) -> list[str]:
+    """The real-task tables: per family, mean normalised regret at 100 / 200 evaluations (95% bootstrap
+    interval over seeds of the family mean); per task, the best observed score; one figure of curves."""
+    from ma2ml_env.tabular import load_table
+
+    tasks = [t for t in TABULAR_TASKS if any((t, a) in cells for a in ALGORITHMS)]
+    if not tasks:
+        return []
+    algos = [a for a in ALGORITHMS if all((t, a) in cells for t in tasks)]
+    tables = {t: load_table(TASKS[t].benchmark) for t in tasks}
+    budget = min(r["budget"] for t in tasks for a in algos for r in cells[(t, a)])
+    marks = [b for b in (100, 200) if b <= budget] or [budget]
+    families = [f for f in ("nb201", "fcnet", "hpobench") if any(TASKS[t].benchmark.startswith(f) for t in tasks)]
+    n_seeds = min(len(cells[(t, a)]) for t in tasks for a in algos)
+    lines = [
+        "## Real tasks: recorded trainings (NAS-Bench-201, FCNet, HPOBench tabular)",
+        "",
+        f"{len(tasks)} tasks of `ma2ml_env.benchmark_env`, {budget} evaluations, batches of "
+        f"{cells[(tasks[0], algos[0])][0]['batch_size']}, {n_seeds} seeds; each query returns one recorded training",
+        "seed drawn from the evaluation seed. Normalised regret of the incumbent (the best *observed* trial), by",
+        "its seed-mean (true) score: 0 = the table's optimum, 1 = a median configuration of the table; mean",
+        "over the family's tasks, 95% bootstrap interval over seeds. Lower is better.",
+        "",
+        "| algorithm | " + " | ".join(f"{f} @{b}" for f in families for b in marks) + " |",
+        "|---|" + "---|" * (len(families) * len(marks)),
+    ]
+    fam_curves: dict[tuple[str, str], np.ndarray] = {}
+    rows = []
+    for a in algos:
+        cols = []
+        for f in families:
+            ftasks = [t for t in tasks if TASKS[t].benchmark.startswith(f)]
+            for b in marks:
+                per_seed = [np.mean([normalised_regret(cells[(t, a)][s], tables[t], b) for t in ftasks])
+                            for s in range(n_seeds)]
+                cols.append(bootstrap_ci(np.array(per_seed)))
+            curve = np.array([[np.mean([normalised_regret(cells[(t, a)][s], tables[t], k) for t in ftasks])
+                               for k in range(1, budget + 1, max(1, budget // 50))] for s in range(n_seeds)])
+            fam_curves[(f, a)] = curve
+        rows.append((a, cols))
+    for a, cols in sorted(rows, key=lambda r: sum(c[0] for c in r[1])):
+        lines.append(f"| {a} | " + " | ".join(_fmt(c) for c in cols) + " |")
+    lines += ["", f"Best observed score at {budget} evaluations per task (mean over seeds; optimum = best "
+              "seed-mean of the table):", "",
+              "| task | optimum | " + " | ".join(algos) + " |", "|---|---|" + "---|" * len(algos)]
+    for t in tasks:
+        opt = cells[(t, algos[0])][0]["optimum"]
+        means = {a: np.mean([max(r["scores"][:budget]) for r in cells[(t, a)]]) for a in algos}
+        top = max(means.values())
+        lines.append(f"| {t} | {opt:.4f} | " + " | ".join(
+            (f"**{means[a]:.4f}**" if means[a] == top else f"{means[a]:.4f}") for a in algos) + " |")
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.8), squeeze=False)
+    xs = np.arange(1, budget + 1, max(1, budget // 50))
+    for ax, f in zip(axes[0], families):
+        for a in algos:
+            c = fam_curves[(f, a)]
+            ax.plot(xs, c.mean(axis=0), label=a, lw=1.8 if a.startswith("ma2ml") else 1.1)
+        ax.set_yscale("log")
+        ax.set_title(f)
+        ax.set_xlabel("evaluations")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("normalised regret (true score)")
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "curves-tabular.png", dpi=110)
+    plt.close(fig)
+    lines += ["", "![tabular](curves-tabular.png)", ""]
+    repro = out / "nb201-repro" / "nb201-repro.md"
+    if repro.exists():
+        lines += [repro.read_text(), ""]
+    return lines
+
+
 def _fmt(ci: tuple[float, float, float], scale: float = 1.0) -> str:
     m, lo, hi = (v * scale for v in ci)
     return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -237,14 +343,17 @@ def write_report(out: Path, command: str, throughput: str | None = None) -> Path
     cells = load_cells(out)
     if not cells:
         raise SystemExit(f"no finished cells under {out / 'raw'}; run the suite first")
-    tasks = sorted({t for t, _ in cells}, key=lambda t: list(TASKS).index(t) if t in TASKS else 99)
+    tasks = sorted({t for t, _ in cells if t not in TABULAR_TASKS},
+                   key=lambda t: list(TASKS).index(t) if t in TASKS else 99)
     order = [a for a in ALGORITHMS if any((t, a) in cells for t in tasks)]
-    presets = [name for name, cfg in PRESETS.items() if name != "smoke" and set(cfg["tasks"]) <= set(tasks)]
+    present = {t for t, _ in cells}
+    presets = [name for name, cfg in PRESETS.items() if name != "smoke" and set(cfg["tasks"]) <= present]
     if presets:
         out_arg = "" if out.resolve() == (ROOT / "benchmarks" / "results").resolve() else f" --out {out}"
-        command = " && ".join(
-            [f"python benchmarks/suite.py run --preset {p} --jobs 2{out_arg}" for p in presets] + [command]
-        )
+        runs = [f"python benchmarks/suite.py run --preset {p} --jobs 2{out_arg}" for p in presets]
+        if (out / "nb201-repro" / "nb201-repro.md").exists():
+            runs.append(f"python benchmarks/nb201_repro.py --jobs 2 --out {out / 'nb201-repro'}")
+        command = " && ".join([*runs, command])
     lines = [
         "# Benchmark report",
         "",
@@ -257,6 +366,9 @@ def write_report(out: Path, command: str, throughput: str | None = None) -> Path
         "sooner an algorithm gets there than random search.",
         "",
     ]
+    lines += tabular_section(out, cells, plt)
+    if tasks:
+        lines += ["## Analytic surrogate and real training on digits", ""]
     for task in tasks:
         recs_by_algo = {a: cells[(task, a)] for a in order if (task, a) in cells}
         any_rec = next(iter(recs_by_algo.values()))[0]

