@@ -87,7 +87,36 @@ TASKS: dict[str, TaskSpec] = {
                                  per_seed_task=True),
     "train-digits": TaskSpec({"reward": "train", "reward_kwargs": {"budget": ("hard", 8.0e6)}},
                              "real child training on the embedded digits dataset (CPU), hard budget 8 MFLOPs"),
+    "train-fashion": TaskSpec(
+        {"reward": "train", "reward_kwargs": {"dataset": "fashion_mnist", "max_train": 2000, "val_fraction": 0.05,
+                                              "budget": ("hard", 8.0e6)}},
+        "real training on Fashion-MNIST (Debian's files; 2,000 training and 3,000 validation images, the 10,000 "
+        "test images for the final pick; CPU), hard budget 8 MFLOPs"),
+    "train-cifar10": TaskSpec(
+        {"reward": "train", "reward_kwargs": {"dataset": "npz", "root": "@cifar10", "max_train": 10000,
+                                              "budget": ("hard", 8.0e6)}},
+        "real training on CIFAR-10 (10,000 training and 2,500 validation images of a balanced 12,500-image "
+        "subset, 2,000 test images for the final pick; CPU), hard budget 8 MFLOPs"),
 }
+
+#: where the CIFAR-10 arrays of the train-cifar10 task are decoded to (from ../shared/data/cifar10, which
+#: only benchmarks read); git ignores benchmarks/data/
+CIFAR10_NPZ = ROOT / "benchmarks" / "data" / "cifar10-train12500-test2000.npz"
+CIFAR10_SOURCE = ROOT.parent / "shared" / "data" / "cifar10"
+
+
+def cifar10_npz() -> str:
+    """The CIFAR-10 subset as an arrays file (``dataset="npz"``), decoded once with the data's own script."""
+    if not CIFAR10_NPZ.exists():
+        script = CIFAR10_SOURCE / "to_npz.py"
+        if not script.exists():
+            raise SystemExit(f"task train-cifar10 needs CIFAR-10 at {CIFAR10_SOURCE} (its to_npz.py); not found")
+        CIFAR10_NPZ.parent.mkdir(parents=True, exist_ok=True)
+        tmp = CIFAR10_NPZ.with_name("partial-" + CIFAR10_NPZ.name)
+        subprocess.run([sys.executable, str(script), str(tmp), "--train", "12500", "--test", "2000"], check=True,
+                       stdout=subprocess.DEVNULL)
+        os.replace(tmp, CIFAR10_NPZ)
+    return str(CIFAR10_NPZ)
 
 def _tabular_tasks() -> dict[str, TaskSpec]:
     from ma2ml_env.tabular import BENCHMARKS
@@ -108,10 +137,26 @@ PRESETS: dict[str, dict[str, Any]] = {
                   algos=PRESET_ALGOS, seeds=10, budget=200, batch_size=8),
     "train": dict(tasks=["train-digits"], algos=["ma2ml", "separate", "tpe", "random"], seeds=3, budget=24,
                   batch_size=4),
+    # real images (CPU): each search's final pick is trained on train + validation and tested
+    "images": dict(tasks=["train-fashion", "train-cifar10"], algos=["ma2ml", "separate", "tpe", "random"], seeds=3,
+                   budget=32, batch_size=4),
     # CI smoke run
     "smoke": dict(tasks=["surrogate", "surrogate-noise"], algos=["ma2ml", "random"], seeds=2, budget=16,
                   batch_size=4),
 }
+
+
+#: tasks whose final pick is trained on train + validation and tested (``train_final``)
+FINAL_TRAINING = ("train-fashion", "train-cifar10")
+
+
+def make_env_kwargs(task: str) -> dict[str, Any]:
+    """The env keyword arguments of a (non-tabular) task, with data paths resolved (budget still a tuple)."""
+    kwargs = json.loads(json.dumps(TASKS[task].env_kwargs))
+    rk = kwargs.setdefault("reward_kwargs", {})
+    if rk.get("root") == "@cifar10":
+        rk["root"] = cifar10_npz()
+    return kwargs
 
 
 def make_env(task: str, seed: int):
@@ -120,8 +165,8 @@ def make_env(task: str, seed: int):
     spec = TASKS[task]
     if spec.benchmark is not None:
         return ma2ml_env.benchmark_env(spec.benchmark)
-    kwargs = json.loads(json.dumps(spec.env_kwargs))
-    rk = kwargs.setdefault("reward_kwargs", {})
+    kwargs = make_env_kwargs(task)
+    rk = kwargs["reward_kwargs"]
     if "budget" in rk:
         mode, flops = rk.pop("budget")
         rk["budget"] = _budget(max_flops=flops, mode=mode)
@@ -167,6 +212,13 @@ def run_cell(out: str, task: str, algo: str, seed: int, budget: int, batch_size:
         scores=[t.score for t in result.trials], statuses=[t.status for t in result.trials],
         seconds=[t.seconds for t in result.trials], best_actions=result.best.actions,
     )
+    if task in FINAL_TRAINING:  # the test accuracy of the search's pick, trained on train + validation
+        from ma2ml_env.rewards.train import train_final
+
+        rk = dict(make_env_kwargs(task)["reward_kwargs"])
+        rk.pop("budget", None)
+        final = train_final(result.best_pipeline, device="cpu", seed=seed, **rk)
+        record["final"] = {k: final[k] for k in ("test_accuracy", "train_images", "test_images", "seconds")}
     if hasattr(env.evaluator, "mean_score_of"):  # tabular: what each trial's configuration is really worth
         space = env.unwrapped.space
         flat = np.stack([space.flatten({k: np.array(v) for k, v in t.actions.items()}) for t in result.trials])
@@ -248,6 +300,13 @@ def summarise(recs: list[dict], target: float) -> dict[str, Any]:
     )
 
 
+def load_table_for(task: str) -> Any:
+    """The recorded table of a tabular suite task."""
+    from ma2ml_env.tabular import load_table
+
+    return load_table(TASKS[task].benchmark)
+
+
 def normalised_regret(rec: dict, table: Any, upto: int) -> float:
     """Regret of the incumbent after ``upto`` evaluations, by its seed-mean (true) score, normalised by the
     task: 0 = the optimum, 1 = a median configuration of the table."""
@@ -259,13 +318,11 @@ def normalised_regret(rec: dict, table: Any, upto: int) -> float:
 def tabular_section(out: Path, cells: dict[tuple[str, str], list[dict]], plt: Any) -> list[str]:
     """The real-task tables: per family, mean normalised regret at 100 / 200 evaluations (95% bootstrap
     interval over seeds of the family mean); per task, the best observed score; one figure of curves."""
-    from ma2ml_env.tabular import load_table
-
     tasks = [t for t in TABULAR_TASKS if any((t, a) in cells for a in ALGORITHMS)]
     if not tasks:
         return []
     algos = [a for a in ALGORITHMS if all((t, a) in cells for t in tasks)]
-    tables = {t: load_table(TASKS[t].benchmark) for t in tasks}
+    tables = {t: load_table_for(t) for t in tasks}
     budget = min(r["budget"] for t in tasks for a in algos for r in cells[(t, a)])
     marks = [b for b in (100, 200) if b <= budget] or [budget]
     families = [f for f in ("nb201", "fcnet", "hpobench") if any(TASKS[t].benchmark.startswith(f) for t in tasks)]
@@ -352,7 +409,7 @@ def write_report(out: Path, command: str, throughput: str | None = None) -> Path
         out_arg = "" if out.resolve() == (ROOT / "benchmarks" / "results").resolve() else f" --out {out}"
         runs = [f"python benchmarks/suite.py run --preset {p} --jobs 2{out_arg}" for p in presets]
         if (out / "nb201-repro" / "nb201-repro.md").exists():
-            runs.append(f"python benchmarks/nb201_repro.py --jobs 2 --out {out / 'nb201-repro'}")
+            runs.append("python benchmarks/nb201_repro.py --jobs 2" + (f" --out {out / 'nb201-repro'}" if out_arg else ""))
         command = " && ".join([*runs, command])
     lines = [
         "# Benchmark report",
@@ -393,7 +450,7 @@ def write_report(out: Path, command: str, throughput: str | None = None) -> Path
         budget = any_rec["budget"]
         norm = " (score / optimum)" if per_seed else ""
         lines += [
-            f"## {task}: {TASKS[task].doc if task in TASKS else ''}",
+            f"### {task}: {TASKS[task].doc if task in TASKS else ''}",
             "",
             f"{len(any_rec['scores'])} evaluations per run, batches of {any_rec['batch_size']}, "
             f"{sums[order[0]]['n'] if order[0] in sums else '?'} seeds; target: {tdesc}.",
