@@ -404,7 +404,7 @@ class TabularEvaluator(Evaluator):
         flat[self._cols] = idx
         return float(self.table.mean_score[row]), self.space.unflatten(flat)
 
-    def mean_score_of(self, flat_actions: np.ndarray) -> np.ndarray:
+    def true_score_of(self, flat_actions: np.ndarray) -> np.ndarray:
         """The seed-mean (true) score of flat joint actions: what a search's incumbent is really worth."""
         return self.table.mean_score[self._rows(flat_actions)]
 

@@ -75,7 +75,7 @@ def test_tabular_cells_and_report(suite, tmp_path):
     # each trial's true score is the seed-mean of its configuration, and its score one of the recorded seeds
     best = {k: np.array(v) for k, v in rec["best_actions"].items()}
     i = int(np.argmax(rec["scores"]))
-    assert rec["true_scores"][i] == pytest.approx(float(env.unwrapped.evaluator.mean_score_of(
+    assert rec["true_scores"][i] == pytest.approx(float(env.unwrapped.evaluator.true_score_of(
         env.unwrapped.space.flatten(best))[0]))
     assert len(rec["true_scores"]) == 12 and max(rec["scores"]) <= 1.0
     report = (tmp_path / "REPORT.md").read_text()

@@ -6,7 +6,6 @@ hand-made table, whose every number is known.
 
 from __future__ import annotations
 
-import math
 import pickle
 
 import numpy as np
@@ -220,7 +219,7 @@ def test_real_query_matches_the_package_call():
 
     env = benchmark_env("hpobench/segment")
     rng = np.random.default_rng(0)
-    bench = hb.HPOBench("segment")
+    bench = hb.HPOBench("segment", seed=0)
     for _ in range(20):
         a = {ag: (rng.random(env.action_space(ag).shape) * env.action_space(ag).nvec).astype(np.int64)
              for ag in env.possible_agents}
@@ -230,4 +229,4 @@ def test_real_query_matches_the_package_call():
         out = env.unwrapped.evaluate([a], seeds=[int(rng.integers(1 << 30))])[0]
         assert out.score == recorded["val_acc"][out.info["recorded_seed"]]
         assert out.seconds == recorded["train_time"][out.info["recorded_seed"]]
-        assert math.isclose(bench(params)["val_acc"], out.score, abs_tol=0.2)
+        assert bench(params)["val_acc"] in recorded["val_acc"]  # the package's own call: one of the same seeds
