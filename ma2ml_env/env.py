@@ -1,4 +1,4 @@
-"""AutoMLPipeline-v0: an ML pipeline built by cooperating AutoML agents, as a PettingZoo ParallelEnv.
+"""AutoMLPipeline-v1: an ML pipeline built by cooperating AutoML agents, as a PettingZoo ParallelEnv.
 
 Each AutoML module of the pipeline (data augmentation, architecture, hyper-parameters, and any module
 a user registers) is an agent. The agents' joint action is one ML pipeline; the environment evaluates
@@ -67,6 +67,8 @@ Batch evaluation
     loop (one call to the backend, which may run them in parallel); search algorithms use it.
 
 Version history
+    v1: the surrogate reward re-designed to be like real training (augmentation strength no longer rounded,
+        coefficients calibrated on recorded real trainings; see :mod:`ma2ml_env.rewards.surrogate`).
     v0: initial release.
 """
 
@@ -88,14 +90,14 @@ from ma2ml_env.rewards.parallel import wrap_evaluator
 
 __all__ = ["AutoMLPipelineEnv", "parallel_env", "env", "ENV_ID", "INFO_KEYS"]
 
-ENV_ID = "ma2ml/AutoMLPipeline-v0"
+ENV_ID = "ma2ml/AutoMLPipeline-v1"
 INFO_KEYS = ("score", "status", "accuracy", "flops", "params", "seconds", "t")
 
 
 class AutoMLPipelineEnv(ParallelEnv):
     """The multi-agent AutoML environment; see the module docstring for the full documentation."""
 
-    metadata = {"name": "ma2ml/AutoMLPipeline-v0", "render_modes": ["ansi", "human"], "is_parallelizable": True}
+    metadata = {"name": "ma2ml/AutoMLPipeline-v1", "render_modes": ["ansi", "human"], "is_parallelizable": True}
 
     def __init__(
         self,

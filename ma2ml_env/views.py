@@ -2,7 +2,7 @@
 
 :class:`JointActionEnv` exposes the agents' joint action as one ``MultiDiscrete`` (the concatenation
 of every agent's decisions, in agent order) and the env's global state as the observation. Registered as
-``ma2ml/AutoMLPipelineJoint-v0``.
+``ma2ml/AutoMLPipelineJoint-v1``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from ma2ml_env.env import AutoMLPipelineEnv
 
 __all__ = ["JointActionEnv", "JOINT_ENV_ID"]
 
-JOINT_ENV_ID = "ma2ml/AutoMLPipelineJoint-v0"
+JOINT_ENV_ID = "ma2ml/AutoMLPipelineJoint-v1"
 
 
 class JointActionEnv(gymnasium.Env):

@@ -369,24 +369,24 @@ def test_ma2ml_beats_random_search_on_the_surrogate():
 
 
 def test_ma2ml_reaches_the_optimum_within_one_percent_on_an_enumerable_surrogate():
-    """The issue's target, on a surrogate space small enough to brute-force (884,736 pipelines; its optimum
-    is checked against brute force in test_surrogate.py): at 1,200 evaluations MA2ML ends within 1% of the
-    optimum in most seeds; uniform random search at the same budget does not. Measured on seeds 0-4:
-    MA2ML 1.000, 0.970, 0.815, 1.000, 1.000 of the optimum; random 0.94, 0.86, 0.84, 0.84, 0.84."""
+    """On a surrogate space small enough to brute-force (884,736 pipelines; its optimum is checked against
+    brute force in test_surrogate.py), 100 evaluations: MA2ML ends within 1% of the optimum where uniform
+    random search mostly does not. Measured on seeds 0-4 (surrogate v1): MA2ML 0.994, 0.997, 0.994, 0.992,
+    0.998 of the optimum; random 0.948, 0.969, 0.915, 0.992, 0.961."""
     import ma2ml_env
     from tests.test_surrogate import small_modules
 
     torch.set_num_threads(1)
-    hits = random_hits = 0
+    ours, rand = [], []
     for seed in range(5):
         env = ma2ml_env.parallel_env(reward="surrogate", modules=small_modules())
         best, _ = env.evaluator.optimum()
-        result = run(MA2ML(exploration=0.15), env, budget=1200, seed=seed, batch_size=16)
-        hits += result.best_score >= 0.99 * best
-        flat = env.space.sample(np.random.default_rng(seed), 1200)
-        random_hits += env.evaluator.evaluate_actions(flat)["score"].max() >= 0.99 * best
-    assert hits >= 3, hits
-    assert random_hits <= 1, random_hits
+        ours.append(run(MA2ML(exploration=0.15), env, budget=100, seed=seed, batch_size=16).best_score / best)
+        flat = env.space.sample(np.random.default_rng(seed), 100)
+        rand.append(env.evaluator.evaluate_actions(flat)["score"].max() / best)
+    assert sum(r >= 0.99 for r in ours) >= 4, ours
+    assert sum(r >= 0.99 for r in rand) <= 2, rand
+    assert np.mean(ours) > np.mean(rand) + 0.02, (ours, rand)
 
 
 def test_metrics_report_losses_and_per_agent_credit():

@@ -43,8 +43,8 @@ def test_optimum_matches_brute_force(kwargs):
     ev, space = e.evaluator, e.space
     scores = ev.evaluate_actions(all_actions(space.joint_nvec))["score"]
     best, action = ev.optimum()
-    assert best == pytest.approx(scores.max(), abs=1e-12)
-    assert ev.evaluate_actions(space.flatten(action))["score"][0] == pytest.approx(best, abs=1e-12)
+    assert best == pytest.approx(scores.max(), abs=1e-10)  # float summation order of the strengths only
+    assert ev.evaluate_actions(space.flatten(action))["score"][0] == best
 
 
 def test_budget_changes_the_optimum():
@@ -85,14 +85,14 @@ def _coordinate_ascent(ev, space, flat):
 
 
 def test_module_by_module_gets_stuck_below_joint_optimum():
+    """Exact best responses of one module at a time (coordinate ascent over modules) stall below the joint
+    optimum from many random starts: the modules interact. Measured on seeds 0-7 (v1): 5 of 8 stall 2-3%
+    below the optimum, one reaches it."""
     e = small_env()
     ev, space = e.evaluator, e.space
     best, _ = ev.optimum()
-    # exact best response of one module at a time, from the small-model / no-augmentation corner
-    assert _coordinate_ascent(ev, space, np.zeros(space.joint_nvec.size, dtype=np.int64)) < best - 0.05
-    # and from random starts it is often stuck too
     finals = [_coordinate_ascent(ev, space, space.sample(np.random.default_rng(i))) for i in range(8)]
-    assert sum(f < best - 0.01 for f in finals) >= 2
+    assert sum(f < best - 0.01 for f in finals) >= 4
     assert max(finals) == pytest.approx(best)  # ... but the optimum is reachable
 
 
@@ -198,3 +198,27 @@ def test_user_evaluator_instance():
 def test_unbound_surrogate_errors():
     with pytest.raises(RuntimeError, match="not bound"):
         SurrogateEvaluator().evaluate_actions(np.zeros((1, 50), dtype=int))
+
+
+def test_every_magnitude_or_probability_change_of_an_applied_op_changes_the_score(senv):
+    """Augmentation strength is exact (no rounding): one step of a magnitude or probability of an op that has a
+    magnitude and is applied (p > 0) always moves the score."""
+    ev, space = senv.unwrapped.evaluator, senv.unwrapped.space
+    aug = space.modules[space.names.index("aug")]
+    mag_ops = [i for i, op in enumerate(aug.ops) if op not in ("Identity", "AutoContrast", "Equalize", "Invert")]
+    rng = np.random.default_rng(0)
+    base = space.sample(rng, 300)
+    o = space.offsets[space.names.index("aug")]
+    moved = []
+    for x in base:
+        slot = int(rng.integers(aug.num_subpolicies * aug.ops_per_subpolicy))
+        j = o + 3 * slot
+        x[j] = rng.choice(mag_ops)
+        x[j + 1] = max(x[j + 1], 1)  # applied
+        y = x.copy()
+        y[j + 2] = (x[j + 2] + 1) % len(aug.magnitudes)
+        z = x.copy()
+        z[j + 1] = x[j + 1] % (len(aug.probs) - 1) + 1  # another probability > 0
+        moved.append(ev.evaluate_actions(np.stack([x, y, z]))["accuracy"])
+    moved = np.array(moved)
+    assert np.all(moved[:, 0] != moved[:, 1]) and np.all(moved[:, 0] != moved[:, 2])

@@ -112,7 +112,7 @@ def _step(arrs, nvec, F, I, C, flat, obs, scale):  # compiled by numba; plain Py
     levels = C[LEVELS_F]
     lo, hi = C[LO], C[HI]
     c = math.floor(min(max((math.log(flops) - lo) / (hi - lo), 0.0), 1.0) * levels + 0.5 + 1e-9) / levels
-    s = math.floor(ssum / ns_slots * levels + 0.5 + 1e-9) / levels
+    s = ssum / ns_slots
     d = s + C[OMEGA] * w + C[LAM] * ls - C[RHO] * c
     z = F[I[O_HZ] + kk] + (
         C[A_C] * c - C[B_C] * c * c + C[A_Q] * q
