@@ -1,6 +1,6 @@
 """Throughput of the surrogate environment.
 
-Prints joint steps/s of ``AutoMLPipeline-v0`` with the surrogate reward (one process, one pipeline per
+Prints joint steps/s of ``AutoMLPipeline-v1`` with the surrogate reward (one process, one pipeline per
 step, random valid actions prepared in advance) on the compiled step (numba, extra ``fast``) and on the
 pure-Python path, batched evaluations/s through the evaluator, and each as a ratio against a reference
 measured in the same process: a bare PettingZoo ParallelEnv with the same agents and a table-lookup
