@@ -288,7 +288,11 @@ class Pipeline:
         return json.dumps(self.to_dict(), sort_keys=True, default=str)
 
     def describe(self) -> str:
-        """A multi-line readable summary."""
+        """A multi-line readable summary (for a tabular task, ``extras["benchmark"]`` set: its recorded
+        choices only, since its table reads nothing else)."""
+        if "benchmark" in self.extras:
+            rest = {k: v for k, v in self.extras.items() if k != "benchmark"}
+            return "\n".join([f"benchmark: {self.extras['benchmark']}", *(f"  {k}: {v}" for k, v in rest.items())])
         lines = ["augment:"]
         for i, sub in enumerate(self.augment):
             lines.append(f"  sub-policy {i}: " + ", ".join(str(op) for op in sub))

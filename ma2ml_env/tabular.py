@@ -271,16 +271,18 @@ def load_table(name: str) -> RecordedTable:
 class TabularModule(AutoMLModule):
     """An agent of a tabular task: a named group of the table's parameters.
 
-    ``apply`` records its choices in ``pipeline.extras`` (the decoded choices are also in
-    ``pipeline.choices``); tabular tasks read nothing else of the pipeline.
+    ``apply`` records its choices and the task's name (``benchmark``) in ``pipeline.extras`` (the decoded
+    choices are also in ``pipeline.choices``); tabular tasks read nothing else of the pipeline, and
+    ``Pipeline.describe`` shows only these.
     """
 
-    def __init__(self, name: str, decisions: Sequence[Decision]) -> None:
+    def __init__(self, name: str, decisions: Sequence[Decision], benchmark: str = "") -> None:
         self.name = name
         self.decisions = tuple(decisions)
+        self.benchmark = benchmark
 
     def apply(self, choice: Mapping[str, Any], pipeline: Pipeline) -> Pipeline:
-        return pipeline.with_extras(**choice)
+        return pipeline.with_extras(benchmark=self.benchmark, **choice)
 
 
 def benchmark_modules(name: str, table: RecordedTable | None = None) -> tuple[TabularModule, ...]:
@@ -288,7 +290,7 @@ def benchmark_modules(name: str, table: RecordedTable | None = None) -> tuple[Ta
     spec = spec_of(name)
     choices = dict((table or load_table(name)).params)
     docs = {"nb201": "operation on the edge"}
-    return tuple(TabularModule(agent, [Decision(p, choices[p], docs.get(spec.family, "")) for p in ps])
+    return tuple(TabularModule(agent, [Decision(p, choices[p], docs.get(spec.family, "")) for p in ps], name)
                  for agent, ps in spec.agents)
 
 

@@ -211,6 +211,8 @@ def test_nb201_agents_are_the_cell_nodes():
     assert [d.name for d in env.unwrapped.space.modules[2].decisions] == ["edge_3_0", "edge_3_1", "edge_3_2"]
     assert env.action_space("node_2").nvec.tolist() == [5, 5]
     assert env.unwrapped.space.modules[0].decisions[0].choices == tabular.NB201_OPS
+    text = env.unwrapped.decode(env.unwrapped.evaluator.optimum()[1]).describe()
+    assert text.startswith("benchmark: nb201/cifar10") and "edge_3_2: " in text and "arch:" not in text
 
 
 @needs_tables
