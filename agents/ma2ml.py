@@ -169,6 +169,11 @@ class MA2MLConfig:
     critic_weight_decay: float = 1e-4
     """AdamW weight decay of the critic; >= 0."""
 
+    critic_targets: Literal["zscore", "rank"] = "zscore"
+    """What the critic regresses on: ``"zscore"``, the rewards standardised over the buffer; ``"rank"``,
+    their normal scores (a Gaussian copula: ``Phi^-1((rank - 1/2) / n)``), which only keeps their order, so
+    a few failed or outlying evaluations do not dominate the fit."""
+
     elite_fraction: float = 0.75
     """Fraction of each off-policy policy mini-batch drawn from the best ``elite_quantile`` of the buffer
     by reward (our extension, not in the paper; 0 = the paper's uniform replay); in [0, 1]. Evaluating
@@ -193,6 +198,7 @@ class MA2MLConfig:
             "shared_advantage": ("critic", "reward"),
             "counterfactual": ("auto", "enumerate", "per_decision", "sample"),
             "trust_region": ("clip", "kl", "none"),
+            "critic_targets": ("zscore", "rank"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -544,6 +550,7 @@ class MA2ML(SearchAlgorithm):
         self._reward_mean = float(self.buffer.rewards.mean())
         std = float(self.buffer.rewards.std())
         self._reward_std = std if std > 1e-12 else 1.0
+        self._targets = self._critic_targets(self.buffer.rewards)
         critic_losses, policy_losses, self._adv_sums = [], [], torch.zeros(self.n_units)
         if cfg.uses_critic:
             for _ in range(cfg.updates_per_round):
@@ -589,10 +596,18 @@ class MA2ML(SearchAlgorithm):
     def _cols(self, flat: torch.Tensor) -> torch.Tensor:
         return flat + self._col_offset
 
+    def _critic_targets(self, rewards: np.ndarray) -> np.ndarray:
+        """The critic's regression targets for every buffer row (see ``MA2MLConfig.critic_targets``)."""
+        if self.config.critic_targets == "rank":
+            from scipy.stats import norm, rankdata
+
+            return norm.ppf((rankdata(rewards) - 0.5) / len(rewards))
+        return (rewards - self._reward_mean) / self._reward_std
+
     def critic_step(self, rows: np.ndarray) -> float:
         """One regression step of ``Q`` on buffer rows: ``(Q(a) - r~)^2`` for every ensemble member."""
         cols = self._cols(torch.as_tensor(self.buffer.actions[rows]))
-        target = torch.as_tensor((self.buffer.rewards[rows] - self._reward_mean) / self._reward_std).float()
+        target = torch.as_tensor(self._targets[rows]).float()
         loss = (self.critic(cols) - target).pow(2).mean()
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()

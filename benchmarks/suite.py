@@ -46,6 +46,8 @@ ALGORITHMS: dict[str, AlgoSpec] = {
     "ma2ml": AlgoSpec("ma2ml", {}, "MA2ML: off-policy, centralised critic, counterfactual credit"),
     "ma2ml-no-credit": AlgoSpec("ma2ml", {"credit_assignment": False}, "MA2ML without credit assignment"),
     "ma2ml-on-policy": AlgoSpec("ma2ml", {"off_policy": False}, "MA2ML updated on-policy (each sample used once)"),
+    "ma2ml-rank": AlgoSpec("ma2ml", {"critic_targets": "rank"}, "MA2ML, critic fitted on rank (normal-score) targets",
+                           in_presets=False),
     "ma2ml-lite": AlgoSpec("ma2ml-lite", {}, "MA2ML-Lite: REINFORCE on the shared reward"),
     "separate": AlgoSpec("separate", {}, "one module at a time, others fixed (paper's baseline)"),
     "independent": AlgoSpec("independent", {}, "independent learners, no critic, no credit"),

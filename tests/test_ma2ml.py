@@ -402,3 +402,31 @@ def test_metrics_report_losses_and_per_agent_credit():
     lite = MA2MLLite()
     run(lite, MatrixGameEnv(CLIMBING), budget=16, seed=0, batch_size=8)
     assert "critic_loss" not in lite.metrics()
+
+
+def test_rank_critic_targets_make_the_search_invariant_to_monotone_reward_transforms():
+    """With ``critic_targets="rank"`` only the order of the rewards reaches the critic (and the elite replay
+    is by rank): a strictly increasing transform of every reward gives the same proposals. With z-scored
+    targets it does not."""
+    import ma2ml_env
+
+    env = ma2ml_env.parallel_env(reward="surrogate", modules=("nas", "hpo"))
+    ev, space = env.unwrapped.evaluator, env.unwrapped.space
+
+    def proposals(transform, **cfg):
+        algo = MA2ML(critic_hidden=16, **cfg)
+        algo.setup(action_spaces_of(env), seed=3)
+        seen = []
+        for _ in range(4):
+            acts = algo.propose(8)
+            flat = np.stack([space.flatten(a) for a in acts])
+            seen.append(flat)
+            algo.observe(acts, transform(ev.evaluate_actions(flat)["score"]).tolist())
+        return np.concatenate(seen)
+
+    torch.set_num_threads(1)
+    rank = proposals(lambda r: r, critic_targets="rank")
+    assert np.array_equal(rank, proposals(lambda r: np.exp(8 * r) - 3.0, critic_targets="rank"))
+    assert not np.array_equal(proposals(lambda r: r), proposals(lambda r: np.exp(8 * r) - 3.0))
+    with pytest.raises(ValueError, match="critic_targets must be one of"):
+        MA2MLConfig(critic_targets="quantile")
