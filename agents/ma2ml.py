@@ -187,6 +187,12 @@ class MA2MLConfig:
     exploration: float = 0.05
     """Per-decision probability mass mixed uniformly into proposals; in [0, 1]."""
 
+    screening: int = 0
+    """Candidates screened by the critic per proposed joint action (0: off, proposals are plain policy
+    samples, as in the paper). Half the candidates are policy samples, half are elite buffer rows with one
+    agent's decisions redrawn from its policy; the unevaluated ones with the highest ensemble mean plus one
+    standard deviation of ``Q`` are proposed. Our extension; >= 0."""
+
     baseline_decay: float = 0.9
     """Decay of the moving-average reward baseline ``b`` (``shared_advantage="reward"``); in [0, 1)."""
 
@@ -235,6 +241,8 @@ class MA2MLConfig:
             raise ValueError(f"elite_quantile must lie in (0, 1], got {self.elite_quantile!r}")
         if not 0 <= self.baseline_decay < 1:
             raise ValueError(f"baseline_decay must lie in [0, 1), got {self.baseline_decay!r}")
+        if isinstance(self.screening, bool) or not isinstance(self.screening, int) or self.screening < 0:
+            raise ValueError(f"screening must be an integer >= 0, got {self.screening!r}")
 
     @property
     def uses_critic(self) -> bool:
@@ -512,15 +520,54 @@ class MA2ML(SearchAlgorithm):
         return dict(getattr(self, "_metrics", {}))
 
     def propose(self, n: int) -> list[JointAction]:
-        """Sample ``n`` joint actions from the policies mixed with ``exploration`` uniform mass."""
+        """Sample ``n`` joint actions from the policies mixed with ``exploration`` uniform mass (with
+        ``screening``: the best of ``screening * n`` candidates by the critic, see the config)."""
+        lay, cfg = self.layout, self.config
+        k = cfg.screening * n
+        if k and cfg.uses_critic and len(self.buffer):
+            flat = self._screen(n, k)
+        else:
+            flat = self._behaviour_samples(n)
+        return [lay.unflatten(row) for row in flat]
+
+    def _behaviour_samples(self, n: int) -> np.ndarray:
+        """``n`` flat joint actions from the policies mixed with ``exploration`` uniform mass."""
         lay, eps = self.layout, self.config.exploration
         with torch.no_grad():
             p = _log_probs(self.logits, self._mask).exp().double().numpy()
         p = (1 - eps) * p + eps * lay.mask / lay.nvec[:, None]
         cdf = np.cumsum(p, axis=1)
         u = self.np_rng.random((n, lay.n_dec, 1)) * cdf[None, :, -1:]
-        flat = np.minimum((cdf[None] < u).sum(-1), lay.nvec - 1)  # [n, n_dec]
-        return [lay.unflatten(row) for row in flat]
+        return np.minimum((cdf[None] < u).sum(-1), lay.nvec - 1)  # [n, n_dec]
+
+    def _screen(self, n: int, k: int) -> np.ndarray:
+        """The ``n`` best unevaluated of ``k`` candidates by ``Q`` mean + std over the ensemble."""
+        lay, cfg = self.layout, self.config
+        cand = self._behaviour_samples(k)
+        m = k // 2
+        q = max(1, int(np.ceil(cfg.elite_quantile * len(self.buffer))))
+        top = np.argsort(-self.buffer.rewards, kind="stable")[:q]
+        cand[m:] = self.buffer.actions[top[self.np_rng.integers(0, q, size=k - m)]]
+        redraw = self._behaviour_samples(k - m)
+        agents = self.np_rng.integers(0, len(lay.slices), size=k - m)
+        for i, a in enumerate(agents):  # one agent's decisions of an elite redrawn from the behaviour policy
+            sl = lay.slices[a]
+            cand[m + i, sl] = redraw[i, sl]
+        seen = {row.tobytes() for row in self.buffer.actions}
+        keep, fresh = [], set()
+        for i, row in enumerate(cand):
+            key = row.tobytes()
+            if key not in seen and key not in fresh:
+                fresh.add(key)
+                keep.append(i)
+        cand = cand[keep]
+        with torch.no_grad():
+            qs = self.critic(self._cols(torch.as_tensor(cand)))  # [E, K]
+            score = (qs.mean(0) + (qs.std(0) if qs.shape[0] > 1 else 0.0)).numpy()
+        best = cand[np.argsort(-score, kind="stable")[:n]]
+        if len(best) < n:
+            best = np.concatenate([best, self._behaviour_samples(n - len(best))])
+        return best
 
     def _sample_policy(self, shape: tuple[int, ...], decs: slice | None = None) -> torch.Tensor:
         """Draws from the current policy (no exploration): ``[*shape, n_dec_in_decs]``."""

@@ -430,3 +430,28 @@ def test_rank_critic_targets_make_the_search_invariant_to_monotone_reward_transf
     assert not np.array_equal(proposals(lambda r: r), proposals(lambda r: np.exp(8 * r) - 3.0))
     with pytest.raises(ValueError, match="critic_targets must be one of"):
         MA2MLConfig(critic_targets="quantile")
+
+
+def test_screening_proposes_unevaluated_candidates_the_critic_ranks_highest():
+    import ma2ml_env
+
+    env = ma2ml_env.parallel_env(reward="surrogate", modules=("nas", "hpo"))
+    space = env.unwrapped.space
+    algo = MA2ML(critic_hidden=16, critic_ensemble=3, screening=8)
+    algo.setup(action_spaces_of(env), seed=0)
+    first = algo.propose(16)  # nothing observed yet: plain policy samples
+    algo.observe(first, [r.score for r in env.unwrapped.evaluate(first, list(range(16)))])
+    torch.manual_seed(0)
+    props = algo.propose(4)
+    flat = np.stack([algo.layout.flatten(a) for a in props])
+    seen = {algo.layout.flatten(a).tobytes() for a in first}
+    assert len({r.tobytes() for r in flat}) == 4 and not any(r.tobytes() in seen for r in flat)
+    with torch.no_grad():
+        q = algo.critic(algo._cols(torch.as_tensor(flat)))
+        ours = (q.mean(0) + q.std(0)).min()
+        others = algo.critic(algo._cols(torch.as_tensor(algo._behaviour_samples(64))))
+    # the proposals rank at the top of what plain policy samples would give
+    assert float(ours) >= float(torch.quantile(others.mean(0) + others.std(0), 0.5))
+    assert space.joint_nvec.size == flat.shape[1]
+    with pytest.raises(ValueError, match="screening must be an integer >= 0"):
+        MA2MLConfig(screening=-1)
