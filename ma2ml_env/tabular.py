@@ -179,8 +179,7 @@ class RecordedTable:
 
     @property
     def radix(self) -> np.ndarray:
-        sizes = [len(c) for _, c in self.params]
-        return np.array([math.prod(sizes[k + 1:]) for k in range(len(sizes))], dtype=np.int64)
+        return _radix([len(c) for _, c in self.params])
 
     @property
     def n_seeds(self) -> np.ndarray:
@@ -201,6 +200,11 @@ class RecordedTable:
         if "sec" not in self._cache:
             self._cache["sec"] = np.nanmean(self.seconds, axis=1)
         return self._cache["sec"]
+
+
+def _radix(sizes: Sequence[int]) -> np.ndarray:
+    """Mixed-radix place values, the first size most significant."""
+    return np.array([math.prod(sizes[k + 1:]) for k in range(len(sizes))], dtype=np.int64)
 
 
 def fcnet_score(loss: np.ndarray, loss_floor: float) -> np.ndarray:
@@ -240,7 +244,7 @@ def load_table(name: str) -> RecordedTable:
         raw = pickle.load(f)
     metric_name = "val_loss" if spec.family == "fcnet" else "val_acc"
     sizes = [len(c) for _, c in params]
-    radix = np.array([math.prod(sizes[k + 1:]) for k in range(len(sizes))], dtype=np.int64)
+    radix = _radix(sizes)
     keys = list(raw)
     digits = np.frombuffer("".join(keys).encode(), dtype=np.uint8).reshape(len(keys), len(sizes)) - ord("0")
     rows = digits.astype(np.int64) @ radix
@@ -353,9 +357,13 @@ class TabularEvaluator(Evaluator):
         self._cols = np.array([cols[p] for p, _ in self.table.params], dtype=np.int64)
         self._radix = self.table.radix
 
-    def _rows(self, flat_actions: np.ndarray) -> np.ndarray:
+    def _require_bound(self) -> SearchSpace:
         if self.space is None:
             raise RuntimeError("the evaluator is not bound to a search space; build it through benchmark_env()")
+        return self.space
+
+    def _rows(self, flat_actions: np.ndarray) -> np.ndarray:
+        self._require_bound()
         A = np.asarray(flat_actions, dtype=np.int64)
         return (A[None] if A.ndim == 1 else A)[:, self._cols] @ self._radix
 
@@ -390,21 +398,18 @@ class TabularEvaluator(Evaluator):
     def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
         if not pipelines:
             return []
-        space = self.space
-        if space is None:
-            raise RuntimeError("the evaluator is not bound to a search space; build it through benchmark_env()")
+        space = self._require_bound()
         flat = np.stack([space.flatten(space.encode(p)) for p in pipelines])
         return self.results_from_arrays(self.evaluate_actions(flat, seeds))
 
     def optimum(self) -> tuple[float, dict[str, np.ndarray]]:
         """The exact optimum ``(best seed-mean score, its joint action)`` of the table."""
-        if self.space is None:
-            raise RuntimeError("the evaluator is not bound to a search space; build it through benchmark_env()")
+        space = self._require_bound()
         row = int(np.argmax(self.table.mean_score))
         idx = (row // self._radix) % np.array([len(c) for _, c in self.table.params])
-        flat = np.zeros(self.space.joint_nvec.size, dtype=np.int64)
+        flat = np.zeros(space.joint_nvec.size, dtype=np.int64)
         flat[self._cols] = idx
-        return float(self.table.mean_score[row]), self.space.unflatten(flat)
+        return float(self.table.mean_score[row]), space.unflatten(flat)
 
     def true_score_of(self, flat_actions: np.ndarray) -> np.ndarray:
         """The seed-mean (true) score of flat joint actions: what a search's incumbent is really worth."""
