@@ -423,6 +423,11 @@ def write_report(out: Path, command: str, throughput: str | None = None) -> Path
     if presets:
         out_arg = "" if out.resolve() == (ROOT / "benchmarks" / "results").resolve() else f" --out {out}"
         runs = [f"python benchmarks/suite.py run --preset {p} --jobs 2{out_arg}" for p in presets]
+        for p in presets:  # variants outside the presets that have cells for every task of one
+            extra = [a for a in ALGORITHMS if not ALGORITHMS[a].in_presets
+                     and all((t, a) in cells for t in PRESETS[p]["tasks"])]
+            if extra:
+                runs.append(f"python benchmarks/suite.py run --preset {p} --algos {','.join(extra)} --jobs 2{out_arg}")
         if (out / "surrogate-realism.md").exists():
             runs.append("python benchmarks/surrogate_realism.py" + (f" --out {out}" if out_arg else ""))
         if (out / "nb201-repro" / "nb201-repro.md").exists():
