@@ -561,6 +561,8 @@ class MA2ML(SearchAlgorithm):
                 fresh.add(key)
                 keep.append(i)
         cand = cand[keep]
+        if not len(cand):  # a small space, all of it evaluated: plain samples
+            return self._behaviour_samples(n)
         with torch.no_grad():
             qs = self.critic(self._cols(torch.as_tensor(cand)))  # [E, K]
             score = (qs.mean(0) + (qs.std(0) if qs.shape[0] > 1 else 0.0)).numpy()

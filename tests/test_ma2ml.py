@@ -455,3 +455,14 @@ def test_screening_proposes_unevaluated_candidates_the_critic_ranks_highest():
     assert space.joint_nvec.size == flat.shape[1]
     with pytest.raises(ValueError, match="screening must be an integer >= 0"):
         MA2MLConfig(screening=-1)
+
+
+def test_screening_on_a_space_it_has_fully_evaluated_falls_back_to_policy_samples():
+    import warnings
+
+    env = MatrixGameEnv(CLIMBING)  # 9 joint actions: after a few rounds every candidate was evaluated
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = run(MA2ML(**GAME_CFG, screening=8, critic_ensemble=2), env, budget=48, seed=0, batch_size=8)
+    joint = {tuple(v[0] for v in t.actions.values()) for t in res.trials}
+    assert len(res.trials) == 48 and len(joint) == 9  # screening prefers the unevaluated: all nine are tried
