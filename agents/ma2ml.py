@@ -542,12 +542,10 @@ class MA2ML(SearchAlgorithm):
 
     def _screen(self, n: int, k: int) -> np.ndarray:
         """The ``n`` best unevaluated of ``k`` candidates by ``Q`` mean + std over the ensemble."""
-        lay, cfg = self.layout, self.config
+        lay = self.layout
         cand = self._behaviour_samples(k)
         m = k // 2
-        q = max(1, int(np.ceil(cfg.elite_quantile * len(self.buffer))))
-        top = np.argsort(-self.buffer.rewards, kind="stable")[:q]
-        cand[m:] = self.buffer.actions[top[self.np_rng.integers(0, q, size=k - m)]]
+        cand[m:] = self.buffer.actions[self._elite_rows(k - m)]
         redraw = self._behaviour_samples(k - m)
         agents = self.np_rng.integers(0, len(lay.slices), size=k - m)
         for i, a in enumerate(agents):  # one agent's decisions of an elite redrawn from the behaviour policy
@@ -636,11 +634,15 @@ class MA2ML(SearchAlgorithm):
         n_elite = round(cfg.elite_fraction * n)
         rows = self._uniform_rows(n - n_elite)
         if n_elite:
-            k = max(1, int(np.ceil(cfg.elite_quantile * len(self.buffer))))
-            # stable sort on -reward: ties keep evaluation order, so the choice is reproducible
-            top = np.argsort(-self.buffer.rewards, kind="stable")[:k]
-            rows = np.concatenate([rows, top[self.np_rng.integers(0, k, size=n_elite)]])
+            rows = np.concatenate([rows, self._elite_rows(n_elite)])
         return rows
+
+    def _elite_rows(self, n: int) -> np.ndarray:
+        """``n`` buffer rows drawn uniformly from the best ``elite_quantile`` by reward."""
+        k = max(1, int(np.ceil(self.config.elite_quantile * len(self.buffer))))
+        # stable sort on -reward: ties keep evaluation order, so the choice is reproducible
+        top = np.argsort(-self.buffer.rewards, kind="stable")[:k]
+        return top[self.np_rng.integers(0, k, size=n)]
 
     def _cols(self, flat: torch.Tensor) -> torch.Tensor:
         return flat + self._col_offset

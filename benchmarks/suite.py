@@ -66,12 +66,14 @@ ALGORITHMS: dict[str, AlgoSpec] = {
 @dataclass(frozen=True)
 class TaskSpec:
     """A benchmark task: env keyword arguments; ``per_seed_task`` draws a random surrogate task per seed;
-    ``benchmark`` names a tabular task of recorded real trainings (``ma2ml_env.benchmark_env``)."""
+    ``benchmark`` names a tabular task of recorded real trainings (``ma2ml_env.benchmark_env``);
+    ``final_training``: the search's final pick is trained on train + validation and tested (``train_final``)."""
 
     env_kwargs: dict[str, Any]
     doc: str
     per_seed_task: bool = False
     benchmark: str | None = None
+    final_training: bool = False
 
 
 def _budget(**kw: Any) -> Any:
@@ -98,12 +100,12 @@ TASKS: dict[str, TaskSpec] = {
         {"reward": "train", "reward_kwargs": {"dataset": "fashion_mnist", "max_train": 2000, "val_fraction": 0.05,
                                               "budget": ("hard", 8.0e6)}},
         "real training on Fashion-MNIST (Debian's files; 2,000 training and 3,000 validation images, the 10,000 "
-        "test images for the final pick; CPU), hard budget 8 MFLOPs"),
+        "test images for the final pick; CPU), hard budget 8 MFLOPs", final_training=True),
     "train-cifar10": TaskSpec(
         {"reward": "train", "reward_kwargs": {"dataset": "npz", "root": "@cifar10", "max_train": 10000,
                                               "budget": ("hard", 8.0e6)}},
         "real training on CIFAR-10 (10,000 training and 2,500 validation images of a balanced 12,500-image "
-        "subset, 2,000 test images for the final pick; CPU), hard budget 8 MFLOPs"),
+        "subset, 2,000 test images for the final pick; CPU), hard budget 8 MFLOPs", final_training=True),
 }
 
 #: where the CIFAR-10 arrays of the train-cifar10 task are decoded to (from ../shared/data/cifar10, which
@@ -151,10 +153,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(tasks=["surrogate", "surrogate-noise"], algos=["ma2ml", "random"], seeds=2, budget=16,
                   batch_size=4),
 }
-
-
-#: tasks whose final pick is trained on train + validation and tested (``train_final``)
-FINAL_TRAINING = ("train-fashion", "train-cifar10")
 
 
 def make_env_kwargs(task: str) -> dict[str, Any]:
@@ -219,7 +217,7 @@ def run_cell(out: str, task: str, algo: str, seed: int, budget: int, batch_size:
         scores=[t.score for t in result.trials], statuses=[t.status for t in result.trials],
         seconds=[t.seconds for t in result.trials], best_actions=result.best.actions,
     )
-    if task in FINAL_TRAINING:  # the test accuracy of the search's pick, trained on train + validation
+    if TASKS[task].final_training:  # the test accuracy of the search's pick, trained on train + validation
         from ma2ml_env.rewards.train import train_final
 
         rk = dict(make_env_kwargs(task)["reward_kwargs"])
@@ -478,7 +476,8 @@ def write_report(out: Path, command: str, throughput: str | None = None) -> Path
         sums = {a: summarise(rs, target) for a, rs in recs_by_algo.items()}
         budget = any_rec["budget"]
         norm = " (score / optimum)" if per_seed else ""
-        second = "test accuracy of the final pick" if task in FINAL_TRAINING else "true score of the incumbent"
+        final = task in TASKS and TASKS[task].final_training
+        second = "test accuracy of the final pick" if final else "true score of the incumbent"
         lines += [
             f"### {task}: {TASKS[task].doc if task in TASKS else ''}",
             "",

@@ -51,7 +51,7 @@ import math
 import os
 import pickle
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -166,7 +166,6 @@ class RecordedTable:
     metric: np.ndarray
     metric_name: str = "val_acc"
     loss_floor: float = math.nan
-    _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         n = math.prod(len(c) for _, c in self.params)
@@ -181,25 +180,20 @@ class RecordedTable:
     def radix(self) -> np.ndarray:
         return _radix([len(c) for _, c in self.params])
 
-    @property
+    @functools.cached_property
     def n_seeds(self) -> np.ndarray:
         """Recorded seeds per configuration."""
-        if "n" not in self._cache:
-            self._cache["n"] = np.count_nonzero(~np.isnan(self.score), axis=1).astype(np.int64)
-        return self._cache["n"]
+        return np.count_nonzero(~np.isnan(self.score), axis=1).astype(np.int64)
 
-    @property
+    @functools.cached_property
     def mean_score(self) -> np.ndarray:
         """Seed-mean score per configuration."""
-        if "mean" not in self._cache:
-            self._cache["mean"] = np.nanmean(self.score, axis=1)
-        return self._cache["mean"]
+        return np.nanmean(self.score, axis=1)
 
-    @property
+    @functools.cached_property
     def mean_seconds(self) -> np.ndarray:
-        if "sec" not in self._cache:
-            self._cache["sec"] = np.nanmean(self.seconds, axis=1)
-        return self._cache["sec"]
+        """Seed-mean recorded training time per configuration."""
+        return np.nanmean(self.seconds, axis=1)
 
 
 def _radix(sizes: Sequence[int]) -> np.ndarray:
