@@ -10,18 +10,48 @@ reward of each, and repeats. The batch is what lets a backend evaluate pipelines
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium
 import numpy as np
 
-__all__ = ["SearchAlgorithm", "Trial", "SearchResult", "run", "evaluate_joint_actions", "action_spaces_of"]
+__all__ = [
+    "SearchAlgorithm",
+    "SearchResult",
+    "Trial",
+    "action_spaces_of",
+    "evaluate_joint_actions",
+    "run",
+    "torch_threads",
+]
 
 JointAction = dict[str, np.ndarray]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the process-wide setting (``None``:
+    leave it). Thread start-up and contention dominate tiny torch computations on a few cores, and a
+    fixed thread count makes their floating-point reductions, hence a search, the same on any machine."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
+
 
 
 class SearchAlgorithm:

@@ -16,6 +16,10 @@ name               algorithm
                    with the others fixed to the best pipeline so far, cycling through the modules.
 =================  ==================================================================================
 
+Two more baselines have modules of their own: ``local-search`` (:mod:`agents.local_search`, White et al.
+2021's local search) and ``gp`` (:mod:`agents.gp`, Optuna's Gaussian-process BO, on the ask/tell part
+shared with ``tpe``).
+
 Every algorithm is seeded by ``setup(action_spaces, seed)`` and draws randomness only from its own
 generators, so the same seed gives the same trials whatever else runs in the process. Each takes a
 frozen, validated config dataclass (``Algo(Config(...))`` or ``Algo(field=value)``), and
@@ -41,7 +45,7 @@ from typing import Any, Literal
 import gymnasium
 import numpy as np
 
-from agents.base import JointAction, SearchAlgorithm
+from agents.base import JointAction, SearchAlgorithm, torch_threads
 
 __all__ = [
     "EvolutionConfig",
@@ -89,6 +93,11 @@ def _check_config(config_cls: type, config: Any, overrides: Mapping[str, Any]) -
 def _positive_int(owner: str, name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
+
+
+def _boolean(owner: str, name: str, value: Any) -> None:
+    if type(value) not in (bool, np.bool_):
+        raise ValueError(f"{owner}.{name} must be True or False, got {value!r}")
 
 
 def _in_range(owner: str, name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False,
@@ -301,23 +310,21 @@ class TPEConfig:
         _positive_int("TPEConfig", "n_ei_candidates", self.n_ei_candidates)
 
 
-class OptunaTPE(SearchAlgorithm):
-    """Optuna's TPE sampler over the joint space, through Optuna's ask-and-tell interface.
+class _OptunaAskTell(SearchAlgorithm):
+    """An Optuna sampler over the joint space, through Optuna's ask-and-tell interface (the part
+    :class:`OptunaTPE` and :class:`agents.gp.GPBO` share; a subclass builds the sampler in
+    :meth:`_sampler`).
 
     Every decision ``j`` of agent ``i`` is one categorical parameter named ``"{agent}.{j}"`` (choices
     ``0..n_ij-1``: choice tables are not all ordered, so categorical is the safe reading). ``propose(n)``
-    asks ``n`` trials (with ``constant_liar`` the pending ones repel each other); ``observe`` tells them
-    in the same order. A joint action that was not proposed (e.g. a warm start) is added as a finished
-    trial instead.
-
-    Args:
-        config: a :class:`TPEConfig`; or its fields as keyword arguments.
+    asks ``n`` trials (they stay RUNNING, so a sampler that looks at running trials spreads the batch);
+    ``observe`` tells them in the same order. A joint action that was not proposed (e.g. a warm start) is
+    added as a finished trial instead.
     """
 
-    name = "tpe"
-
-    def __init__(self, config: TPEConfig | None = None, **overrides: Any) -> None:
-        self.config = _check_config(TPEConfig, config, overrides)
+    def _sampler(self, optuna: Any, seed: int) -> Any:
+        """The ``optuna.samplers`` sampler, seeded with ``seed``."""
+        raise NotImplementedError
 
     def setup(self, action_spaces: Mapping[str, gymnasium.Space], seed: int) -> None:
         super().setup(action_spaces, seed)
@@ -327,13 +334,7 @@ class OptunaTPE(SearchAlgorithm):
         self.param_names = [
             f"{a}.{j}" for a, s in self.layout.slices.items() for j in range(s.stop - s.start)
         ]
-        cfg = self.config
-        kwargs: dict[str, Any] = {
-            "seed": int(seed), "n_startup_trials": cfg.n_startup_trials, "multivariate": cfg.multivariate,
-            "constant_liar": cfg.constant_liar, "n_ei_candidates": cfg.n_ei_candidates,
-        }
-        sampler = optuna.samplers.TPESampler(**kwargs)
-        self.study = optuna.create_study(direction="maximize", sampler=sampler)
+        self.study = optuna.create_study(direction="maximize", sampler=self._sampler(optuna, int(seed)))
         self._distributions = {
             name: optuna.distributions.CategoricalDistribution(list(range(int(n))))
             for name, n in zip(self.param_names, self.layout.nvec)
@@ -376,6 +377,30 @@ class OptunaTPE(SearchAlgorithm):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.study = pickle.loads(state["study"])
         self._pending = deque((int(n), tuple(k)) for n, k in state.get("pending", ()))
+
+
+class OptunaTPE(_OptunaAskTell):
+    """Optuna's TPE sampler over the joint space, through Optuna's ask-and-tell interface.
+
+    One categorical parameter per decision of every agent (see :class:`_OptunaAskTell`); with
+    ``constant_liar`` the pending trials of a batch repel each other. A joint action that was not
+    proposed (e.g. a warm start) is added as a finished trial.
+
+    Args:
+        config: a :class:`TPEConfig`; or its fields as keyword arguments.
+    """
+
+    name = "tpe"
+
+    def __init__(self, config: TPEConfig | None = None, **overrides: Any) -> None:
+        self.config = _check_config(TPEConfig, config, overrides)
+
+    def _sampler(self, optuna: Any, seed: int) -> Any:
+        cfg = self.config
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=cfg.n_startup_trials, multivariate=cfg.multivariate,
+            constant_liar=cfg.constant_liar, n_ei_candidates=cfg.n_ei_candidates,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -515,18 +540,8 @@ class SB3Agent(SearchAlgorithm):
         self._ready: list[tuple[np.ndarray, float, float, float]] = []  # (idx, reward, value, log_prob)
         self.updates = 0
 
-    @contextlib.contextmanager
-    def _threads(self) -> Iterator[None]:
-        import torch
-
-        n, before = self.config.torch_threads, torch.get_num_threads()
-        if n is not None and n != before:
-            torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            if n is not None and n != before:
-                torch.set_num_threads(before)
+    def _threads(self) -> contextlib.AbstractContextManager[None]:
+        return torch_threads(self.config.torch_threads)
 
     @contextlib.contextmanager
     def _global_seed(self) -> Iterator[None]:

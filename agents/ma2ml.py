@@ -93,7 +93,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.base import JointAction, SearchAlgorithm
+from agents.base import JointAction, SearchAlgorithm, torch_threads
 
 __all__ = ["MA2ML", "MA2MLConfig", "MA2MLLite"]
 
@@ -139,7 +139,7 @@ class MA2MLConfig:
     kl_coef: float = 1.0
     """Weight ``beta`` of ``KL(pi_target || pi)`` (``trust_region="kl"``); > 0."""
 
-    target_tau: float = 0.1
+    target_tau: float = 1.0
     """Polyak rate of the target policies, ``theta_target <- (1-tau) theta_target + tau theta``; in (0, 1]."""
 
     updates_per_round: int = 16
@@ -154,22 +154,36 @@ class MA2MLConfig:
     entropy_coef: float = 0.0
     """Weight of the entropy bonus ``H(pi_i)`` summed over decisions; >= 0."""
 
+    critic: Literal["mlp", "fm"] = "fm"
+    """The centralised critic: ``"mlp"``, an MLP on the one-hot joint action (the paper's), fitted by
+    ``updates_per_round`` mini-batch AdamW steps per round; ``"fm"``, a factorisation machine (per-decision
+    terms plus rank-``critic_rank`` pairwise interactions; our extension), fitted full-batch by
+    ``updates_per_round`` Adam steps per round, warm-started, each ensemble member on its own Poisson
+    bootstrap of the buffer, ridge penalty ``critic_l2``. Its counterfactuals are closed-form."""
+
+    critic_rank: int = 4
+    """Rank of the factorisation machine's pairwise interactions (``critic="fm"``); >= 1."""
+
+    critic_l2: float = 1.0
+    """Ridge penalty on the factorisation machine's weights, in units of one evaluation (``critic="fm"``);
+    >= 0."""
+
     critic_hidden: int = 64
     """Width of the critic's hidden layers; >= 1."""
 
     critic_layers: int = 2
     """Number of hidden layers of the critic MLP; >= 1."""
 
-    critic_ensemble: int = 1
+    critic_ensemble: int = 4
     """Independent critics (different initialisations) whose mean is ``Q``; >= 1."""
 
-    critic_lr: float = 1e-2
+    critic_lr: float = 0.05
     """Adam learning rate of the critic; > 0."""
 
     critic_weight_decay: float = 1e-4
     """AdamW weight decay of the critic; >= 0."""
 
-    critic_targets: Literal["zscore", "rank"] = "zscore"
+    critic_targets: Literal["zscore", "rank"] = "rank"
     """What the critic regresses on: ``"zscore"``, the rewards standardised over the buffer; ``"rank"``,
     their normal scores (a Gaussian copula: ``Phi^-1((rank - 1/2) / n)``), which only keeps their order, so
     a few failed or outlying evaluations do not dominate the fit."""
@@ -181,17 +195,41 @@ class MA2MLConfig:
     others' best choices*", which lets agents coordinate on optima surrounded by miscoordination
     penalties (relative overgeneralisation), where expected-return learners settle on the safe action."""
 
-    elite_quantile: float = 0.03
+    elite_quantile: float = 0.01
     """Top fraction of the buffer (by reward) that elite rows come from; in (0, 1]."""
 
     exploration: float = 0.05
     """Per-decision probability mass mixed uniformly into proposals; in [0, 1]."""
 
-    screening: int = 0
+    screening: int = 32
     """Candidates screened by the critic per proposed joint action (0: off, proposals are plain policy
     samples, as in the paper). Half the candidates are policy samples, half are elite buffer rows with one
     agent's decisions redrawn from its policy; the unevaluated ones with the highest ensemble mean plus one
     standard deviation of ``Q`` are proposed. Our extension; >= 0."""
+
+    policy_update: Literal["gradient", "mirror"] = "mirror"
+    """How policies move each round. ``"gradient"``: ``updates_per_round`` Adam steps on the trust-region
+    objective (``trust_region``; the paper's actor update). ``"mirror"``: one closed-form KL-regularised
+    step per round, ``pi_ij(k) ∝ pi~_ij(k) exp(eta A_ij(k))`` with ``eta = mirror_step`` (the maximiser of
+    ``E_pi[A] - KL(pi || pi~) / eta``), where ``A_ij(k)`` is the counterfactual advantage of *every* value
+    ``k`` of decision ``j`` of agent ``i``, averaged over ``minibatch_size`` replayed pipelines (elite-
+    weighted as the gradient steps are) and divided by its root-mean-square over the agent's values. Our
+    extension (module docstring)."""
+
+    mirror_step: float = 0.5
+    """Step size ``eta`` of ``policy_update="mirror"`` (per-agent normalised advantages); > 0."""
+
+    screen_kappa: float = 1.0
+    """Screening score ``mean + screen_kappa * std`` of ``Q`` over the ensemble (optimism); >= 0."""
+
+    screen_random: float = 0.0
+    """Fraction of the screened candidates drawn uniformly at random instead of from the policy (keeps the
+    critic looking away from where the policy went); in [0, 1]."""
+
+    torch_threads: int | None = 1
+    """Torch intra-op threads while the algorithm computes (restored afterwards); ``None`` leaves torch's
+    setting. One thread makes a search the same at any machine's thread count (reductions split across
+    threads round differently) and is faster for these small tensors."""
 
     baseline_decay: float = 0.9
     """Decay of the moving-average reward baseline ``b`` (``shared_advantage="reward"``); in [0, 1)."""
@@ -205,6 +243,8 @@ class MA2MLConfig:
             "counterfactual": ("auto", "enumerate", "per_decision", "sample"),
             "trust_region": ("clip", "kl", "none"),
             "critic_targets": ("zscore", "rank"),
+            "critic": ("mlp", "fm"),
+            "policy_update": ("gradient", "mirror"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -220,27 +260,31 @@ class MA2MLConfig:
             "critic_hidden",
             "critic_layers",
             "critic_ensemble",
+            "critic_rank",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        for name in ("policy_lr", "critic_lr", "kl_coef"):
+        for name in ("policy_lr", "critic_lr", "kl_coef", "mirror_step"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("entropy_coef", "critic_weight_decay"):
+        for name in ("entropy_coef", "critic_weight_decay", "critic_l2", "screen_kappa"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 < self.clip_epsilon < 1:
             raise ValueError(f"clip_epsilon must lie in (0, 1), got {self.clip_epsilon!r}")
         if not 0 < self.target_tau <= 1:
             raise ValueError(f"target_tau must lie in (0, 1], got {self.target_tau!r}")
-        for name in ("elite_fraction", "exploration"):
+        for name in ("elite_fraction", "exploration", "screen_random"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         if not 0 < self.elite_quantile <= 1:
             raise ValueError(f"elite_quantile must lie in (0, 1], got {self.elite_quantile!r}")
         if not 0 <= self.baseline_decay < 1:
             raise ValueError(f"baseline_decay must lie in [0, 1), got {self.baseline_decay!r}")
+        t = self.torch_threads
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
+            raise ValueError(f"torch_threads must be an integer >= 1 or None, got {t!r}")
         if isinstance(self.screening, bool) or not isinstance(self.screening, int) or self.screening < 0:
             raise ValueError(f"screening must be an integer >= 0, got {self.screening!r}")
 
@@ -248,6 +292,23 @@ class MA2MLConfig:
     def uses_critic(self) -> bool:
         """Whether a critic is fitted (everything except the pure-reward shared advantage)."""
         return self.credit_assignment or self.shared_advantage == "critic"
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> MA2MLConfig:
+        """The paper's reading (this library's MA2ML up to version 0.x): an MLP critic on z-scored rewards,
+        ``updates_per_round`` Adam steps of the clipped trust-region objective around Polyak (tau 0.1)
+        target policies, proposals sampled from the policies (no screening)."""
+        base = {
+            "critic": "mlp",
+            "critic_targets": "zscore",
+            "critic_ensemble": 1,
+            "critic_lr": 1e-2,
+            "policy_update": "gradient",
+            "target_tau": 0.1,
+            "screening": 0,
+            "elite_quantile": 0.03,
+        }
+        return cls(**{**base, **overrides})
 
     @classmethod
     def lite(cls, **overrides: Any) -> MA2MLConfig:
@@ -259,7 +320,7 @@ class MA2MLConfig:
             "trust_region": "none",
             "elite_fraction": 0.0,
         }
-        return cls(**{**base, **overrides})
+        return cls.paper(**{**base, **overrides})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -314,12 +375,12 @@ class _Layout:
 # ---------------------------------------------------------------------------------------------------
 # Networks
 # ---------------------------------------------------------------------------------------------------
-class EnsembleCritic(nn.Module):
-    """``Q(a)``: an ensemble of MLPs on the one-hot joint action, batched over members.
+class MLPCritic(nn.Module):
+    """``Q(a)``: an ensemble of MLPs on the one-hot joint action, batched over members (the paper's critic).
 
     The first layer of an MLP on a one-hot vector is a sum of embedding rows, one per decision, so the
     critic takes column indices ``cols [B, n_dec]``; counterfactual inputs reuse the summed
-    pre-activation and swap one decision's row (module docstring). Shapes: ``E`` members, ``H`` width.
+    pre-activation and swap rows (:meth:`swap`, :meth:`replace`). Shapes: ``E`` members, ``H`` width.
     """
 
     def __init__(
@@ -338,14 +399,6 @@ class EnsembleCritic(nn.Module):
         self.out_w = uniform(e, h, 1, bound=h**-0.5)
         self.out_b = nn.Parameter(torch.zeros(e, 1, 1))
 
-    def rows(self, cols: torch.Tensor) -> torch.Tensor:
-        """First-layer rows of the given columns: ``[E, *cols.shape, H]``."""
-        return self.embed[:, cols]
-
-    def pre(self, cols: torch.Tensor) -> torch.Tensor:
-        """First-layer pre-activation of joint actions ``cols [B, n_dec]``: ``[E, B, H]``."""
-        return self.rows(cols).sum(2) + self.bias0
-
     def head(self, pre: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """The rest of the MLP on pre-activations ``[E, ..., H]`` -> ``Q [E, ...]``.
 
@@ -359,8 +412,75 @@ class EnsembleCritic(nn.Module):
         return torch.baddbmm(self.out_b, h, self.out_w).reshape(shape)
 
     def forward(self, cols: torch.Tensor) -> torch.Tensor:
-        """``Q`` of each member, ``[E, B]``."""
-        return self.head(self.pre(cols))
+        """``Q`` of each member for joint actions ``cols [B, n_dec]`` (column indices): ``[E, B]``."""
+        return self.head(self.embed[:, cols].sum(2) + self.bias0)
+
+    @torch.no_grad()
+    def swap(self, cols: torch.Tensor, alt: torch.Tensor, dec: torch.Tensor) -> torch.Tensor:
+        """``Q`` with decision ``dec[c]`` of each row set to column ``alt[c]``, every ``c``: ``[E, B, C]``."""
+        taken = self.embed[:, cols]  # [E, B, n_dec, H]
+        pre = taken.sum(2) + self.bias0  # [E, B, H]
+        # gather from the small "pre without decision j" tensor, then add in place: [E, B, C, H]
+        out = (pre[:, :, None, :] - taken)[:, :, dec, :].add_(self.embed[:, None, alt, :])
+        return self.head(out, inplace=True)
+
+    @torch.no_grad()
+    def replace(self, cols: torch.Tensor, sl: slice, choices: torch.Tensor) -> torch.Tensor:
+        """``Q`` with the decisions ``sl`` of each row replaced by each of ``choices`` (columns ``[M, n]``,
+        or ``[B, M, n]`` per row): ``[E, B, M]``."""
+        taken = self.embed[:, cols]
+        own = (taken.sum(2) + self.bias0) - taken[:, :, sl, :].sum(2)  # [E, B, H] without decisions sl
+        new = self.embed[:, choices].sum(-2)  # [E, M, H] or [E, B, M, H]
+        return self.head(own[:, :, None, :] + (new[:, None] if choices.dim() == 2 else new))
+
+
+class FMCritic(nn.Module):
+    """``Q(a) = b + sum_j w[a_j] + sum_{j<k} <v[a_j], v[a_k]>``: an ensemble of factorisation machines on the
+    one-hot joint action (Rendle 2010), batched over members; our alternative to the paper's MLP.
+
+    Per-decision terms plus rank-``R`` pairwise interactions between any two decisions (within and across
+    agents). With ``s = sum_j v[a_j]`` the pairwise sum is ``(|s|^2 - sum_j |v[a_j]|^2) / 2``, so a
+    counterfactual that swaps decision ``j`` to column ``c`` is closed-form:
+    ``Q' = Q + w[c] - w[a_j] + <v[c] - v[a_j], s - v[a_j]>``.
+    """
+
+    def __init__(self, n_cols: int, rank: int, ensemble: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(ensemble, 1))
+        self.w = nn.Parameter(torch.zeros(ensemble, n_cols))
+        self.v = nn.Parameter(torch.randn(ensemble, n_cols, rank, generator=generator) * 0.1)
+
+    @staticmethod
+    def _q(bias: torch.Tensor, lin: torch.Tensor, s: torch.Tensor, sq: torch.Tensor) -> torch.Tensor:
+        return bias + lin + 0.5 * ((s * s).sum(-1) - sq)
+
+    def forward(self, cols: torch.Tensor) -> torch.Tensor:
+        """``Q`` of each member for joint actions ``cols [B, n_dec]`` (column indices): ``[E, B]``."""
+        v = self.v[:, cols]  # [E, B, n_dec, R]
+        return self._q(self.bias, self.w[:, cols].sum(2), v.sum(2), (v * v).sum((2, 3)))
+
+    @torch.no_grad()
+    def swap(self, cols: torch.Tensor, alt: torch.Tensor, dec: torch.Tensor) -> torch.Tensor:
+        """``Q`` with decision ``dec[c]`` of each row set to column ``alt[c]``, every ``c``: ``[E, B, C]``."""
+        q = self(cols)  # [E, B]
+        v_t = self.v[:, cols][:, :, dec]  # [E, B, C, R]: the taken row of each c's decision
+        w_t = self.w[:, cols][:, :, dec]  # [E, B, C]
+        s = self.v[:, cols].sum(2)[:, :, None, :]  # [E, B, 1, R]
+        v_c = self.v[:, alt][:, None]  # [E, 1, C, R]
+        return q[..., None] + self.w[:, alt][:, None] - w_t + ((v_c - v_t) * (s - v_t)).sum(-1)
+
+    @torch.no_grad()
+    def replace(self, cols: torch.Tensor, sl: slice, choices: torch.Tensor) -> torch.Tensor:
+        """``Q`` with the decisions ``sl`` of each row replaced by each of ``choices`` (columns ``[M, n]``,
+        or ``[B, M, n]`` per row): ``[E, B, M]``."""
+        v, w = self.v[:, cols], self.w[:, cols]  # [E, B, n_dec, R], [E, B, n_dec]
+        s = (v.sum(2) - v[:, :, sl].sum(2))[:, :, None]  # [E, B, 1, R]
+        lin = (w.sum(2) - w[:, :, sl].sum(2))[:, :, None]
+        sq = ((v * v).sum((2, 3)) - (v[:, :, sl] ** 2).sum((2, 3)))[:, :, None]
+        nv, nw = self.v[:, choices], self.w[:, choices]  # [E, (B,) M, n, R], [E, (B,) M, n]
+        if choices.dim() == 2:
+            nv, nw = nv[:, None], nw[:, None]
+        return self._q(self.bias[..., None], lin + nw.sum(-1), s + nv.sum(-2), sq + (nv * nv).sum((-1, -2)))
 
 
 def _log_probs(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -438,12 +558,17 @@ class MA2ML(SearchAlgorithm):
         self.logits = nn.Parameter(torch.zeros(lay.n_dec, lay.max_n))
         self.target_logits = torch.zeros(lay.n_dec, lay.max_n)
         self.policy_opt = torch.optim.Adam([self.logits], lr=cfg.policy_lr)
-        self.critic = EnsembleCritic(
-            lay.n_cols, lay.n_dec, cfg.critic_hidden, cfg.critic_layers, cfg.critic_ensemble, self.torch_gen
-        )
-        self.critic_opt = torch.optim.AdamW(
-            self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.critic_weight_decay
-        )
+        if cfg.critic == "fm":
+            self.critic = FMCritic(lay.n_cols, cfg.critic_rank, cfg.critic_ensemble, self.torch_gen)
+            self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        else:
+            self.critic = MLPCritic(
+                lay.n_cols, lay.n_dec, cfg.critic_hidden, cfg.critic_layers, cfg.critic_ensemble, self.torch_gen
+            )
+            self.critic_opt = torch.optim.AdamW(
+                self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.critic_weight_decay
+            )
+        self._boot = np.ones((cfg.critic_ensemble, 0))  # FM: per-member bootstrap weight of each buffer row
         self.buffer = ReplayBuffer(lay.n_dec)
         self.baseline: float | None = None
         self.rounds_done = 0
@@ -492,6 +617,9 @@ class MA2ML(SearchAlgorithm):
                 self._unit_agent.append(i)
                 u += 1
         self.n_units = u
+        self._unit_of_col = torch.as_tensor(unit_of_dec[lay.dec_of_col])
+        self._agent_of_col = torch.as_tensor(np.repeat(np.arange(len(lay.agents)), [
+            int(lay.nvec[sl].sum()) for sl in lay.slices]))
         self._unit_of_dec = torch.as_tensor(unit_of_dec)
         # Columns of decisions whose units are per-decision: counterfactuals swap one decision's row.
         dec_units = [self._unit_mode[unit_of_dec[d]] == "decision" for d in range(lay.n_dec)]
@@ -524,10 +652,8 @@ class MA2ML(SearchAlgorithm):
         ``screening``: the best of ``screening * n`` candidates by the critic, see the config)."""
         lay, cfg = self.layout, self.config
         k = cfg.screening * n
-        if k and cfg.uses_critic and len(self.buffer):
-            flat = self._screen(n, k)
-        else:
-            flat = self._behaviour_samples(n)
+        with torch_threads(cfg.torch_threads):
+            flat = self._screen(n, k) if k and cfg.uses_critic and len(self.buffer) else self._behaviour_samples(n)
         return [lay.unflatten(row) for row in flat]
 
     def _behaviour_samples(self, n: int) -> np.ndarray:
@@ -544,6 +670,9 @@ class MA2ML(SearchAlgorithm):
         """The ``n`` best unevaluated of ``k`` candidates by ``Q`` mean + std over the ensemble."""
         lay = self.layout
         cand = self._behaviour_samples(k)
+        n_random = round(self.config.screen_random * (k // 2))
+        if n_random:
+            cand[:n_random] = self.np_rng.integers(0, lay.nvec, size=(n_random, lay.n_dec))
         m = k // 2
         cand[m:] = self.buffer.actions[self._elite_rows(k - m)]
         redraw = self._behaviour_samples(k - m)
@@ -563,7 +692,8 @@ class MA2ML(SearchAlgorithm):
             return self._behaviour_samples(n)
         with torch.no_grad():
             qs = self.critic(self._cols(torch.as_tensor(cand)))  # [E, K]
-            score = (qs.mean(0) + (qs.std(0) if qs.shape[0] > 1 else 0.0)).numpy()
+            spread = qs.std(0) * self.config.screen_kappa if qs.shape[0] > 1 else 0.0
+            score = (qs.mean(0) + spread).numpy()
         best = cand[np.argsort(-score, kind="stable")[:n]]
         if len(best) < n:
             best = np.concatenate([best, self._behaviour_samples(n - len(best))])
@@ -583,6 +713,10 @@ class MA2ML(SearchAlgorithm):
     # -- observe: buffer + update ---------------------------------------------------------------------------
     def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
         """Store the round's evaluations and run the round's updates (module docstring, update order)."""
+        with torch_threads(self.config.torch_threads):
+            self._observe(actions, scores)
+
+    def _observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
         if len(actions) != len(scores):
             raise ValueError(f"got {len(actions)} actions but {len(scores)} scores")
         if not actions:
@@ -599,10 +733,18 @@ class MA2ML(SearchAlgorithm):
         self._reward_std = std if std > 1e-12 else 1.0
         self._targets = self._critic_targets(self.buffer.rewards)
         critic_losses, policy_losses, self._adv_sums = [], [], torch.zeros(self.n_units)
-        if cfg.uses_critic:
+        if cfg.uses_critic and cfg.critic == "fm":
+            e = cfg.critic_ensemble
+            new = self.np_rng.poisson(1.0, size=(e, len(r))) if e > 1 else np.ones((1, len(r)))
+            self._boot = np.concatenate([self._boot, new], axis=1)
+            critic_losses = [self.fit_fm() for _ in range(cfg.updates_per_round)]
+        elif cfg.uses_critic:
             for _ in range(cfg.updates_per_round):
                 critic_losses.append(self.critic_step(self._uniform_rows(cfg.minibatch_size)))
-        if cfg.off_policy:
+        if cfg.policy_update == "mirror":
+            rows = self._policy_rows(cfg.minibatch_size) if cfg.off_policy else np.arange(start, len(self.buffer))
+            policy_losses.append(self.mirror_step(rows))
+        elif cfg.off_policy:
             for _ in range(cfg.updates_per_round):
                 policy_losses.append(self.policy_step(self._policy_rows(cfg.minibatch_size)))
         else:
@@ -665,6 +807,56 @@ class MA2ML(SearchAlgorithm):
         self.critic_opt.step()
         return float(loss.detach())
 
+    def fit_fm(self) -> float:
+        """One full-batch step of the factorisation-machine ensemble: per member, the bootstrap-weighted mean
+        of ``(Q(a) - r~)^2`` plus ``critic_l2 * |weights|^2`` per unit of bootstrap weight (ridge)."""
+        cols = self._cols(torch.as_tensor(self.buffer.actions))
+        target = torch.as_tensor(self._targets).float()
+        w = torch.as_tensor(self._boot).float()  # [E, N]
+        total = w.sum(1).clamp(min=1.0)
+        mse = ((self.critic(cols) - target) ** 2 * w).sum(1) / total
+        reg = self.critic.w.pow(2).sum(1) + self.critic.v.pow(2).sum((1, 2))
+        loss = (mse + self.config.critic_l2 * reg / total).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        return float(mse.detach().mean())
+
+    @torch.no_grad()
+    def mirror_step(self, rows: np.ndarray) -> float:
+        """The closed-form KL-regularised policy step (``policy_update="mirror"``) on replayed buffer rows;
+        returns ``-E_pi[A]`` of the normalised advantages (the new policy's expected improvement, negated)."""
+        cfg, lay = self.config, self.layout
+        uniq, counts = np.unique(rows, return_counts=True)
+        flat = torch.as_tensor(self.buffer.actions[uniq])
+        wts = torch.as_tensor(counts / counts.sum()).float()  # [B]
+        probs = _log_probs(self.logits, self._mask).exp()
+        p_col = probs[self._dec_of_col, self._k_of_col]  # [n_cols]
+        cols = self._cols(flat)
+        if cfg.credit_assignment:  # A_ij(k) = mean_D Q(a_ij = k, a_-ij) - sum_k' pi_ij(k') (same with k')
+            every = torch.arange(lay.n_cols)
+            q_bar = wts @ self.critic.swap(cols, every, self._dec_of_col).mean(0)  # [n_cols]
+            base = torch.zeros(lay.n_dec).index_add_(0, self._dec_of_col, p_col * q_bar)
+            adv = q_bar - base[self._dec_of_col]
+        else:  # the shared advantage of the replayed rows, credited to the values they chose
+            shared = self.advantages(flat, uniq)[:, 0]  # [B]
+            flat_cols, rep = cols.reshape(-1), (lambda x: x[:, None].expand(-1, lay.n_dec).reshape(-1))
+            num = torch.zeros(lay.n_cols).index_add_(0, flat_cols, rep(wts * shared))
+            den = torch.zeros(lay.n_cols).index_add_(0, flat_cols, rep(wts))
+            adv = torch.where(den > 0, num / den.clamp(min=1e-12), torch.zeros(()))
+        size = torch.zeros(self.n_units).index_add_(0, self._unit_of_col, torch.ones(lay.n_cols))
+        self._adv_sums += torch.zeros(self.n_units).index_add_(0, self._unit_of_col, adv.abs()) / size
+        if cfg.normalize_advantage:
+            n_agent = torch.zeros(len(lay.agents)).index_add_(0, self._agent_of_col, torch.ones(lay.n_cols))
+            rms = (torch.zeros(len(lay.agents)).index_add_(0, self._agent_of_col, adv * adv) / n_agent).sqrt()
+            adv = adv / (rms[self._agent_of_col] + 1e-8)
+        step = torch.zeros_like(self.logits)
+        step[self._dec_of_col, self._k_of_col] = adv
+        self.logits.copy_(self.target_logits + cfg.mirror_step * step)
+        self.target_logits.lerp_(self.logits, cfg.target_tau)
+        new_p = _log_probs(self.logits, self._mask).exp()[self._dec_of_col, self._k_of_col]
+        return -float((new_p * adv).sum())
+
     @torch.no_grad()
     def advantages(self, flat: torch.Tensor, rows: np.ndarray | None = None) -> torch.Tensor:
         """Advantage of each credit unit for joint actions ``flat [B, n_dec]``: ``[B, n_units]``."""
@@ -676,22 +868,17 @@ class MA2ML(SearchAlgorithm):
             return (r - base).float()[:, None].expand(b, self.n_units).clone()
         critic = self.critic
         cols = self._cols(flat)
-        taken = critic.rows(cols)  # [E, B, n_dec, H]
-        pre = taken.sum(2) + critic.bias0  # [E, B, H]
-        q = critic.head(pre).mean(0)  # [B]
+        q = critic(cols).mean(0)  # [B]
         adv = torch.empty(b, self.n_units)
         if not cfg.credit_assignment:
             samples = self._sample_policy((cfg.counterfactual_samples,))
             v = critic(self._cols(samples)).mean()
             return (q - v)[:, None].expand(b, self.n_units).clone()
         probs = _log_probs(self.logits.detach(), self._mask).exp()  # [n_dec, max_n]
-        if len(self._pd_cols):  # per-decision: swap decision j's row for every alternative column
+        if len(self._pd_cols):  # per-decision: swap decision j for every alternative column
             pc = self._pd_cols
             dec = self._dec_of_col[pc]
-            # gather from the small [E, B, n_dec, H] "pre without decision j" tensor, then add in place:
-            # alt[e, b, c] = pre[e, b] - row(a_b's choice of dec(c)) + row(c), shape [E, B, C, H]
-            alt = (pre[:, :, None, :] - taken)[:, :, dec, :].add_(critic.embed[:, None, pc, :])
-            q_alt = critic.head(alt, inplace=True).mean(0)  # [B, C]
+            q_alt = critic.swap(cols, pc, dec).mean(0)  # [B, C]
             w = probs[dec, self._k_of_col[pc]]  # [C]
             base = torch.zeros(b, lay.n_dec).index_add_(1, dec, q_alt * w)  # [B, n_dec]
             decs = self._pd_decs
@@ -701,16 +888,13 @@ class MA2ML(SearchAlgorithm):
                 continue
             sl = lay.slices[i]
             off = self._col_offset[sl]
-            own = pre - taken[:, :, sl, :].sum(2)  # [E, B, H] without agent i's rows
             if mode == "enumerate":
                 choices = self._enum[i]  # [M, n_i]
                 w = probs[torch.arange(sl.start, sl.stop), choices].prod(-1)  # [M]
-                alt = own[:, :, None, :] + critic.embed[:, choices + off].sum(2)[:, None]  # [E, B, M, H]
-                adv[:, u] = q - (critic.head(alt).mean(0) * w).sum(-1)
+                adv[:, u] = q - (critic.replace(cols, sl, choices + off).mean(0) * w).sum(-1)
             else:
                 draws = self._sample_policy((b, cfg.counterfactual_samples), sl)  # [B, M, n_i]
-                alt = own[:, :, None, :] + critic.embed[:, draws + off].sum(3)  # [E, B, M, H]
-                adv[:, u] = q - critic.head(alt).mean(0).mean(-1)
+                adv[:, u] = q - critic.replace(cols, sl, draws + off).mean(0).mean(-1)
         return adv
 
     def policy_step(self, rows: np.ndarray) -> float:
@@ -767,6 +951,7 @@ class MA2ML(SearchAlgorithm):
                 "critic": self.critic.state_dict(),
                 "critic_opt": self.critic_opt.state_dict(),
                 "buffer": self.buffer.state_dict(),
+                "boot": self._boot,
                 "np_rng": self.np_rng.bit_generator.state,
                 "torch_rng": self.torch_gen.get_state(),
                 "baseline": self.baseline,
@@ -787,6 +972,7 @@ class MA2ML(SearchAlgorithm):
         self.critic.load_state_dict(state["critic"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.buffer.load_state_dict(state["buffer"])
+        self._boot = np.array(state["boot"], dtype=np.float64)
         self.np_rng.bit_generator.state = state["np_rng"]
         self.torch_gen.set_state(state["torch_rng"])
         self.baseline = state["baseline"]

@@ -2,7 +2,8 @@
 
     from agents.registry import make_algorithm, registered_algorithms
     algo = make_algorithm("tpe", n_startup_trials=20)     # config fields as keyword arguments
-    registered_algorithms()   # ('a2c', 'evolution', 'independent', 'ma2ml', 'ma2ml-lite', 'ppo', 'random', 'separate', 'tpe')
+    registered_algorithms()   # ('a2c', 'evolution', 'gp', 'independent', 'local-search', 'ma2ml', 'ma2ml-lite',
+                          #  'ppo', 'random', 'separate', 'tpe')
 
 Entries are ``"package.module:Class"`` strings imported on first use, so an algorithm whose optional
 dependency is missing or broken does not stop the others from loading. Users add their own with
@@ -161,6 +162,11 @@ register_algorithm("evolution", "agents.baselines:RegularizedEvolution", config=
                    summary="regularised (aging) evolution, tournament selection (Real et al. 2019)")
 register_algorithm("tpe", "agents.baselines:OptunaTPE", config="agents.baselines:TPEConfig", extra="optuna",
                    summary="Optuna's TPE over the joint space (one categorical per decision)")
+register_algorithm("gp", "agents.gp:GPBO", config="agents.gp:GPConfig", extra="optuna",
+                   summary="Optuna's Gaussian-process Bayesian optimisation (GPSampler)")
+register_algorithm("local-search", "agents.local_search:LocalSearch", config="agents.local_search:LocalSearchConfig",
+                   summary="local search over one-decision neighbours, first improvement, random restarts "
+                           "(White et al. 2021)")
 register_algorithm("ppo", "agents.baselines:SB3Agent", config="agents.baselines:SB3Config", extra="sb3",
                    defaults={"algo": "ppo"}, summary="stable-baselines3 PPO on the joint MultiDiscrete action")
 register_algorithm("a2c", "agents.baselines:SB3Agent", config="agents.baselines:SB3Config", extra="sb3",

@@ -30,8 +30,8 @@ from agents.registry import (
 )
 
 ALGORITHMS = registered_algorithms()
-BASELINES = ("random", "evolution", "tpe", "ppo", "a2c", "independent", "separate")
-NEEDS = {"tpe": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
+BASELINES = ("random", "evolution", "local-search", "tpe", "ppo", "a2c", "independent", "separate")
+NEEDS = {"tpe": "optuna", "gp": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -190,6 +190,7 @@ LEARNING = [
     ("independent", ("hpo",), 128, 32),
     ("separate", ("nas", "hpo"), 96, 24),
     ("evolution", ("nas", "hpo"), 96, 24),
+    ("local-search", ("nas", "hpo"), 96, 24),
     ("ma2ml", ("hpo",), 96, 24),
 ]
 

@@ -17,7 +17,7 @@ from agents import cli
 from agents.cli import build_parser, main
 from agents.registry import registered_algorithms
 
-NEEDS = {"tpe": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
+NEEDS = {"tpe": "optuna", "gp": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
 TRIAL_KEYS = {"index", "round", "actions", "score", "status", "seconds", "info", "pipeline"}
 
 
