@@ -5,6 +5,18 @@ Wang et al., "Multi-Agent Automated Machine Learning", CVPR 2023 (arXiv 2210.090
 decisions; a joint action ``a = (a_1, ..., a_n)`` is one pipeline and its shared reward ``r(a)`` is the
 pipeline's validation score. The problem is one-step (state-less): the "state" is constant.
 
+Two readings of the method live in this one class, chosen by switches:
+
+* the defaults (``MA2MLConfig()``): an ensemble of MLP critics on rank targets, one closed-form
+  KL-regularised (mirror-descent) policy step per round from the counterfactual advantage of every value
+  of every decision, and proposals screened by the critic. Each is a reading of one of the paper's
+  ingredients (centralised critic, counterfactual credit, off-policy reuse, trust region); rank targets,
+  the mirror step, screening and the optional factorisation-machine critic go beyond the paper and are marked so below. Chosen from
+  measurements on recorded real trainings (``benchmarks/results/REPORT.md``);
+* ``MA2MLConfig.paper()``: the paper's actor-critic as first implemented here: an MLP critic on z-scored
+  rewards, Adam steps on a clipped (PPO-style) objective around Polyak target policies, proposals sampled
+  from the policies. ``MA2MLConfig.lite()``: MA2ML-Lite.
+
 Networks
 --------
 * Policy ``pi_i(a_i) = prod_j softmax(theta_ij)[a_ij]``: one independent categorical per decision ``j``
@@ -12,10 +24,11 @@ Networks
   counterfactual sums below cheap and exact: the sum over an agent's joint choices has
   ``prod_j n_ij`` terms (6.6e29 for the default augmentation agent), whereas the per-decision sums have
   ``sum_j n_ij`` terms (320), all computable in one batched critic call.
-* Centralised critic ``Q(a)``: an MLP (ensemble of ``critic_ensemble`` members, averaged) on the one-hot
+* Centralised critic ``Q(a)`` (``critic="mlp"``, the paper's and the default; the FM critic is below): an MLP
+  (ensemble of ``critic_ensemble`` members, averaged) on the one-hot
   encoding of the joint action, fitted by regression on the replay buffer ``D`` of *every* evaluated
   ``(a, r)``: ``L_Q = E_{(a,r)~D} (Q(a) - r~)^2`` with ``r~`` the reward standardised by the buffer's
-  mean and standard deviation.
+  mean and standard deviation (``critic_targets="zscore"``; the default is rank targets, below).
 
 Credit assignment (the paper's marginal contribution; COMA's counterfactual baseline)
 --------------------------------------------------------------------------------------
@@ -35,8 +48,8 @@ With ``credit_assignment=False`` every agent gets the same advantage: ``Q(a) - V
 ``V = E_{a~pi} Q(a)`` estimated from ``counterfactual_samples`` fresh draws (``shared_advantage="critic"``),
 or the raw ``r(a) - b`` with a moving-average baseline ``b`` (``shared_advantage="reward"``, no critic).
 
-Off-policy, trust-region policy update
---------------------------------------
+Off-policy, trust-region policy update (``policy_update="gradient"``)
+--------------------------------------------------------------------------
 Each agent's objective is maximised on mini-batches of the buffer (old behaviour policies, so every
 expensive evaluation is reused), all agents simultaneously, inside a trust region around a slowly moving
 *target policy* ``pi~_i`` (``trust_region``):
@@ -54,20 +67,50 @@ methods that rely on the critic); the trust region bounds how far one round can 
 With ``off_policy=False`` the policy takes one step on the latest round's samples only, each used once
 (on-policy); the critic still fits the whole buffer.
 
+Mirror-descent step (``policy_update="mirror"``, the default; our extension)
+--------------------------------------------------------------------------
+Once per round, on ``minibatch_size`` replayed rows ``D_w`` (elite-weighted as below), for every decision
+``j`` of agent ``i`` and every value ``k`` of it:
+``Qbar_ij(k) = mean_{a in D_w} Q(a_ij = k, a_-ij)``, ``A_ij(k) = Qbar_ij(k) - sum_k' pi_ij(k') Qbar_ij(k')``
+(the counterfactual advantage of *each* alternative, not only of the sampled one), divided by its
+root-mean-square over agent ``i``'s values (``normalize_advantage``), then
+``theta_ij = theta~_ij + eta A_ij``, i.e. ``pi_ij ∝ pi~_ij exp(eta A_ij)``: the exact maximiser of
+``E_{pi_ij}[A_ij] - KL(pi_ij || pi~_ij) / eta`` (``eta = mirror_step``), so the trust region is exact and
+closed-form. Target logits then move by Polyak averaging (``target_tau``; 1 = the new policy is the next
+round's centre). With ``credit_assignment=False`` the value ``k`` gets the mean shared advantage of the
+replayed rows that chose it (0 if none did): no counterfactuals.
+
+Factorisation-machine critic (``critic="fm"``; our extension)
+------------------------------------------------------------
+``Q(a) = b + sum_j w[a_j] + sum_{j<k} <v[a_j], v[a_k]>`` (rank ``critic_rank``), an ensemble of
+``critic_ensemble`` members, each fitted full-batch on its own Poisson bootstrap of the buffer with a ridge
+penalty, warm-started every round; the swap of one decision is closed-form (:class:`FMCritic`).
+Targets (``critic_targets="rank"``, the default; our extension): the normal scores of the rewards' ranks,
+``Phi^-1((rank - 1/2) / n)`` (a Gaussian copula), so only their order matters.
+
+Screening (``screening=K``, the default 32; our extension)
+---------------------------------------------------------
+``propose(n)`` draws ``K n`` candidates: half from the behaviour policy (a ``screen_random`` share of those
+uniformly at random), half elite buffer rows with one agent's decisions redrawn from its policy; it
+proposes the ``n`` unevaluated ones with the highest ``mean + screen_kappa * std`` of ``Q`` over the
+ensemble (falling back to policy samples when every candidate was evaluated).
+
 Update order, once per round (in ``observe``)
 ---------------------------------------------
-1. append the round's ``(a, r)`` to the buffer; recompute the reward standardisation;
-2. ``updates_per_round`` critic regression steps on uniform mini-batches of the buffer (skipped when no
-   critic is used);
-3. policy steps: ``updates_per_round`` off-policy steps on buffer mini-batches (a fraction
-   ``elite_fraction`` of each drawn from the top ``elite_quantile`` of the buffer by reward), or one
-   on-policy step; advantages are computed with the current critic and current policies (no gradient);
-   all agents are updated simultaneously (one summed loss); after each step the target policies are
-   Polyak-averaged towards the policies;
+1. append the round's ``(a, r)`` to the buffer (FM: draw each member's bootstrap weights of the new rows);
+   recompute the critic's targets;
+2. ``updates_per_round`` critic steps: FM full-batch, or MLP regression on uniform mini-batches (skipped
+   when no critic is used);
+3. the policy update: one mirror step (default); or ``updates_per_round`` off-policy Adam steps on buffer
+   mini-batches (``policy_update="gradient"``; a fraction ``elite_fraction`` of each drawn from the top
+   ``elite_quantile`` of the buffer by reward), or one on-policy step; advantages are computed with the
+   current critic and current policies (no gradient); all agents are updated simultaneously (one summed
+   loss); after each step the target policies are Polyak-averaged towards the policies;
 4. (``shared_advantage="reward"``) the moving-average baseline absorbs the round's mean reward.
 
-Proposals: ``propose(n)`` samples ``n`` joint actions from the current policies mixed, per decision,
-with ``exploration`` uniform probability.
+Proposals: ``propose(n)`` screens (above) or, with ``screening=0``, samples ``n`` joint actions from the
+current policies mixed, per decision, with ``exploration`` uniform probability. All torch work runs on
+``torch_threads`` threads (default 1), so a seed gives the same search on any machine.
 
 MA2ML-Lite (the paper's simple variant) is the same class with switches: ``credit_assignment=False``,
 ``shared_advantage="reward"``, ``off_policy=False``, ``trust_region="none"``: REINFORCE on the shared
@@ -77,7 +120,8 @@ Example::
 
     from agents.base import run
     from agents.ma2ml import MA2ML, MA2MLConfig
-    result = run(MA2ML(MA2MLConfig(updates_per_round=16)), env, budget=200, seed=0, batch_size=8)
+    result = run(MA2ML(), env, budget=200, seed=0, batch_size=8)
+    paper = run(MA2ML(MA2MLConfig.paper()), env, budget=200, seed=0, batch_size=8)
 """
 
 from __future__ import annotations
@@ -154,7 +198,7 @@ class MA2MLConfig:
     entropy_coef: float = 0.0
     """Weight of the entropy bonus ``H(pi_i)`` summed over decisions; >= 0."""
 
-    critic: Literal["mlp", "fm"] = "fm"
+    critic: Literal["mlp", "fm"] = "mlp"
     """The centralised critic: ``"mlp"``, an MLP on the one-hot joint action (the paper's), fitted by
     ``updates_per_round`` mini-batch AdamW steps per round; ``"fm"``, a factorisation machine (per-decision
     terms plus rank-``critic_rank`` pairwise interactions; our extension), fitted full-batch by
@@ -177,8 +221,8 @@ class MA2MLConfig:
     critic_ensemble: int = 4
     """Independent critics (different initialisations) whose mean is ``Q``; >= 1."""
 
-    critic_lr: float = 0.05
-    """Adam learning rate of the critic; > 0."""
+    critic_lr: float | None = None
+    """Adam learning rate of the critic; > 0. ``None``: 1e-2 for the MLP, 5e-2 for the FM (full-batch)."""
 
     critic_weight_decay: float = 1e-4
     """AdamW weight decay of the critic; >= 0."""
@@ -265,7 +309,9 @@ class MA2MLConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        for name in ("policy_lr", "critic_lr", "kl_coef", "mirror_step"):
+        if self.critic_lr is not None and not self.critic_lr > 0:
+            raise ValueError(f"critic_lr must be > 0 or None, got {self.critic_lr!r}")
+        for name in ("policy_lr", "kl_coef", "mirror_step"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("entropy_coef", "critic_weight_decay", "critic_l2", "screen_kappa"):
@@ -302,7 +348,6 @@ class MA2MLConfig:
             "critic": "mlp",
             "critic_targets": "zscore",
             "critic_ensemble": 1,
-            "critic_lr": 1e-2,
             "policy_update": "gradient",
             "target_tau": 0.1,
             "screening": 0,
@@ -560,13 +605,13 @@ class MA2ML(SearchAlgorithm):
         self.policy_opt = torch.optim.Adam([self.logits], lr=cfg.policy_lr)
         if cfg.critic == "fm":
             self.critic = FMCritic(lay.n_cols, cfg.critic_rank, cfg.critic_ensemble, self.torch_gen)
-            self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+            self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr or 5e-2)
         else:
             self.critic = MLPCritic(
                 lay.n_cols, lay.n_dec, cfg.critic_hidden, cfg.critic_layers, cfg.critic_ensemble, self.torch_gen
             )
             self.critic_opt = torch.optim.AdamW(
-                self.critic.parameters(), lr=cfg.critic_lr, weight_decay=cfg.critic_weight_decay
+                self.critic.parameters(), lr=cfg.critic_lr or 1e-2, weight_decay=cfg.critic_weight_decay
             )
         self._boot = np.ones((cfg.critic_ensemble, 0))  # FM: per-member bootstrap weight of each buffer row
         self.buffer = ReplayBuffer(lay.n_dec)

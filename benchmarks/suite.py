@@ -50,15 +50,22 @@ def _paper(**overrides: Any) -> dict[str, Any]:
 
 
 ALGORITHMS: dict[str, AlgoSpec] = {
-    "ma2ml": AlgoSpec("ma2ml", {}, "MA2ML (defaults): FM critic on rank targets, mirror-descent step, critic screening"),
+    "ma2ml": AlgoSpec("ma2ml", {}, "MA2ML (defaults): MLP critics on rank targets, mirror-descent step, critic "
+                      "screening"),
     "ma2ml-no-credit": AlgoSpec("ma2ml", {"credit_assignment": False}, "MA2ML without credit assignment"),
     "ma2ml-on-policy": AlgoSpec("ma2ml", {"off_policy": False},
                                 "MA2ML whose policy step uses the latest round only (no replay)"),
     "ma2ml-no-screen": AlgoSpec("ma2ml", {"screening": 0}, "MA2ML proposing plain policy samples", in_presets=False),
-    "ma2ml-mlp": AlgoSpec("ma2ml", {"critic": "mlp", "critic_lr": 1e-2}, "MA2ML with the paper's MLP critic",
-                          in_presets=False),
-    "ma2ml-gradient": AlgoSpec("ma2ml", {"policy_update": "gradient", "target_tau": 0.1},
-                               "MA2ML with Adam trust-region policy steps instead of the mirror step", in_presets=False),
+    "ma2ml-fm": AlgoSpec("ma2ml", {"critic": "fm"}, "MA2ML with the factorisation-machine critic", in_presets=False),
+    "ma2ml-fm-no-credit": AlgoSpec("ma2ml", {"critic": "fm", "credit_assignment": False},
+                                   "MA2ML, FM critic, without credit assignment", in_presets=False),
+    "ma2ml-fm-on-policy": AlgoSpec("ma2ml", {"critic": "fm", "off_policy": False}, "MA2ML, FM critic, on-policy",
+                                   in_presets=False),
+    "ma2ml-fm-no-screen": AlgoSpec("ma2ml", {"critic": "fm", "screening": 0}, "MA2ML, FM critic, no screening",
+                                   in_presets=False),
+    "ma2ml-fm-gradient": AlgoSpec("ma2ml", {"critic": "fm", "policy_update": "gradient", "target_tau": 0.1},
+                                  "MA2ML, FM critic, Adam trust-region policy steps instead of the mirror step",
+                                  in_presets=False),
     "ma2ml-paper": AlgoSpec("ma2ml", _paper(), "MA2MLConfig.paper(): MLP critic, Adam clipped steps, no screening"),
     "ma2ml-paper-no-credit": AlgoSpec("ma2ml", _paper(credit_assignment=False),
                                       "MA2MLConfig.paper() without credit assignment", in_presets=False),
@@ -387,6 +394,14 @@ def tabular_section(out: Path, cells: dict[tuple[str, str], list[dict]], plt: An
         rows.append((a, cols))
     for a, cols in sorted(rows, key=lambda r: sum(c[0] for c in r[1])):
         lines.append(f"| {a} | " + " | ".join(_fmt(c) for c in cols) + " |")
+    contenders = [a for a in algos if a not in ALGORITHMS or ALGORITHMS[a].in_presets]
+    wins = {a: 0 for a in contenders}
+    for t in tasks:
+        mean = {a: np.mean([normalised_regret(r, tables[t], budget) for r in cells[(t, a)]]) for a in contenders}
+        wins[min(mean, key=mean.get)] += 1
+    lines += ["", f"Tasks on which each algorithm has the lowest mean regret at {budget} evaluations (among the "
+              "preset algorithms): " + ", ".join(f"{a} {w}/{len(tasks)}" for a, w in
+                                              sorted(wins.items(), key=lambda kv: -kv[1]) if w)]
     lines += ["", f"Best observed score at {budget} evaluations per task (mean over seeds; optimum = best "
               "seed-mean of the table):", "",
               "| task | optimum | " + " | ".join(algos) + " |", "|---|---|" + "---|" * len(algos)]
@@ -416,6 +431,78 @@ def tabular_section(out: Path, cells: dict[tuple[str, str], list[dict]], plt: An
     if repro.exists():
         lines += [repro.read_text(), ""]
     return lines
+
+
+# (A, B, question): paired comparisons of the ablation section; positive differences favour A
+ABLATIONS = [
+    ("ma2ml", "ma2ml-no-credit", "credit assignment on vs off"),
+    ("ma2ml-fm", "ma2ml-fm-no-credit", "credit assignment on vs off (FM critic)"),
+    ("ma2ml-paper", "ma2ml-paper-no-credit", "credit assignment on vs off (paper's reading)"),
+    ("ma2ml", "ma2ml-on-policy", "off-policy (replay) vs on-policy"),
+    ("ma2ml-paper", "ma2ml-paper-on-policy", "off-policy vs on-policy (paper's reading)"),
+    ("ma2ml", "ma2ml-lite", "MA2ML vs MA2ML-Lite"),
+    ("ma2ml", "separate", "joint vs module-by-module"),
+    ("ma2ml", "independent", "centralised critic vs independent learners"),
+    ("ma2ml", "ma2ml-paper", "redesign vs the paper's reading"),
+    ("ma2ml", "ma2ml-no-screen", "critic screening on vs off"),
+    ("ma2ml-fm", "ma2ml-fm-no-screen", "critic screening on vs off (FM critic)"),
+    ("ma2ml", "ma2ml-fm", "MLP critic vs FM critic"),
+    ("ma2ml-fm", "ma2ml-fm-gradient", "mirror step vs Adam trust-region steps (FM critic)"),
+    ("ma2ml", "tpe", "MA2ML vs TPE"),
+    ("ma2ml", "evolution", "MA2ML vs regularised evolution"),
+    ("ma2ml", "local-search", "MA2ML vs local search"),
+    ("ma2ml", "gp", "MA2ML vs GP BO"),
+]
+
+
+def _outcome(rec: dict, upto: int) -> float:
+    """Per-run outcome, higher is better: minus the normalised regret (tabular) or the incumbent's true
+    score (surrogate tasks)."""
+    if rec["task"] in TABULAR_TASKS:
+        return -normalised_regret(rec, load_table_for(rec["task"]), upto)
+    return float(rec["true_scores"][int(np.argmax(rec["scores"][:upto]))])
+
+
+def paired_ci(diffs: np.ndarray) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95% BCa bootstrap interval (scipy), seeded."""
+    from scipy.stats import bootstrap
+
+    diffs = np.asarray(diffs, dtype=float)
+    if np.ptp(diffs) == 0:
+        return float(diffs.mean()), float(diffs.mean()), float(diffs.mean())
+    res = bootstrap((diffs,), np.mean, n_resamples=5000, confidence_level=0.95, method="BCa",
+                    random_state=np.random.default_rng(0))
+    return float(diffs.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def ablation_section(cells: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """Paired comparisons (same task, same seed) at 200 evaluations: on the real tabular tasks, the
+    difference of normalised regret (B - A: positive = A better); on the surrogate tasks, of the incumbent's
+    true score (A - B: positive = A better); mean and 95% interval over (task, seed) pairs."""
+    groups = {"real tabular tasks (15)": list(TABULAR_TASKS),
+              "surrogate tasks (4)": list(PRESETS["paper"]["tasks"])}
+    header = "| question | A | B | " + " | ".join(groups) + " |"
+    lines = ["## Ablations and head-to-head, paired", "",
+             "Same task and seed for A and B, 200 evaluations. Real tasks: normalised regret of B minus that of A;",
+             "surrogate tasks: true score of A's incumbent minus B's. Positive = A better; mean over (task, seed)",
+             "pairs with a 95% BCa bootstrap interval (scipy). An interval that excludes 0 is a difference.", "",
+             header, "|---|---|---|" + "---|" * len(groups)]
+    any_row = False
+    for a, b, question in ABLATIONS:
+        cols = []
+        for tasks in groups.values():
+            diffs = []
+            for t in tasks:
+                if (t, a) not in cells or (t, b) not in cells:
+                    diffs = []
+                    break
+                rb = {r["seed"]: r for r in cells[(t, b)]}
+                diffs += [_outcome(r, 200) - _outcome(rb[r["seed"]], 200) for r in cells[(t, a)] if r["seed"] in rb]
+            cols.append(_fmt(paired_ci(np.array(diffs))) if diffs else "-")
+        if any(c != "-" for c in cols):
+            any_row = True
+            lines.append(f"| {question} | {a} | {b} | " + " | ".join(cols) + " |")
+    return [*lines, ""] if any_row else []
 
 
 def _fmt(ci: tuple[float, float, float], scale: float = 1.0) -> str:
@@ -466,6 +553,7 @@ def write_report(out: Path, command: str, throughput: str | None = None) -> Path
         "",
     ]
     lines += tabular_section(out, cells, plt)
+    lines += ablation_section(cells)
     realism = out / "surrogate-realism.md"
     if realism.exists():
         lines += [realism.read_text(), ""]
