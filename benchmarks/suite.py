@@ -350,8 +350,7 @@ def normalised_regret(rec: dict, table: Any, upto: int) -> float:
     """Regret of the incumbent after ``upto`` evaluations, by its seed-mean (true) score, normalised by the
     task: 0 = the optimum, 1 = a median configuration of the table."""
     inc = int(np.argmax(rec["scores"][:upto]))
-    med = float(np.median(table.mean_score))
-    return (rec["optimum"] - rec["true_scores"][inc]) / (rec["optimum"] - med)
+    return (rec["optimum"] - rec["true_scores"][inc]) / (rec["optimum"] - table.median_score)
 
 
 def tabular_section(out: Path, cells: dict[tuple[str, str], list[dict]], plt: Any) -> list[str]:

@@ -191,6 +191,11 @@ class RecordedTable:
         return np.nanmean(self.score, axis=1)
 
     @functools.cached_property
+    def median_score(self) -> float:
+        """Median of the seed-mean scores over the table's configurations (a typical configuration)."""
+        return float(np.median(self.mean_score))
+
+    @functools.cached_property
     def mean_seconds(self) -> np.ndarray:
         """Seed-mean recorded training time per configuration."""
         return np.nanmean(self.seconds, axis=1)
