@@ -507,12 +507,12 @@ class FMCritic(nn.Module):
     @torch.no_grad()
     def swap(self, cols: torch.Tensor, alt: torch.Tensor, dec: torch.Tensor) -> torch.Tensor:
         """``Q`` with decision ``dec[c]`` of each row set to column ``alt[c]``, every ``c``: ``[E, B, C]``."""
-        q = self(cols)  # [E, B]
-        v_t = self.v[:, cols][:, :, dec]  # [E, B, C, R]: the taken row of each c's decision
-        w_t = self.w[:, cols][:, :, dec]  # [E, B, C]
-        s = self.v[:, cols].sum(2)[:, :, None, :]  # [E, B, 1, R]
+        v, w = self.v[:, cols], self.w[:, cols]  # [E, B, n_dec, R], [E, B, n_dec]
+        s = v.sum(2)  # [E, B, R]
+        q = self._q(self.bias, w.sum(2), s, (v * v).sum((2, 3)))  # [E, B]
+        v_t, w_t = v[:, :, dec], w[:, :, dec]  # the taken row of each c's decision: [E, B, C, R], [E, B, C]
         v_c = self.v[:, alt][:, None]  # [E, 1, C, R]
-        return q[..., None] + self.w[:, alt][:, None] - w_t + ((v_c - v_t) * (s - v_t)).sum(-1)
+        return q[..., None] + self.w[:, alt][:, None] - w_t + ((v_c - v_t) * (s[:, :, None] - v_t)).sum(-1)
 
     @torch.no_grad()
     def replace(self, cols: torch.Tensor, sl: slice, choices: torch.Tensor) -> torch.Tensor:
@@ -662,9 +662,11 @@ class MA2ML(SearchAlgorithm):
                 self._unit_agent.append(i)
                 u += 1
         self.n_units = u
+        agent_of_dec = np.repeat(np.arange(len(lay.agents)), lay.sizes)
         self._unit_of_col = torch.as_tensor(unit_of_dec[lay.dec_of_col])
-        self._agent_of_col = torch.as_tensor(np.repeat(np.arange(len(lay.agents)), [
-            int(lay.nvec[sl].sum()) for sl in lay.slices]))
+        self._agent_of_col = torch.as_tensor(agent_of_dec[lay.dec_of_col])
+        self._cols_per_unit = torch.as_tensor(np.bincount(unit_of_dec[lay.dec_of_col], minlength=u)).float()
+        self._cols_per_agent = torch.as_tensor(np.bincount(agent_of_dec[lay.dec_of_col])).float()
         self._unit_of_dec = torch.as_tensor(unit_of_dec)
         # Columns of decisions whose units are per-decision: counterfactuals swap one decision's row.
         dec_units = [self._unit_mode[unit_of_dec[d]] == "decision" for d in range(lay.n_dec)]
@@ -889,11 +891,10 @@ class MA2ML(SearchAlgorithm):
             num = torch.zeros(lay.n_cols).index_add_(0, flat_cols, rep(wts * shared))
             den = torch.zeros(lay.n_cols).index_add_(0, flat_cols, rep(wts))
             adv = torch.where(den > 0, num / den.clamp(min=1e-12), torch.zeros(()))
-        size = torch.zeros(self.n_units).index_add_(0, self._unit_of_col, torch.ones(lay.n_cols))
-        self._adv_sums += torch.zeros(self.n_units).index_add_(0, self._unit_of_col, adv.abs()) / size
+        self._adv_sums += torch.zeros(self.n_units).index_add_(0, self._unit_of_col, adv.abs()) / self._cols_per_unit
         if cfg.normalize_advantage:
-            n_agent = torch.zeros(len(lay.agents)).index_add_(0, self._agent_of_col, torch.ones(lay.n_cols))
-            rms = (torch.zeros(len(lay.agents)).index_add_(0, self._agent_of_col, adv * adv) / n_agent).sqrt()
+            sq = torch.zeros(len(lay.agents)).index_add_(0, self._agent_of_col, adv * adv)
+            rms = (sq / self._cols_per_agent).sqrt()
             adv = adv / (rms[self._agent_of_col] + 1e-8)
         step = torch.zeros_like(self.logits)
         step[self._dec_of_col, self._k_of_col] = adv
