@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "STATUSES",
     "EvalResult",
+    "evaluate_guarded",
     "Evaluator",
     "CostBudget",
     "register_evaluator",
@@ -139,12 +141,56 @@ class Evaluator:
         self.space = space
 
     def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
-        """Evaluate each pipeline with its seed; one result per pipeline, in order. Never raises for a
-        bad pipeline."""
+        """Evaluate each pipeline with its seed; one result per pipeline, in order. Should not raise for a
+        bad pipeline (callers guard it anyway: see :func:`evaluate_guarded`)."""
         raise NotImplementedError
+
+    def evaluate_streaming(self, pipelines: Sequence[Pipeline], seeds: Sequence[int],
+                           on_result: Callable[[int, EvalResult], None]) -> list[EvalResult]:
+        """Evaluate like :meth:`evaluate`, calling ``on_result(i, result)`` the moment result ``i`` is final
+        (a durable search commits it then). Results may arrive in any order; the list returned is in input
+        order. An exception or a malformed result of ``evaluate`` becomes an ``"error"`` result.
+
+        The default evaluates one pipeline at a time (each committed on its own). Vectorised evaluators
+        override it to evaluate the batch at once; the parallel backends override it to report each
+        result as its worker finishes."""
+        out = []
+        for i, (p, s) in enumerate(zip(pipelines, seeds)):
+            r = evaluate_guarded(self, [p], [s])[0]
+            on_result(i, r)
+            out.append(r)
+        return out
+
+    def config(self) -> dict[str, Any]:
+        """The settings that determine this evaluator's rewards, JSON-serialisable. A durable search stores
+        it and refuses to resume under different settings. The default names the class; built-in backends
+        add their arguments. Execution settings that do not change rewards (parallel backend, workers,
+        device) are left out."""
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}"}
 
     def close(self) -> None:
         """Release resources (worker pools, device memory)."""
+
+
+def evaluate_guarded(evaluator: Evaluator, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
+    """``evaluator.evaluate(pipelines, seeds)``, with every way user code can fail turned into results: an
+    exception (including an :class:`EvalResult` built with a NaN score), a wrong number of results or
+    something that is not an :class:`EvalResult` gives each pipeline an ``"error"`` result with the
+    evaluator's ``failure_score`` and the error message and traceback in ``info``. Every backend calls
+    evaluators through this, so a failing evaluator is a recorded failed trial, never an aborted search."""
+    try:
+        results = list(evaluator.evaluate(pipelines, seeds))
+        if len(results) != len(pipelines):
+            raise RuntimeError(f"evaluator {getattr(evaluator, 'name', type(evaluator).__name__)!r} returned "
+                               f"{len(results)} results for {len(pipelines)} pipelines")
+        bad = next((r for r in results if not isinstance(r, EvalResult)), None)
+        if bad is not None:
+            raise TypeError(f"evaluate() must return ma2ml_env.EvalResult objects, got {type(bad).__name__}")
+        return results
+    except Exception as exc:  # noqa: BLE001 - user code: any failure is an outcome
+        info = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
+        score = float(getattr(evaluator, "failure_score", 0.0))
+        return [EvalResult(score, "error", info=info) for _ in pipelines]
 
 
 # -- registry of backends by name (imported lazily: nothing heavy at import time) --------------------
