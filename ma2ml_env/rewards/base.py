@@ -131,10 +131,15 @@ class Evaluator:
     Attributes:
         name: short name, shown in infos and results files.
         failure_score: the score of a failed evaluation.
+        device: see below.
     """
 
     name: str = "evaluator"
     failure_score: float = 0.0
+    #: Where the evaluator computes (``"cpu"``, ``"cuda"``, a ``torch.device``); ``None`` for evaluators that
+    #: use no accelerator. The ``local`` backend gives each worker process one GPU (``CUDA_VISIBLE_DEVICES``)
+    #: and sets the worker's copy to ``cuda:0`` when it is a CUDA device.
+    device: Any = None
 
     def bind(self, space: SearchSpace) -> None:
         """Called by the env with its search space; backends that need the module tables keep them."""
