@@ -218,6 +218,17 @@ def registered_evaluators() -> tuple[str, ...]:
     return tuple(sorted(_EVALUATORS))
 
 
+def evaluator_class(reward: str) -> type[Evaluator]:
+    """The class registered as reward backend ``reward`` (imported now)."""
+    if not isinstance(reward, str) or reward not in _EVALUATORS:
+        raise ValueError(
+            f"unknown reward {reward!r}; use one of {list(registered_evaluators())} or pass an "
+            "ma2ml_env.Evaluator instance"
+        )
+    mod_name, cls_name = _EVALUATORS[reward].split(":")
+    return getattr(importlib.import_module(mod_name), cls_name)
+
+
 def make_evaluator(reward: str | Evaluator, **kwargs: Any) -> Evaluator:
     """An evaluator from a registered name (with ``kwargs``) or an instance (returned as is)."""
     if isinstance(reward, Evaluator):
