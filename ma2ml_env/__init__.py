@@ -11,6 +11,7 @@ Nothing heavy is imported here: torch and the training code load only when ``rew
 import gymnasium as _gymnasium
 import pettingzoo as _pettingzoo
 
+from ma2ml_env.codec import JointActionCodec
 from ma2ml_env.env import ENV_ID, INFO_KEYS, AutoMLPipelineEnv, env, parallel_env
 from ma2ml_env.modules import (
     AUG_OPS,
@@ -45,7 +46,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AUG_OPS", "BENCHMARKS", "DEFAULT_MODULES", "ENV_ID", "INFO_KEYS", "JOINT_ENV_ID", "STATUSES",
     "Architecture", "ArchitectureModule", "AugOp", "AugmentModule", "AutoMLModule", "AutoMLPipelineEnv",
-    "CostBudget", "Decision", "EvalResult", "Evaluator", "HyperParameterModule", "JointActionEnv",
+    "CostBudget", "Decision", "EvalResult", "Evaluator", "HyperParameterModule", "JointActionCodec",
+    "JointActionEnv",
     "ModuleCheckError", "Pipeline", "SearchSpace", "Stage", "TrainConfig",
     "benchmark_env", "check_module", "env", "make_evaluator", "make_module", "parallel_env", "register_evaluator",
     "register_module", "registered_evaluators", "registered_modules", "unregister_module",

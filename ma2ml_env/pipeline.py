@@ -7,7 +7,9 @@ must be expressed here.
 
 :class:`SearchSpace` turns a joint action (a dict ``agent -> MultiDiscrete vector``) into a
 :class:`Pipeline` by applying each AutoML module in order to a base pipeline, and back again
-(``encode(decode(a)) == a``; the decoded choices are stored in ``Pipeline.choices``).
+(``encode(decode(a)) == a``; the decoded choices are stored in ``Pipeline.choices``). Everything about
+the joint action itself (validation, flat vectors, sampling) is its :class:`~ma2ml_env.codec.JointActionCodec`
+``SearchSpace.codec``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ma2ml_env.codec import JointActionCodec
 
 if TYPE_CHECKING:  # pragma: no cover
     from ma2ml_env.modules.base import AutoMLModule
@@ -343,88 +347,36 @@ class SearchSpace:
         self.sizes: tuple[int, ...] = tuple(len(m.decisions) for m in modules)
         self.offsets: tuple[int, ...] = tuple(int(x) for x in np.cumsum((0, *self.sizes))[:-1])
         self.joint_nvec: np.ndarray = np.concatenate([self.nvecs[n] for n in self.names]).astype(np.int64)
-        self._joint_nvec_u = self.joint_nvec.astype(np.uint64)
-        self._d = int(self.joint_nvec.size)
-        self._shapes = [self.nvecs[n].shape for n in self.names]
+        #: the joint-action codec: validation, flat <-> per-agent, sampling (decisions named by the modules)
+        self.codec = JointActionCodec.from_nvecs(
+            self.nvecs, decision_names={m.name: [d.name for d in m.decisions] for m in modules}, kind="module")
 
-    # -- actions ---------------------------------------------------------------------------------------
+    # -- actions (the joint-action codec, :class:`ma2ml_env.codec.JointActionCodec`) ------------------------
     def validate(self, actions: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Check a joint action and return it as int64 arrays; raise ``ValueError`` saying what is wrong."""
-        if not isinstance(actions, Mapping):
-            raise ValueError(
-                f"actions must be a dict mapping each agent in {list(self.names)} to its action, "
-                f"got {type(actions).__name__}"
-            )
-        missing = [n for n in self.names if n not in actions]
-        unknown = [k for k in actions if k not in self.nvecs]
-        if missing or unknown:
-            raise ValueError(
-                f"actions must have exactly one entry per agent {list(self.names)}; "
-                f"missing {missing}, unknown {unknown}"
-            )
-        out = {}
-        for name in self.names:
-            nvec = self.nvecs[name]
-            try:
-                a = np.asarray(actions[name])
-            except Exception as exc:  # pragma: no cover - exotic objects
-                raise ValueError(f"action of agent {name!r} is not array-like: {exc}") from exc
-            if a.shape != nvec.shape:
-                raise ValueError(
-                    f"action of agent {name!r} has shape {a.shape}, expected {nvec.shape} "
-                    f"(one integer per decision of module {name!r})"
-                )
-            if a.dtype.kind not in "iu":
-                if a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0):
-                    a = a.astype(np.int64)
-                else:
-                    raise ValueError(f"action of agent {name!r} must be integers, got dtype {a.dtype}")
-            bad = np.flatnonzero((a < 0) | (a >= nvec))
-            if bad.size:
-                i = int(bad[0])
-                dec = self.modules[self.names.index(name)].decisions[i]
-                raise ValueError(
-                    f"action of agent {name!r} is out of range at position {i} (decision {dec.name!r}): "
-                    f"got {int(a[i])}, allowed 0..{int(nvec[i]) - 1}"
-                )
-            out[name] = a.astype(np.int64, copy=False)
-        return out
+        return self.codec.validate(actions)
 
     def validate_flat(self, actions: Mapping[str, Any]) -> np.ndarray:
         """Validate a joint action and return it flat (int64, agent order). Same errors as :meth:`validate`."""
-        return self.validate_fast(actions)[0]
+        return self.codec.validate_fast(actions)[0]
 
     def validate_fast(self, actions: Mapping[str, Any]) -> tuple[np.ndarray, list[int]]:
         """:meth:`validate_flat`, also returning the flat action as a list of ints. The common case (right
         keys, 1-d integer arrays in range) costs a few microseconds; anything else goes through
         :meth:`validate`, which says precisely what is wrong."""
-        try:
-            if len(actions) == len(self.names):
-                arrs = [actions[n] for n in self.names]
-                if [a.shape for a in arrs] == self._shapes:
-                    flat = np.concatenate(arrs)
-                    if flat.dtype == np.int64 and np.count_nonzero(flat.view(np.uint64) < self._joint_nvec_u) == self._d:
-                        return flat, flat.tolist()  # negatives wrap to huge unsigned values: one comparison
-        except (KeyError, TypeError, AttributeError, ValueError):
-            pass
-        flat = self.flatten(self.validate(actions))
-        return flat, flat.tolist()
+        return self.codec.validate_fast(actions)
 
     def flatten(self, actions: Mapping[str, Any]) -> np.ndarray:
-        """Concatenate a joint action into one vector in agent order."""
-        return np.concatenate([np.asarray(actions[n], dtype=np.int64) for n in self.names])
+        """Concatenate a joint action into one vector in agent order (validated as :meth:`validate`)."""
+        return self.codec.validate_fast(actions)[0]
 
     def unflatten(self, flat: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Split a flat joint action vector into a per-agent dict."""
-        flat = np.asarray(flat, dtype=np.int64)
-        if flat.shape != self.joint_nvec.shape:
-            raise ValueError(f"flat joint action has shape {flat.shape}, expected {self.joint_nvec.shape}")
-        return {n: flat[o : o + s].copy() for n, o, s in zip(self.names, self.offsets, self.sizes)}
+        return self.codec.decode(flat)
 
     def sample(self, rng: np.random.Generator, n: int | None = None) -> np.ndarray:
         """Uniform random flat joint actions: shape ``[D]`` or ``[n, D]``."""
-        size = (self.joint_nvec.size,) if n is None else (n, self.joint_nvec.size)
-        return (rng.random(size) * self.joint_nvec).astype(np.int64)
+        return self.codec.sample(rng, n)
 
     # -- pipelines -------------------------------------------------------------------------------------
     def decode(self, actions: Mapping[str, Any] | np.ndarray) -> Pipeline:
