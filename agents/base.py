@@ -1,4 +1,4 @@
-"""The one interface every search algorithm implements, and the loop that runs any of them.
+"""The one interface every search algorithm implements, and the one loop that runs any of them.
 
 A search algorithm proposes a batch of joint actions (``{agent: action}`` dicts), is told the shared
 reward of each, and repeats. The batch is what lets a backend evaluate pipelines in parallel.
@@ -6,27 +6,43 @@ reward of each, and repeats. The batch is what lets a backend evaluate pipelines
     algo = RandomSearch()
     result = run(algo, ma2ml_env.parallel_env(reward="surrogate"), budget=200, seed=0, batch_size=8)
     print(result.best_score, result.best_pipeline)
+
+:func:`run` is the only search loop. Where its trials go is a *recorder*: by default an in-memory one; a
+:class:`agents.store.TrialStore` makes the search durable (every evaluation committed as it completes, the
+algorithm's state after every ``propose`` and ``observe``), resumable after a kill at any moment with the
+same trials as an uninterrupted run. Logging and output files are callbacks of the loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import pickle
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import gymnasium
 import numpy as np
 
+from ma2ml_env.rewards.base import EvalResult
+
 __all__ = [
+    "Recorder",
     "SearchAlgorithm",
     "SearchResult",
+    "StoreMismatchError",
     "Trial",
+    "action_key",
     "action_spaces_of",
+    "best_trial",
     "evaluate_joint_actions",
+    "evaluation_seed",
     "run",
+    "search_config",
     "torch_threads",
 ]
 
@@ -95,17 +111,60 @@ class SearchAlgorithm:
         raise NotImplementedError(f"{type(self).__name__} does not support checkpointing")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Trial:
-    """One evaluated joint action."""
+    """One evaluated joint action: where it sits in the search and the evaluator's result, unchanged.
+
+    Attributes:
+        index: position in the search (0-based; evaluation ``index`` of the budget).
+        round: the round (``propose`` call) it was proposed in.
+        actions: the joint action, ``{agent: [ints]}``.
+        result: the :class:`~ma2ml_env.EvalResult` the reward backend returned.
+        seed: the evaluation seed (:func:`evaluation_seed`).
+    """
 
     index: int
     round: int
     actions: dict[str, list[int]]
-    score: float
-    status: str = "ok"
-    seconds: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
+    result: EvalResult
+    seed: int = 0
+
+    @property
+    def score(self) -> float:
+        return self.result.score
+
+    @property
+    def status(self) -> str:
+        return self.result.status
+
+    @property
+    def seconds(self) -> float:
+        return self.result.seconds
+
+    @property
+    def info(self) -> Mapping[str, Any]:
+        """The backend's details (``result.info``)."""
+        return self.result.info
+
+    def to_dict(self) -> dict[str, Any]:
+        """``index, round, seed, actions`` and the result's fields (``score, status, accuracy, ...``)."""
+        return {"index": self.index, "round": self.round, "seed": self.seed, "actions": self.actions,
+                **self.result.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Trial:
+        fields = ("score", "status", "accuracy", "flops", "params", "seconds", "info")
+        res = EvalResult(**{k: (math.nan if d[k] is None else d[k]) if k in ("accuracy", "flops", "params")
+                            else d[k] for k in fields if k in d})
+        return cls(int(d["index"]), int(d["round"]), {k: list(v) for k, v in d["actions"].items()}, res,
+                   int(d.get("seed", 0)))
+
+
+def best_trial(trials: Sequence[Trial]) -> Trial:
+    """The best trial: highest score, the earliest on ties (the one rule every report uses)."""
+    if not trials:
+        raise ValueError("the search evaluated no pipeline")
+    return max(trials, key=lambda t: (t.score, -t.index))
 
 
 @dataclass
@@ -128,9 +187,7 @@ class SearchResult:
 
     @property
     def best(self) -> Trial:
-        if not self.trials:
-            raise ValueError("the search evaluated no pipeline")
-        return max(self.trials, key=lambda t: (t.score, -t.index))
+        return best_trial(self.trials)
 
     @property
     def best_score(self) -> float:
@@ -147,20 +204,34 @@ def _to_lists(action: Mapping[str, Any]) -> dict[str, list[int]]:
     return {k: np.atleast_1d(np.asarray(v)).astype(int).tolist() for k, v in action.items()}
 
 
-def evaluate_joint_actions(
-    env: Any, actions: Sequence[JointAction], seeds: Sequence[int]
-) -> list[tuple[float, str, float, dict[str, Any]]]:
-    """Evaluate joint actions on ``env``: (score, status, seconds, info) each.
+def action_key(actions: Mapping[str, Any]) -> str:
+    """A canonical string of a joint action: ``{"agent": [ints], ...}`` in the given agent order."""
+    return json.dumps(_to_lists(actions), separators=(",", ":"))
 
-    Uses the env's batch ``evaluate`` when it has one (our env: parallel/distributed backends),
-    otherwise plays one episode per joint action on any PettingZoo ParallelEnv and sums the shared reward.
+
+def evaluation_seed(seed: int, index: int) -> int:
+    """The seed of evaluation ``index`` of a search seeded ``seed`` (the same with or without a store)."""
+    return seed * 1_000_003 + index
+
+
+def evaluate_joint_actions(
+    env: Any, actions: Sequence[JointAction], seeds: Sequence[int],
+    on_result: Callable[[int, EvalResult], None] | None = None,
+) -> list[EvalResult]:
+    """Evaluate joint actions on ``env``, one :class:`~ma2ml_env.EvalResult` each, calling
+    ``on_result(i, result)`` the moment result ``i`` is final.
+
+    Uses the env's batch ``evaluate`` when it has one (our envs: every reward and parallel backend),
+    otherwise plays one episode per joint action on any PettingZoo ParallelEnv and sums the shared reward
+    (a non-finite reward is an ``"error"`` result).
     """
     base = getattr(env, "unwrapped", env)
-    if hasattr(base, "evaluate") and callable(base.evaluate):
-        results = base.evaluate(actions, seeds)
-        return [(r.score, r.status, r.seconds, r.to_dict()) for r in results]
+    if callable(getattr(base, "evaluate", None)):
+        if on_result is None:
+            return list(base.evaluate(list(actions), list(seeds)))
+        return list(base.evaluate(list(actions), list(seeds), on_result=on_result))
     out = []
-    for a, s in zip(actions, seeds):
+    for i, (a, s) in enumerate(zip(actions, seeds)):
         t0 = time.perf_counter()
         env.reset(seed=int(s))
         total, done = 0.0, False
@@ -169,10 +240,136 @@ def evaluate_joint_actions(
             _, rewards, terms, truncs, _ = env.step(live)
             total += float(np.mean(list(rewards.values()))) if rewards else 0.0
             done = all(terms.get(k, False) or truncs.get(k, False) for k in live)
-        out.append((total, "ok", time.perf_counter() - t0, {}))
+        seconds = time.perf_counter() - t0
+        r = (EvalResult(total, seconds=seconds) if math.isfinite(total) else
+             EvalResult(0.0, "error", seconds=seconds, info={"error": f"the episode's reward was {total}"}))
+        if on_result is not None:
+            on_result(i, r)
+        out.append(r)
     return out
 
 
+# ======================================================================================================
+# Where trials go: recorders
+# ======================================================================================================
+class StoreMismatchError(ValueError):
+    """A resumed search differs from the stored one (algorithm, its config, seed, batch size, env or reward)."""
+
+
+@dataclass(frozen=True)
+class Round:
+    """One ``propose`` call: its first trial index, its size and its proposals."""
+
+    round: int
+    start: int
+    n: int
+    proposals: list[dict[str, np.ndarray]]
+    observed: bool
+
+
+class Recorder(Protocol):
+    """Where :func:`run` keeps a search: trials, rounds and the algorithm's checkpoints.
+
+    :class:`MemoryRecorder` (the default) keeps trials only; :class:`agents.store.TrialStore` commits
+    everything to SQLite (``durable = True``: the loop then also saves the algorithm's state)."""
+
+    durable: bool
+
+    def begin(self, config: Mapping[str, Any], resume: bool, budget: int, dedupe: bool) -> None: ...
+    def trials(self) -> list[Trial]: ...
+    def rounds(self) -> list[Round]: ...
+    def checkpoint(self) -> tuple[int, str, bytes | None] | None: ...
+    def add_trial(self, trial: Trial) -> None: ...
+    def find(self, key: str) -> Trial | None: ...
+    def save_proposals(self, rnd: int, start: int, proposals: Sequence[Mapping[str, Any]],
+                       state: bytes | None) -> None: ...
+    def save_observed(self, rnd: int, state: bytes | None) -> None: ...
+
+
+class MemoryRecorder:
+    """The in-memory recorder of a plain :func:`run` (nothing to resume; dedupe within the search)."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self._trials: list[Trial] = []
+        self._by_key: dict[str, Trial] = {}
+
+    def begin(self, config: Mapping[str, Any], resume: bool, budget: int, dedupe: bool) -> None:
+        self._dedupe = dedupe
+
+    def trials(self) -> list[Trial]:
+        return list(self._trials)
+
+    def rounds(self) -> list[Round]:
+        return []
+
+    def checkpoint(self) -> None:
+        return None
+
+    def add_trial(self, trial: Trial) -> None:
+        self._trials.append(trial)
+        if self._dedupe and trial.status in _REUSABLE:
+            self._by_key.setdefault(action_key(trial.actions), trial)
+
+    def find(self, key: str) -> Trial | None:
+        return self._by_key.get(key)
+
+    def save_proposals(self, rnd: int, start: int, proposals: Sequence[Mapping[str, Any]],
+                       state: bytes | None) -> None:
+        pass
+
+    def save_observed(self, rnd: int, state: bytes | None) -> None:
+        pass
+
+
+#: statuses whose result may be served again by ``dedupe`` (a failure is retried instead)
+_REUSABLE = ("ok", "over_budget")
+
+
+def _plain(x: Any) -> Any:
+    """JSON-normal form (tuples -> lists, numpy -> Python), so stored and new configs compare equal."""
+    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else repr(o)))
+
+
+def search_config(algorithm: SearchAlgorithm, env: Any, seed: int, batch_size: int) -> dict[str, Any]:
+    """Everything that determines a search's trials: the algorithm and its config, the seed, the batch
+    size, the action spaces and the env's own ``config()`` (modules, reward backend and its settings).
+    A durable search stores it and refuses to resume under a different one."""
+    import dataclasses
+
+    spaces = action_spaces_of(env)
+    cfg = getattr(algorithm, "config", None)
+    base = getattr(env, "unwrapped", env)
+    env_config = base.config() if callable(getattr(base, "config", None)) else \
+        {"class": f"{type(base).__module__}.{type(base).__qualname__}"}
+    return _plain({
+        "algorithm": getattr(algorithm, "name", type(algorithm).__name__),
+        "algorithm_class": f"{type(algorithm).__module__}.{type(algorithm).__qualname__}",
+        "algorithm_config": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)
+        else None,
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "action_spaces": {a: np.atleast_1d(getattr(s, "nvec", getattr(s, "n", 0))).astype(int).tolist()
+                          for a, s in spaces.items()},
+        "env": env_config,
+    })
+
+
+def config_differences(stored: Any, now: Any, path: str = "") -> list[str]:
+    """Human-readable differences between two JSON-normal configs (``"env.reward.noise: stored 0.0, now
+    0.01"``), empty when equal."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        out = []
+        for k in list(stored) + [k for k in now if k not in stored]:
+            out += config_differences(stored.get(k), now.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    return [] if stored == now else [f"{path or 'config'}: stored {stored!r}, now {now!r}"]
+
+
+# ======================================================================================================
+# The search loop
+# ======================================================================================================
 def run(
     algorithm: SearchAlgorithm,
     env: Any,
@@ -180,51 +377,144 @@ def run(
     seed: int = 0,
     batch_size: int = 1,
     callback: Callable[[list[Trial]], None] | None = None,
-    trials: Sequence[Trial] = (),
+    *,
+    store: Recorder | None = None,
+    resume: bool = True,
+    dedupe: bool = False,
 ) -> SearchResult:
     """Run ``algorithm`` on ``env`` for ``budget`` evaluations.
 
     Args:
         algorithm: any :class:`SearchAlgorithm`.
         env: a PettingZoo ParallelEnv (ours or any with Discrete/MultiDiscrete actions).
-        budget: number of evaluations.
-        seed: seeds the algorithm and the evaluations (evaluation ``i`` uses seed ``seed * 1_000_003 + i``).
+        budget: number of evaluations (may be raised when resuming a stored search).
+        seed: seeds the algorithm and the evaluations (:func:`evaluation_seed`).
         batch_size: joint actions proposed and evaluated per round.
-        callback: called with the new trials after every round (progress bars, stores, loggers).
-        trials: trials already done (resume); the algorithm must already hold their state.
+        callback: called with each round's trials when the round is done (progress bars, loggers, files).
+            An object with a ``resume(trials)`` method is first told about the trials of the rounds a
+            resumed search had completed; the trials of a round interrupted half-way are reported, once,
+            when that round completes.
+        store: where the trials go: ``None`` keeps them in memory; a :class:`agents.store.TrialStore`
+            makes the search durable and resumable (see :func:`agents.store.run_durable`).
+        resume: with a store holding this search, continue it; ``False`` refuses a store holding trials.
+        dedupe: serve a joint action already evaluated (status ``ok``/``over_budget``) from the record
+            instead of evaluating it again (its ``info`` gets ``cached_from``; ``seconds`` is 0). Only
+            correct when the reward does not depend on the evaluation seed (no noise).
 
     Returns:
         The :class:`SearchResult` with every trial; ``best_pipeline`` is decoded when the env can.
+
+    Raises:
+        StoreMismatchError: the store holds a different search (the message names every difference).
+        FileExistsError: ``resume=False`` and the store already holds trials.
     """
-    if not isinstance(budget, int) or budget < 1:
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be a positive integer number of evaluations, got {budget!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    history = list(trials)
-    if not history:
-        algorithm.setup(action_spaces_of(env), seed)
+    rec: Recorder = MemoryRecorder() if store is None else store
+    rec.begin(search_config(algorithm, env, seed, batch_size), resume, budget, dedupe)
+    by_index = {t.index: t for t in rec.trials()}
+    rounds = rec.rounds()
+    pending = _restore(algorithm, env, seed, rounds, rec.checkpoint(), by_index)
+    if callable(getattr(callback, "resume", None)):
+        done_rounds = [r for r in rounds if r.observed]
+        callback.resume([by_index[i] for r in done_rounds for i in range(r.start, r.start + r.n)])
+    next_round = (rounds[-1].round + 1) if rounds else 0
+    next_index = (rounds[-1].start + rounds[-1].n) if rounds else 0
     t0 = time.perf_counter()
-    rnd = (history[-1].round + 1) if history else 0
-    while len(history) < budget:
-        n = min(batch_size, budget - len(history))
-        actions = algorithm.propose(n)
-        if len(actions) != n:
-            raise RuntimeError(f"{type(algorithm).__name__}.propose({n}) returned {len(actions)} actions")
-        seeds = [seed * 1_000_003 + len(history) + i for i in range(n)]
-        results = evaluate_joint_actions(env, actions, seeds)
-        scores = [r[0] if math.isfinite(r[0]) else 0.0 for r in results]
-        algorithm.observe(actions, scores)
-        new = [
-            Trial(len(history) + i, rnd, _to_lists(a), s, r[1], r[2], r[3])
-            for i, (a, s, r) in enumerate(zip(actions, scores, results))
-        ]
-        history.extend(new)
-        rnd += 1
+    while pending is not None or next_index < budget:
+        if pending is None:
+            n = min(batch_size, budget - next_index)
+            actions = algorithm.propose(n)
+            if len(actions) != n:
+                raise RuntimeError(f"{type(algorithm).__name__}.propose({n}) returned {len(actions)} actions")
+            pending = Round(next_round, next_index, n, list(actions), False)
+            rec.save_proposals(pending.round, pending.start, pending.proposals,
+                               _state_bytes(algorithm) if rec.durable else None)
+        new = _evaluate_round(rec, env, pending, seed, dedupe, by_index)
+        algorithm.observe(pending.proposals, [t.score for t in new])
+        rec.save_observed(pending.round, _state_bytes(algorithm) if rec.durable else None)
+        next_round, next_index = pending.round + 1, pending.start + pending.n
+        pending = None
         if callback is not None:
             callback(new)
+    history = [by_index[i] for i in sorted(by_index)]
     result = SearchResult(getattr(algorithm, "name", type(algorithm).__name__), seed, history,
                           time.perf_counter() - t0)
     base = getattr(env, "unwrapped", env)
     if hasattr(base, "decode") and history:
         result.best_pipeline = base.decode({k: np.array(v) for k, v in result.best.actions.items()})
     return result
+
+
+def _state_bytes(algorithm: SearchAlgorithm) -> bytes | None:
+    try:
+        state = algorithm.state_dict()
+    except NotImplementedError:
+        return None
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _restore(algorithm: SearchAlgorithm, env: Any, seed: int, rounds: list[Round],
+             ck: tuple[int, str, bytes | None] | None, by_index: dict[int, Trial]) -> Round | None:
+    """Set the algorithm up (fresh, from its checkpoint, or by replaying stored rounds); returns the round
+    that was proposed but not observed, if any."""
+    algorithm.setup(action_spaces_of(env), seed)  # load_state_dict may expect a set-up object
+    if ck is None:
+        return None
+    if ck[2] is not None:
+        algorithm.load_state_dict(pickle.loads(ck[2]))
+        return next(r for r in rounds if r.round == ck[0]) if ck[1] == "proposed" else None
+    pending = None  # no state_dict: replay the stored rounds
+    for r in rounds:
+        again = algorithm.propose(r.n)
+        if not (len(again) == len(r.proposals) and
+                all(action_key(x) == action_key(y) for x, y in zip(again, r.proposals))):
+            warnings.warn(
+                f"{type(algorithm).__name__} proposed other actions when replaying round {r.round}: it is not "
+                "deterministic given its seed, so the resumed search differs from an uninterrupted one; "
+                "implement state_dict() for exact resumption", RuntimeWarning, stacklevel=4)
+        if r.observed:
+            algorithm.observe(r.proposals, [by_index[r.start + i].score for i in range(r.n)])
+        else:
+            pending = r
+    return pending
+
+
+def _evaluate_round(rec: Recorder, env: Any, pending: Round, seed: int, dedupe: bool,
+                    by_index: dict[int, Trial]) -> list[Trial]:
+    """Evaluate (or reuse, or serve from the record) every trial of one round, recording each as it ends."""
+    rnd, start, actions = pending.round, pending.start, pending.proposals
+    seeds = [evaluation_seed(seed, start + i) for i in range(len(actions))]
+
+    def commit(i: int, res: EvalResult) -> None:
+        t = Trial(start + i, rnd, _to_lists(actions[i]), res, seeds[i])
+        rec.add_trial(t)
+        by_index[t.index] = t
+
+    todo = [i for i in range(len(actions)) if start + i not in by_index]
+    first: dict[str, int] = {}
+    evaluate = todo
+    if dedupe:
+        keys = {i: action_key(actions[i]) for i in todo}
+        evaluate = []
+        for i in todo:
+            hit = rec.find(keys[i])
+            if hit is not None:
+                commit(i, _cached(hit))
+            elif keys[i] not in first:
+                first[keys[i]] = i
+                evaluate.append(i)
+            # else: a duplicate inside the round, served from its first copy below
+    if evaluate:
+        evaluate_joint_actions(env, [actions[i] for i in evaluate], [seeds[i] for i in evaluate],
+                               on_result=lambda j, res: commit(evaluate[j], res))
+    for i in todo:  # in-round duplicates (dedupe), now that their first copy is recorded
+        if start + i not in by_index:
+            commit(i, _cached(by_index[start + first[keys[i]]]))
+    return [by_index[start + i] for i in range(len(actions))]
+
+
+def _cached(t: Trial) -> EvalResult:
+    return replace(t.result, seconds=0.0, info={**t.result.info, "cached_from": t.index})

@@ -11,7 +11,9 @@ the best pipeline to ``<out>/best.json`` and ``<out>/best.txt`` at the end.
 The code is organised so options can be added in one place each: :func:`build_parser` assembles the
 argument groups (``add_*_arguments``); :func:`build_env` and :func:`build_algorithm` turn parsed
 arguments into objects (raising :class:`UsageError` for bad values, reported like argparse errors with
-exit code 2); :func:`run_search` runs the search with a list of per-round callbacks.
+exit code 2); :func:`cmd_search` checks every input, then runs :func:`agents.base.run` into the run's
+store with the output files (:class:`TrialsFile`, ``best.json``) derived from it. Reward-backend options
+are declared once, in :data:`REWARD_OPTIONS`.
 """
 
 from __future__ import annotations
@@ -30,18 +32,20 @@ from typing import IO, Any
 
 import numpy as np
 
-from agents.base import SearchAlgorithm, SearchResult, Trial, run
+from agents.base import SearchAlgorithm, Trial, best_trial, run, search_config
 from agents.registry import algorithm_spec, config_fields, make_algorithm, registered_algorithms
 
 __all__ = [
-    "TrialWriter",
+    "Callbacks",
+    "REWARD_OPTIONS",
+    "TrialsFile",
     "UsageError",
     "build_algorithm",
     "build_env",
     "build_parser",
     "main",
     "reward_kwargs",
-    "run_search",
+    "write_best",
 ]
 
 PROG = "ma2ml"
@@ -52,17 +56,25 @@ REWARD_SUMMARIES = {
     "train": "real child training; score = validation accuracy (digits built in; CIFAR, Fashion-MNIST/MNIST, "
              "ImageFolder and .npz arrays from disk)",
 }
-#: Options that only make sense with one reward backend: option dest -> (backend, flag).
-_REWARD_ONLY = {
-    "task": ("surrogate", "--task"),
-    "noise": ("surrogate", "--noise"),
-    "dataset": ("train", "--dataset"),
-    "data_root": ("train", "--data-root"),
-    "device": ("train", "--device"),
-    "max_train": ("train", "--max-train"),
-    "time_limit": ("train", "--time-limit"),
-    "epoch_scale": ("train", "--epoch-scale"),
-}
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardOption:
+    """A command-line option that sets one keyword argument of one reward backend. Declared once: the
+    parser, the check that it matches ``--reward``, ``reward_kwargs`` and the help's default (read from
+    the backend's signature) all come from :data:`REWARD_OPTIONS`."""
+
+    flag: str
+    backend: str
+    kwarg: str
+    help: str
+    type: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
 
 
 class UsageError(ValueError):
@@ -164,12 +176,62 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _nonneg_int(text: str) -> int:
+    v = _int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+#: Every reward-backend option of ``ma2ml search``.
+REWARD_OPTIONS = (
+    RewardOption("--task", "surrogate", "task", "surrogate task: 'default' or an integer seed of a random task",
+                 _task, "default|INT"),
+    RewardOption("--noise", "surrogate", "noise_std", "standard deviation of the seeded evaluation noise",
+                 _nonneg_float, "STD"),
+    RewardOption("--dataset", "train", "dataset",
+                 f"dataset: {', '.join(DATASETS)} (digits is built in; the others read --data-root; "
+                 "fashion_mnist defaults to Debian's dataset-fashion-mnist files)", choices=DATASETS),
+    RewardOption("--data-root", "train", "root", "data folder for cifar10/cifar100/imagefolder/mnist/"
+                 "fashion_mnist, or the .npz file for npz", os.path.expanduser, "PATH"),
+    RewardOption("--device", "train", "device", "where children train: auto = cuda if available",
+                 choices=("auto", "cpu", "cuda")),
+    RewardOption("--max-train", "train", "max_train", "train on at most N images (seeded subset; quick searches)",
+                 _positive_int, "N"),
+    RewardOption("--time-limit", "train", "time_limit",
+                 "time limit per evaluation; slower children get status timeout", _positive_float, "SECONDS"),
+    RewardOption("--epoch-scale", "train", "epoch_scale", "training passes = the pipeline's epochs * X",
+                 _positive_float, "X"),
+)
+
+
+def _code_default(backend: str, kwarg: str) -> str:
+    """The default of ``kwarg`` in reward backend ``backend``'s constructor, for help texts."""
+    import inspect
+
+    from ma2ml_env.rewards.base import evaluator_class
+
+    param = inspect.signature(evaluator_class(backend)).parameters.get(kwarg)
+    if param is None or param.default is inspect.Parameter.empty:
+        return "required"
+    return "none" if param.default is None else str(param.default)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Parser
 # ---------------------------------------------------------------------------------------------------
 class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help formatter; an option with ``code_default = (backend, kwarg)`` gets ``(default: X)`` read from the
+    code it configures when help is shown (so it cannot drift, and no backend is imported otherwise)."""
+
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        source = getattr(action, "code_default", None)
+        if source is None:
+            return action.help
+        return f"{action.help} (default: {_code_default(*source)})"
 
 
 def add_algorithm_arguments(p: argparse.ArgumentParser) -> None:
@@ -210,35 +272,20 @@ def add_env_arguments(p: argparse.ArgumentParser) -> None:
                    help="more keyword arguments of the reward backend, JSON object inline or @file.json "
                         "(default: none)")
 
-    s = p.add_argument_group("surrogate reward (--reward surrogate)")
-    s.add_argument("--task", type=_task, default=None, metavar="default|INT",
-                   help="surrogate task: 'default' or an integer seed of a random task (default: default)")
-    s.add_argument("--noise", type=_nonneg_float, default=None, metavar="STD",
-                   help="standard deviation of the seeded evaluation noise (default: 0)")
-
-    t = p.add_argument_group("training reward (--reward train)")
-    t.add_argument("--dataset", choices=DATASETS, default=None,
-                   help=f"dataset: {', '.join(DATASETS)} (default: digits, built in; the others read "
-                        "--data-root; fashion_mnist defaults to Debian's dataset-fashion-mnist files)")
-    t.add_argument("--data-root", default=None, metavar="PATH",
-                   help="data folder for cifar10/cifar100/imagefolder/mnist/fashion_mnist, or the .npz file "
-                        "for npz (default: none)")
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
-                   help="where children train: auto = cuda if available (default: auto)")
-    t.add_argument("--max-train", type=_positive_int, default=None, metavar="N",
-                   help="train on at most N images (seeded subset; quick searches) (default: all)")
-    t.add_argument("--time-limit", type=_positive_float, default=None, metavar="SECONDS",
-                   help="time limit per evaluation; slower children get status timeout (default: none)")
-    t.add_argument("--epoch-scale", type=_positive_float, default=None, metavar="X",
-                   help="training passes = the pipeline's epochs * X (default: 1)")
+    groups = {"surrogate": p.add_argument_group("surrogate reward (--reward surrogate)"),
+              "train": p.add_argument_group("training reward (--reward train)")}
+    for o in REWARD_OPTIONS:
+        a = groups[o.backend].add_argument(o.flag, type=o.type, default=None, metavar=o.metavar, choices=o.choices,
+                                           help=o.help)
+        a.code_default = (o.backend, o.kwarg)  # type: ignore[attr-defined]
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--budget", type=_positive_int, default=100, metavar="N",
                    help="number of pipelines to evaluate (default: 100)")
-    g.add_argument("--seed", type=_int, default=0, metavar="S",
-                   help="seed of the algorithm and of the evaluations (default: 0)")
+    g.add_argument("--seed", type=_nonneg_int, default=0, metavar="S",
+                   help="seed of the algorithm and of the evaluations, >= 0 (default: 0)")
     g.add_argument("--batch-size", type=_positive_int, default=8, metavar="K",
                    help="joint actions proposed and evaluated per round (default: 8)")
 
@@ -264,14 +311,16 @@ def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
                    help="hard time limit per evaluation with --backend local/ray: the worker is killed "
                         "(default: none)")
     g.add_argument("--store", default=None, metavar="PATH",
-                   help="SQLite file of a durable search: every evaluation committed as it completes, the "
-                        "algorithm's state after every round (default: none; <out>/search.db with --resume)")
+                   help="SQLite file of the search: every evaluation committed as it completes, the algorithm's "
+                        "state after every round; trials.jsonl and best.json are derived from it "
+                        "(default: <out>/search.db)")
     g.add_argument("--resume", action="store_true",
-                   help="continue the search in --store where it stopped (killed or finished with a smaller "
-                        "--budget); same other options (default: start a new search)")
+                   help="continue the search in the store where it stopped (killed, interrupted or finished "
+                        "with a smaller --budget); every other option must be as when it started "
+                        "(default: start a new search)")
     g.add_argument("--dedupe", action="store_true",
-                   help="with --store: serve a pipeline already evaluated from the store (seed-independent "
-                        "rewards only) (default: evaluate it again)")
+                   help="serve a pipeline already evaluated from the store (seed-independent rewards only) "
+                        "(default: evaluate it again)")
     g.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="write TensorBoard logs of the search to DIR (default: none)")
 
@@ -360,7 +409,7 @@ def resolve_env_options(args: argparse.Namespace) -> None:
         return
     flags = {"reward": "--reward", "modules": "--modules", "max_flops": "--max-flops", "max_params": "--max-params",
              "budget_mode": "--budget-mode", "reward_config": "--reward-config",
-             **{dest: flag for dest, (_, flag) in _REWARD_ONLY.items()}}
+             **{o.dest: o.flag for o in REWARD_OPTIONS}}
     given = [flag for dest, flag in flags.items() if getattr(args, dest, None) is not None]
     if given:
         raise UsageError(f"--benchmark {bench} sets the agents and the reward itself (a table of recorded "
@@ -377,27 +426,16 @@ def reward_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """
     from ma2ml_env import CostBudget
 
-    for dest, (backend, flag) in _REWARD_ONLY.items():
-        if getattr(args, dest, None) is not None and args.reward != backend:
-            raise UsageError(f"{flag} applies to --reward {backend} only (got --reward {args.reward})")
+    for o in REWARD_OPTIONS:
+        if getattr(args, o.dest, None) is not None and args.reward != o.backend:
+            raise UsageError(f"{o.flag} applies to --reward {o.backend} only (got --reward {args.reward})")
     if args.budget_mode is not None and args.max_flops is None and args.max_params is None:
         raise UsageError("--budget-mode needs a budget: give --max-flops and/or --max-params")
     kw: dict[str, Any] = {}
     if args.max_flops is not None or args.max_params is not None:
         kw["budget"] = CostBudget(max_flops=args.max_flops, max_params=args.max_params,
                                   mode=args.budget_mode or "hard")
-    if args.reward == "surrogate":
-        if args.task is not None:
-            kw["task"] = args.task
-        if args.noise is not None:
-            kw["noise_std"] = args.noise
-    elif args.reward == "train":
-        for dest, key in (("dataset", "dataset"), ("data_root", "root"), ("device", "device"),
-                          ("max_train", "max_train"), ("time_limit", "time_limit"), ("epoch_scale", "epoch_scale")):
-            if getattr(args, dest) is not None:
-                kw[key] = getattr(args, dest)
-        if kw.get("root") is not None:
-            kw["root"] = os.path.expanduser(kw["root"])
+    kw.update({o.kwarg: getattr(args, o.dest) for o in REWARD_OPTIONS if getattr(args, o.dest, None) is not None})
     extra = args.reward_config or {}
     clash = sorted(set(extra) & set(kw))
     if clash:
@@ -470,100 +508,79 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-class TrialWriter:
-    """Appends each trial to a JSON-lines file as soon as its round completes (flushed and fsynced), with
-    its readable pipeline. Also keeps the trials, so the best can be reported after an interruption.
+class TrialsFile:
+    """``<out>/trials.jsonl``, derived from the search's store: one JSON object per trial (the trial's
+    fields, its evaluator result unchanged, and the readable pipeline), appended (flushed and fsynced) when
+    its round completes. A search callback: when a stored search resumes it is first rewritten, atomically,
+    from the store's completed rounds, so it never holds a trial twice or one the store lacks.
 
     Args:
-        path: the ``trials.jsonl`` file (created; truncated if ``overwrite``).
+        path: the file.
         decode: joint action -> :class:`~ma2ml_env.Pipeline` (``None``: no ``pipeline`` field).
     """
 
-    def __init__(self, path: Path, decode: Callable[[Mapping[str, Any]], Any] | None = None,
-                 overwrite: bool = False) -> None:
+    def __init__(self, path: Path, decode: Callable[[Mapping[str, Any]], Any] | None = None) -> None:
         self.path = Path(path)
         self.decode = decode
-        self.trials: list[Trial] = []
-        self._f: IO[str] = open(self.path, "w" if overwrite else "x", encoding="utf-8")  # noqa: SIM115
+        self._written: set[int] = set()
+        self._f: IO[str] | None = None
 
-    def record(self, trial: Trial) -> dict[str, Any]:
-        row = dataclasses.asdict(trial)
+    def row(self, trial: Trial) -> dict[str, Any]:
+        row = trial.to_dict()
         if self.decode is not None:
             row["pipeline"] = self.decode({k: np.asarray(v) for k, v in trial.actions.items()}).to_dict()
         return _jsonable(row)
 
+    def _lines(self, trials: Sequence[Trial]) -> str:
+        return "".join(json.dumps(self.row(t)) + "\n" for t in trials)
+
+    def resume(self, trials: Sequence[Trial]) -> None:
+        """Rewrite the file with exactly ``trials`` (the store's completed rounds), then append from here."""
+        self.close()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(self._lines(trials))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._written = {t.index for t in trials}
+
     def __call__(self, trials: Sequence[Trial]) -> None:
-        for t in trials:
-            self._f.write(json.dumps(self.record(t), sort_keys=False) + "\n")
+        new = [t for t in trials if t.index not in self._written]
+        if self._f is None:
+            self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across rounds
+        self._f.write(self._lines(new))
         self._f.flush()
         os.fsync(self._f.fileno())
-        self.trials.extend(trials)
+        self._written.update(t.index for t in new)
 
     def close(self) -> None:
-        self._f.close()
+        if self._f is not None:
+            self._f.close()
+            self._f = None
 
 
-class _Progress:
-    """tqdm bar over evaluations showing the best score so far."""
+class Callbacks:
+    """Several search callbacks as one (each called in order, ``resume`` passed on to those that have it)."""
 
-    def __init__(self, total: int, desc: str, disable: bool) -> None:
-        from tqdm.auto import tqdm
+    def __init__(self, callbacks: Sequence[Callable[[list[Trial]], None]]) -> None:
+        self.callbacks = list(callbacks)
 
-        self.bar = tqdm(total=total, desc=desc, unit="eval", disable=disable, dynamic_ncols=True, file=sys.stderr)
-        self.best = -math.inf
+    def __call__(self, new: list[Trial]) -> None:
+        for cb in self.callbacks:
+            cb(new)
 
-    def __call__(self, trials: Sequence[Trial]) -> None:
-        self.best = max([self.best, *(t.score for t in trials)])
-        self.bar.set_postfix(best=f"{self.best:.4f}", refresh=False)
-        self.bar.update(len(trials))
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def run_search(
-    args: argparse.Namespace,
-    env: Any,
-    algorithm: SearchAlgorithm,
-    callbacks: Sequence[Callable[[list[Trial]], None]] = (),
-) -> SearchResult:
-    """:func:`agents.base.run` with the parsed budget, seed and batch size; every callback is called with
-    each round's new trials, in order."""
-
-    class _Callbacks:
-        def __call__(self, new: list[Trial]) -> None:
-            for cb in callbacks:
-                cb(new)
-
-        def resume(self, done: list[Trial]) -> None:  # a resumed durable search: trials already stored
-            for cb in callbacks:
-                getattr(cb, "resume", cb)(done)
-
-    callback = _Callbacks()
-    logger = None
-    if getattr(args, "tensorboard", None):
-        from agents.tracking import SearchLogger
-
-        logger = SearchLogger(algorithm, args.budget, tensorboard=args.tensorboard, progress=False)
-        callbacks = [*callbacks, logger]
-    try:
-        if getattr(args, "store", None):
-            from agents.store import run_durable
-
-            return run_durable(algorithm, env, budget=args.budget, seed=args.seed, batch_size=args.batch_size,
-                               store_path=args.store, resume=args.resume, dedupe=args.dedupe, callback=callback)
-        return run(algorithm, env, budget=args.budget, seed=args.seed, batch_size=args.batch_size,
-                   callback=callback)
-    finally:
-        if logger is not None:
-            logger.close()
+    def resume(self, done: list[Trial]) -> None:
+        for cb in self.callbacks:
+            if callable(getattr(cb, "resume", None)):
+                cb.resume(done)
 
 
 def write_best(out: Path, trials: Sequence[Trial], env: Any, meta: Mapping[str, Any]) -> tuple[Trial, Any]:
     """Write ``best.json`` / ``best.txt`` for the best of ``trials``; returns it and its pipeline."""
-    best = max(trials, key=lambda t: (t.score, -t.index))
+    best = best_trial(trials)
     pipeline = env.unwrapped.decode({k: np.asarray(v) for k, v in best.actions.items()})
-    doc = {**meta, "evaluations": len(trials), "best": {**dataclasses.asdict(best), "pipeline": pipeline.to_dict()}}
+    doc = {**meta, "evaluations": len(trials), "best": {**best.to_dict(), "pipeline": pipeline.to_dict()}}
     (out / "best.json").write_text(json.dumps(_jsonable(doc), indent=2) + "\n", encoding="utf-8")
     (out / "best.txt").write_text(_best_text(best, pipeline, len(trials)) + "\n", encoding="utf-8")
     return best, pipeline
@@ -582,57 +599,114 @@ def _algorithm_config(algo: SearchAlgorithm) -> Any:
     return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
 
 
+def _open_store(args: argparse.Namespace, path: Path, config: Mapping[str, Any]) -> Any:
+    """Check the store of this run before anything on disk changes; returns it opened and locked, or
+    ``None`` when a new one is to be created.
+
+    Raises:
+        UsageError: a store exists without --resume/--overwrite, or --resume has nothing to resume.
+        StoreError, StoreMismatchError, RuntimeError: unreadable store, a different search, or a search
+            already running on it (all raised before any file is written).
+    """
+    from agents.store import TrialStore
+
+    if not path.exists():
+        if args.resume:
+            raise UsageError(f"nothing to resume: there is no search store at {path} (start the search without "
+                             "--resume, or give the --out/--store of the search to continue)")
+        return None
+    if not (args.resume or args.overwrite):
+        raise UsageError(f"the store {path} already exists; pass --resume to continue that search, "
+                         "--overwrite to start again, or choose another --out/--store")
+    store = TrialStore(path, create=False)
+    try:
+        store.lock()
+        if args.resume:
+            store.check(config)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    from agents.store import TrialStore
+
+    # 1. every input is checked before anything on disk is created, truncated or deleted
     resolve_env_options(args)
     out = Path(args.out) if args.out is not None else default_out(args)
     trials_path = out / "trials.jsonl"
-    if args.resume and args.store is None:
-        args.store = str(out / "search.db")
-    if args.dedupe and args.store is None:
-        raise UsageError("--dedupe serves pipelines from the search store: give --store PATH")
-    if args.store is not None and not args.resume and Path(args.store).exists():
-        if not args.overwrite:
-            raise UsageError(f"the store {args.store} already exists; pass --resume to continue that search, "
-                             "--overwrite to start again, or choose another --store")
-        for suffix in ("", "-wal", "-shm"):
-            Path(args.store + suffix).unlink(missing_ok=True)
+    store_path = Path(args.store) if args.store is not None else out / "search.db"
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues a search and --overwrite starts it again: give one of them")
     if trials_path.exists() and trials_path.stat().st_size > 0 and not args.overwrite and not args.resume:
-        raise UsageError(f"{trials_path} already holds results of an earlier run; pass --overwrite to replace "
-                         "them, or choose another --out")
+        raise UsageError(f"{trials_path} already holds results of an earlier run; pass --resume to continue it, "
+                         "--overwrite to replace it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file, not a folder")
     algorithm = build_algorithm(args)
+    if args.tensorboard:
+        from agents.tracking import check_tensorboard
+
+        check_tensorboard()
     env = build_env(args)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the results folder {str(out)!r}: {exc.strerror}") from None
+        config = search_config(algorithm, env, args.seed, args.batch_size)
+        store = _open_store(args, store_path, config)
+    except BaseException:
+        env.close()
+        raise
+    # 2. from here on, files are written
+    try:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the results folder {str(out)!r}: {exc.strerror}") from None
+        if store is None:
+            store = TrialStore(store_path)
+        elif args.overwrite:
+            store.clear()
+        return _search(args, env, algorithm, store, out)
+    finally:
+        if store is not None:
+            store.close()
+        env.close()
+
+
+def _search(args: argparse.Namespace, env: Any, algorithm: SearchAlgorithm, store: Any, out: Path) -> int:
     meta = {
         "algorithm": args.algo, "reward": args.reward, "seed": args.seed, "budget": args.budget,
         "batch_size": args.batch_size, "modules": list(args.modules),
         **({"benchmark": args.benchmark, "seed_mean": args.seed_mean} if args.benchmark else {}),
     }
-    config = {**meta, "algorithm_config": _algorithm_config(algorithm),
-              "reward_kwargs": {} if args.benchmark else {
-                  k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v) for k, v in reward_kwargs(args).items()},
-              "argv": sys.argv[1:] if args.argv is None else list(args.argv)}
-    (out / "config.json").write_text(json.dumps(_jsonable(config), indent=2) + "\n", encoding="utf-8")
-    writer = TrialWriter(trials_path, env.unwrapped.decode, overwrite=True)
-    progress = _Progress(args.budget, args.algo, disable=args.no_progress)
+    if not args.resume or not (out / "config.json").exists():
+        config = {**meta, "algorithm_config": _algorithm_config(algorithm),
+                  "reward_kwargs": {} if args.benchmark else {
+                      k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+                      for k, v in reward_kwargs(args).items()},
+                  "store": str(store.path), "argv": sys.argv[1:] if args.argv is None else list(args.argv)}
+        (out / "config.json").write_text(json.dumps(_jsonable(config), indent=2) + "\n", encoding="utf-8")
+    from agents.tracking import SearchLogger
+
+    trials_file = TrialsFile(out / "trials.jsonl", env.unwrapped.decode)
+    logger = SearchLogger(algorithm, args.budget, tensorboard=args.tensorboard, progress=not args.no_progress,
+                          desc=args.algo)
     t0 = time.perf_counter()
     interrupted = False
     try:
-        run_search(args, env, algorithm, callbacks=[writer, progress])
+        run(algorithm, env, budget=args.budget, seed=args.seed, batch_size=args.batch_size,
+            callback=Callbacks([trials_file, logger]), store=store, resume=args.resume, dedupe=args.dedupe)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        progress.close()
-        writer.close()
-        env.close()
-    trials = writer.trials
+        logger.close()
+        trials_file.close()
+    trials = store.completed_trials()  # exactly what trials.jsonl holds
     if not trials:
-        print(f"{PROG}: interrupted before any evaluation completed", file=sys.stderr)
+        print(f"{PROG}: interrupted before any round completed", file=sys.stderr)
         return 130
     best, pipeline = write_best(out, trials, env, meta)
-    head = (f"interrupted after {len(trials)} of {args.budget} evaluations" if interrupted
+    head = (f"interrupted after {len(trials)} of {args.budget} evaluations (continue with --resume)" if interrupted
             else f"{args.algo}: {len(trials)} evaluations in {time.perf_counter() - t0:.1f}s")
     print(f"{head}\n{_best_text(best, pipeline, len(trials))}\nresults: {out}")
     return 130 if interrupted else 0

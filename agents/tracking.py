@@ -39,17 +39,22 @@ import numpy as np
 
 from agents.base import Trial
 
-__all__ = ["SearchLogger"]
+__all__ = ["SearchLogger", "check_tensorboard"]
 
 _OK = ("ok", "over_budget")
 
 
-def _make_writer(logdir: str | os.PathLike) -> Any:
+def check_tensorboard() -> Any:
+    """``torch.utils.tensorboard.SummaryWriter``, or an ImportError that says what to install."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:  # tensorboard missing (torch's module imports it)
         raise ImportError(f'TensorBoard logging needs tensorboard: pip install "ma2ml[tensorboard]" ({exc})') from exc
-    return SummaryWriter(log_dir=str(logdir))
+    return SummaryWriter
+
+
+def _make_writer(logdir: str | os.PathLike) -> Any:
+    return check_tensorboard()(log_dir=str(logdir))
 
 
 def _scalars(value: Any, prefix: str) -> dict[str, float]:

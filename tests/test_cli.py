@@ -18,7 +18,8 @@ from agents.cli import build_parser, main
 from agents.registry import registered_algorithms
 
 NEEDS = {"tpe": "optuna", "gp": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
-TRIAL_KEYS = {"index", "round", "actions", "score", "status", "seconds", "info", "pipeline"}
+TRIAL_KEYS = {"index", "round", "seed", "actions", "score", "status", "accuracy", "flops", "params", "seconds",
+              "info", "pipeline"}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -69,7 +70,7 @@ def test_env_options_reach_the_reward_backend(tmp_path):
     trials = read_trials(out)
     assert all(set(t["actions"]) == {"nas", "hpo"} for t in trials)
     assert {t["status"] for t in trials} >= {"over_budget"}  # a 2M-FLOPs budget excludes most children
-    assert all(t["info"]["flops"] <= 2e6 for t in trials if t["status"] == "ok")
+    assert all(t["flops"] <= 2e6 for t in trials if t["status"] == "ok")
     config = json.loads((out / "config.json").read_text())
     assert config["reward_kwargs"]["task"] == 3 and config["reward_kwargs"]["noise_std"] == 0.01
     assert config["reward_kwargs"]["budget"]["max_flops"] == 2e6
@@ -143,8 +144,22 @@ def test_help_documents_every_option_with_its_default(capsys):
         for action in sub._actions:
             if action.dest == "help":
                 continue
-            assert action.help and "default" in action.help, (name, action.dest)
+            shown = cli._Formatter("ma2ml")._get_help_string(action)
+            assert shown and "default" in shown, (name, action.dest)
             assert action.option_strings[0] in text if action.option_strings else action.dest in text
+
+
+def test_reward_option_defaults_in_help_are_read_from_the_backends():
+    import inspect
+
+    from ma2ml_env.rewards.base import evaluator_class
+
+    for o in cli.REWARD_OPTIONS:
+        default = inspect.signature(evaluator_class(o.backend)).parameters[o.kwarg].default
+        action = next(a for a in build_parser()._subparsers._group_actions[0].choices["search"]._actions
+                      if o.flag in a.option_strings)
+        assert cli._Formatter("ma2ml")._get_help_string(action).endswith(
+            f"(default: {'none' if default is None else default})"), o.flag
 
 
 @pytest.mark.parametrize(
@@ -235,7 +250,7 @@ def test_search_a_tabular_benchmark(tmp_path, capsys):
 
     res = run(make_algorithm("evolution"), ma2ml_env.benchmark_env("nb201/cifar10"), budget=30, seed=3, batch_size=5)
     assert [t["score"] for t in trials] == [t.score for t in res.trials]
-    assert all(0.0 <= t["score"] <= 1.0 and t["info"]["info"]["val_acc"] == pytest.approx(100 * t["score"])
+    assert all(0.0 <= t["score"] <= 1.0 and t["info"]["val_acc"] == pytest.approx(100 * t["score"])
                for t in trials)
     capsys.readouterr()
     assert main(["list", "benchmarks", "-v"]) == 0

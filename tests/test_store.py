@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import pickle
 
 import pytest
 
 import ma2ml_env
 from agents.base import run
-from agents.store import StoreMismatchError, TrialStore, action_key, run_durable
+from agents.store import StoreError, StoreMismatchError, TrialStore, action_key, run_durable
 from agents.tracking import SearchLogger
 from tests._toys import RepeatSearch, ToyEvaluator, ToyRandomSearch
 
 
-class Crash(Exception):
-    """Stands in for the process dying (raised out of the search loop)."""
+class Crash(BaseException):
+    """Stands in for the process dying (raised out of the search loop; not an ``Exception``, so no backend
+    turns it into a failed trial)."""
 
 
 class CrashingEvaluator(ToyEvaluator):
@@ -157,7 +159,6 @@ def test_durable_search_streams_results_from_a_local_pool(tmp_path):
         res = run_durable(ToyRandomSearch(), env, budget=8, seed=3, batch_size=4, store_path=tmp_path / "s.db")
     finally:
         env.close()
-    assert env.evaluator.on_result is None
     assert _key(res.trials) == _key(run(ToyRandomSearch(), _env(), budget=8, seed=3, batch_size=4).trials)
 
 
@@ -191,3 +192,49 @@ def test_search_logger_reads_algorithm_metrics_and_resumes(tmp_path):
     assert log2.done == 8
     log.close()
     log2.close()
+
+
+# -- what the store records and refuses ----------------------------------------------------------------------
+def test_store_records_the_whole_configuration_and_the_results_unchanged(tmp_path):
+    path = tmp_path / "s.db"
+    res = run_durable(_ma2ml(), _env(), budget=4, seed=0, batch_size=4, store_path=path)
+    with TrialStore(path, create=False) as store:
+        cfg = store.config()
+        assert cfg["algorithm"] == "ma2ml" and cfg["algorithm_config"]["updates_per_round"] == 2
+        assert cfg["seed"] == 0 and cfg["batch_size"] == 4 and set(cfg["action_spaces"]) == {"aug", "nas", "hpo"}
+        assert "env" in cfg
+        stored = store.trials()
+    def exact(t):
+        return json.dumps(t.result.to_dict())  # NaN fields compare equal as text
+
+    assert [exact(t) for t in stored] == [exact(t) for t in res.trials]  # EvalResult round-trips exactly
+    assert [t.seed for t in stored] == [0, 1, 2, 3]
+
+
+def test_resume_with_another_algorithm_config_is_refused_naming_the_field(tmp_path):
+    from agents.ma2ml import MA2ML
+
+    path = tmp_path / "s.db"
+    run_durable(MA2ML(updates_per_round=2), _env(), budget=4, seed=0, batch_size=4, store_path=path)
+    with pytest.raises(StoreMismatchError, match=r"algorithm_config.updates_per_round: stored 2, now 3"):
+        run_durable(MA2ML(updates_per_round=3), _env(), budget=8, seed=0, batch_size=4, store_path=path)
+
+
+@pytest.mark.parametrize("content", [b"garbage" * 50, b""])
+def test_unreadable_store_is_a_clear_error_and_left_untouched(tmp_path, content):
+    path = tmp_path / "s.db"
+    if content:
+        path.write_bytes(content)
+        with pytest.raises(StoreError, match="not a readable search store"):
+            TrialStore(path)
+        assert path.read_bytes() == content
+    import sqlite3
+
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE t (x)")
+    with pytest.raises(StoreError, match="not a ma2ml search store"):
+        TrialStore(other)
+    with pytest.raises(FileNotFoundError, match="no search store"):
+        TrialStore(tmp_path / "missing.db", create=False)
+    assert not (tmp_path / "missing.db").exists()
