@@ -14,11 +14,11 @@ import pytest
 import ma2ml_env
 from agents.base import run
 from ma2ml_env.rewards.base import EvalResult, Evaluator
+from ma2ml_env.rewards.devices import pin_cuda_device
 from ma2ml_env.rewards.parallel import (
     LocalPoolEvaluator,
     RayEvaluator,
     SerialEvaluator,
-    _pin_cuda_device,
     wrap_evaluator,
 )
 from tests._toys import ToyEvaluator, ToyRandomSearch
@@ -85,16 +85,26 @@ def test_local_pool_search_matches_serial_and_uses_workers():
     assert {t.info["info"]["pid"] for t in b.trials}.isdisjoint({os.getpid()})
 
 
+def _pipelines(env, n, seed=0):
+    return [env.unwrapped.decode(a) for a in _actions(env, n, seed)]
+
+
 def test_streaming_reports_each_result_once(pool_env):
     ev = pool_env.evaluator
     got: dict[int, EvalResult] = {}
-    ev.on_result = lambda i, r: got.setdefault(i, r)
-    try:
-        res = pool_env.evaluate(_actions(pool_env, 6, seed=1), list(range(6)))
-    finally:
-        ev.on_result = None
+    order: list[int] = []
+
+    def on_result(i, r):
+        assert i not in got  # reported once, when final
+        got[i] = r
+        order.append(i)
+
+    pipes = _pipelines(pool_env, 6, seed=1)
+    res = ev.evaluate_streaming(pipes, list(range(6)), on_result)
     assert sorted(got) == list(range(6))
-    assert [got[i] for i in range(6)] == res
+    assert [got[i] for i in range(6)] == res  # returned in input order
+    _same(res, ev.evaluate(pipes, list(range(6))))  # evaluate is the same without the callback
+    assert not hasattr(ev, "on_result")
 
 
 def test_wrapper_pickles_without_processes(pool_env):
@@ -124,13 +134,13 @@ def test_pin_cuda_device_maps_any_index_to_the_visible_gpu():
         device = "cuda:3"
 
     e = E()
-    _pin_cuda_device(e)
-    assert e.device == "cuda"
+    pin_cuda_device(e)
+    assert e.device == "cuda:0"  # the worker's only visible GPU
     if importlib.util.find_spec("torch") is not None and "torch" in sys.modules:
         import torch
 
         e.device = torch.device("cuda", 2)
-        _pin_cuda_device(e)
+        pin_cuda_device(e)
         assert e.device == torch.device("cuda", 0)
 
 

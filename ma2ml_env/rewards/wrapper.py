@@ -1,0 +1,115 @@
+"""The base class of the evaluation backends: an inner evaluator run through the shared scheduling loop.
+
+Backends: :mod:`ma2ml_env.rewards.parallel` is the public entry (``BACKENDS``, ``wrap_evaluator``); this
+module is what every backend wrapper shares (:class:`BackendWrapper`: the inner evaluator, the retry
+policy, streaming results, ``config``); :mod:`~ma2ml_env.rewards.scheduling` is the one loop that hands
+tasks to slots; :mod:`~ma2ml_env.rewards.serial`, :mod:`~ma2ml_env.rewards.local_pool` and
+:mod:`~ma2ml_env.rewards.ray_pool` implement the slots; :mod:`~ma2ml_env.rewards.retry` classifies failed
+attempts and decides which are retried.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ma2ml_env.rewards.base import EvalResult, Evaluator, make_evaluator
+from ma2ml_env.rewards.retry import FAILURE_KINDS, RetryPolicy, Task
+from ma2ml_env.rewards.scheduling import SlotPool, run_tasks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ma2ml_env.pipeline import Pipeline, SearchSpace
+
+__all__ = ["BackendWrapper", "check_workers"]
+
+
+def check_workers(workers: int | None) -> None:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+
+
+def _ignore(index: int, result: EvalResult) -> None:
+    """The ``on_result`` of a plain :meth:`BackendWrapper.evaluate`."""
+
+
+class BackendWrapper(Evaluator, SlotPool):
+    """What the backends share: the inner evaluator, retries and failed results, streaming, ``config``.
+
+    A subclass implements the :class:`~ma2ml_env.rewards.scheduling.SlotPool` methods (its slots);
+    :meth:`evaluate_streaming` runs the batch through :func:`~ma2ml_env.rewards.scheduling.run_tasks`.
+
+    Args:
+        inner: an :class:`Evaluator` or a registered reward name (built with ``inner_kwargs``).
+        max_retries, retry_on: see :class:`~ma2ml_env.rewards.retry.RetryPolicy`.
+        time_limit: seconds one attempt may run (``None``: no limit; not enforceable in-process).
+
+    :meth:`config` is the inner evaluator's: the backend, workers, retries and time limits are execution
+    settings, not part of what determines a reward. ``failure_score`` is the inner's.
+    """
+
+    backend = "?"
+
+    def __init__(
+        self,
+        inner: Evaluator | str,
+        *,
+        max_retries: int = 2,
+        retry_on: Collection[str] = tuple(FAILURE_KINDS),
+        time_limit: float | None = None,
+        inner_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.policy = RetryPolicy(max_retries, retry_on, backend=self.backend)
+        if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit > 0):
+            raise ValueError(f"time_limit must be > 0 seconds or None, got {time_limit!r}")
+        self.inner = make_evaluator(inner, **dict(inner_kwargs or {}))
+        if isinstance(self.inner, BackendWrapper):
+            raise TypeError(f"{type(self).__name__} cannot wrap another parallel wrapper "
+                            f"({type(self.inner).__name__})")
+        self.time_limit = None if time_limit is None else float(time_limit)
+        self.name = f"{self.backend}[{self.inner.name}]"
+        self.failure_score = self.policy.failure_score = float(self.inner.failure_score)
+
+    @property
+    def max_retries(self) -> int:
+        return self.policy.max_retries
+
+    @property
+    def retry_on(self) -> frozenset[str]:
+        return self.policy.retry_on
+
+    def config(self) -> dict[str, Any]:
+        """The inner evaluator's :meth:`~ma2ml_env.rewards.base.Evaluator.config`, unchanged."""
+        return self.inner.config()
+
+    def bind(self, space: SearchSpace) -> None:
+        self.inner.bind(space)
+        self.space = space
+
+    def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
+        return self.evaluate_streaming(pipelines, seeds, _ignore)
+
+    def evaluate_streaming(self, pipelines: Sequence[Pipeline], seeds: Sequence[int],
+                           on_result: Callable[[int, EvalResult], None]) -> list[EvalResult]:
+        """Evaluate the pipelines on this backend's slots, calling ``on_result(i, result)`` as soon as
+        result ``i`` is final (after its retries); the list returned is in input order."""
+        if len(pipelines) != len(seeds):
+            raise ValueError(f"got {len(seeds)} seeds for {len(pipelines)} pipelines; "
+                             "pass one seed per pipeline")
+        if not pipelines:
+            return []
+        results: list[EvalResult | None] = [None] * len(pipelines)
+
+        def finish(index: int, result: EvalResult) -> None:
+            results[index] = result
+            on_result(index, result)
+
+        tasks = deque(Task(i, p, s) for i, (p, s) in enumerate(zip(pipelines, seeds)))
+        run_tasks(self, tasks, self.policy, finish, time_limit=self.time_limit, name=self.name)
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:  # pragma: no cover - a bug in a backend's slots
+            raise RuntimeError(f"{self.name}: no result for pipelines {missing}")
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.inner.close()
