@@ -326,6 +326,10 @@ def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    x = p.add_argument_group("plugins")
+    x.add_argument("--plugin", action="append", default=None, metavar="MODULE",
+                   help="import a module path or .py file first, e.g. one that registers your AutoML modules "
+                        "(register_module) or reward backends (register_evaluator); repeatable (default: none)")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="results folder: trials.jsonl, best.json, best.txt, config.json "
@@ -778,8 +782,59 @@ def cmd_list(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------------
+def plugins_in(argv: Sequence[str]) -> list[str]:
+    """The values of every ``--plugin X`` / ``--plugin=X`` in ``argv``."""
+    out, it = [], iter(argv)
+    for a in it:
+        if a == "--plugin":
+            out.append(next(it, ""))
+        elif a.startswith("--plugin="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
+def load_plugin(spec: str) -> Any:
+    """Import a user's plugin: a module path (``mypkg.automl``) or a ``.py`` file. Importing it registers its
+    modules (``register_module``) and reward backends (``register_evaluator``). A file's folder is put on
+    ``sys.path`` and ``PYTHONPATH`` so that worker processes (``--backend local``) can import it too.
+
+    Raises:
+        UsageError: no such module or file, or the plugin raised while being imported.
+    """
+    import importlib
+
+    if not spec:
+        raise UsageError("--plugin needs a module path (mypkg.automl) or a .py file")
+    name = spec
+    if spec.endswith(".py") or os.sep in spec or "/" in spec:
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file() or path.suffix != ".py":
+            raise UsageError(f"--plugin {spec}: no such Python file (give a .py file or an importable module path)")
+        folder, name = str(path.parent), path.stem
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if folder not in paths:
+            os.environ["PYTHONPATH"] = os.pathsep.join([folder, *[p for p in paths if p]])
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name or name.startswith(f"{exc.name}."):
+            raise UsageError(f"--plugin {spec}: no module named {name!r} (give an importable module path or a "
+                             ".py file)") from None
+        raise UsageError(f"--plugin {spec} failed to import: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise UsageError(f"--plugin {spec} failed to import: {type(exc).__name__}: {exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ma2ml`` command line; returns the exit code (argparse usage errors exit with 2)."""
+    raw = sys.argv[1:] if argv is None else list(argv)
+    try:  # plugins first: what they register appears in the parser's choices (--modules, --reward)
+        for spec in plugins_in(raw):
+            load_plugin(spec)
+    except UsageError as exc:
+        build_parser().error(str(exc))
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = None if argv is None else list(argv)
