@@ -74,7 +74,8 @@ Version history
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium
@@ -119,6 +120,7 @@ class AutoMLPipelineEnv(ParallelEnv):
         if base_pipeline is not None and not isinstance(base_pipeline, Pipeline):
             raise ValueError(f"base_pipeline must be a ma2ml_env.Pipeline, got {type(base_pipeline).__name__}")
         self.space = SearchSpace(resolve_modules(modules), base=base_pipeline)
+        self._base_pipeline = base_pipeline
         self.evaluator = wrap_evaluator(make_evaluator(reward, **dict(reward_kwargs or {})), backend, workers,
                                         **dict(backend_kwargs or {}))
         self.evaluator.bind(self.space)
@@ -130,8 +132,8 @@ class AutoMLPipelineEnv(ParallelEnv):
         d = int(self.space.joint_nvec.size)
         self.state_space = gymnasium.spaces.Box(0.0, 1.0, (3 + d,), np.float32)
         self._scale = (1.0 / np.maximum(self.space.joint_nvec - 1, 1)).astype(np.float32)
-        self._fast = callable(getattr(self.evaluator, "evaluate_actions", None))
-        self._one = callable(getattr(self.evaluator, "evaluate_one_tuple", None))
+        self._fast = bool(self.evaluator.vectorised)  # evaluate_actions + results_from_arrays
+        self._one = True  # evaluate_one_tuple offered: until it answers None once
         self._flat_buf = np.zeros(d, np.int64)
         self._kernel: Any = ...  # the compiled step: looked up on the first step (... = not yet)
         self._ktables: tuple = ()
@@ -148,8 +150,7 @@ class AutoMLPipelineEnv(ParallelEnv):
         # the compiled step (numba, surrogate reward, default modules): validation + evaluation + observation
         # in one call; None means the Python path in step() (same numbers). Looked up lazily: importing
         # numba and loading the kernel costs ~1 s, which searches that only use evaluate() never pay.
-        get = getattr(self.evaluator, "step_kernel", None)
-        k = get() if callable(get) else None
+        k = self.evaluator.step_kernel()
         self._kernel, self._ktables = (None, ()) if k is None else k
         return self._kernel
 
@@ -221,11 +222,12 @@ class AutoMLPipelineEnv(ParallelEnv):
                 return self._finish_step(obs, res)
         flat, x = self.space.validate_fast(actions)  # raises before any state changes
         seed = self._next_seed()
-        if self._one:  # scalar fast path (surrogate): a tuple in EvalResult field order
-            res = self.evaluator.evaluate_one_tuple(x, seed)
+        res = self.evaluator.evaluate_one_tuple(x, seed) if self._one else None
+        if res is not None:  # scalar fast path (surrogate): a tuple in EvalResult field order
             self.evaluations += 1
             self._last_flat, self._last_tuple = flat, res
         else:
+            self._one = False
             r = self._evaluate([flat], [seed])[0]
             res = (r.score, r.status, r.accuracy, r.flops, r.params, r.seconds)
         obs = np.empty_like(self._obs)
@@ -262,36 +264,64 @@ class AutoMLPipelineEnv(ParallelEnv):
         return self._seed_buf.pop()
 
     # -- batch evaluation (search algorithms use this) ---------------------------------------------------
-    def evaluate(self, joint_actions: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None = None) -> list[EvalResult]:
+    def evaluate(self, joint_actions: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None = None,
+                 on_result: Callable[[int, EvalResult], None] | None = None) -> list[EvalResult]:
         """Evaluate joint actions with the reward backend, outside the episode loop.
 
         Args:
             joint_actions: each a dict ``agent -> action`` (validated; a bad one raises ``ValueError``
                 before anything is evaluated).
             seeds: one seed per joint action (default: drawn from the env's RNG).
+            on_result: called as ``on_result(i, result)`` the moment result ``i`` is final (through the
+                backend's :meth:`~ma2ml_env.Evaluator.evaluate_streaming`; a vectorised backend finishes
+                the whole batch at once). A durable search commits each result there.
+
+        Returns:
+            One :class:`EvalResult` per joint action, in order. An evaluator that raises or returns a bad
+            result (a NaN score, the wrong number of results) gives ``"error"`` results instead.
         """
         checked = [self.space.validate_flat(a) for a in joint_actions]
         if seeds is None:
             seeds = [self._next_seed() for _ in checked]
         if len(seeds) != len(checked):
             raise ValueError(f"got {len(seeds)} seeds for {len(checked)} joint actions; pass one seed per action")
-        return self._evaluate(checked, seeds)
+        return self._evaluate(checked, seeds, on_result)
 
-    def _evaluate(self, flats: list[np.ndarray], seeds: Sequence[int]) -> list[EvalResult]:
+    def _evaluate(self, flats: list[np.ndarray], seeds: Sequence[int],
+                  on_result: Callable[[int, EvalResult], None] | None = None) -> list[EvalResult]:
         if not flats:
             return []
+        ev = self.evaluator
         if self._fast:
-            results = self.evaluator.results_from_arrays(self.evaluator.evaluate_actions(np.stack(flats), seeds))
+            results = ev.results_from_arrays(ev.evaluate_actions(np.stack(flats), seeds))
+            if on_result is not None:
+                for i, r in enumerate(results):
+                    on_result(i, r)
         else:
-            results = list(self.evaluator.evaluate([self.space.decode(f) for f in flats], list(seeds)))
+            results = list(ev.evaluate_streaming([self.space.decode(f) for f in flats], [int(s) for s in seeds],
+                                                 on_result if on_result is not None else _ignore))
             if len(results) != len(flats):
                 raise RuntimeError(
-                    f"evaluator {self.evaluator.name!r} returned {len(results)} results for {len(flats)} pipelines"
+                    f"evaluator {ev.name!r} returned {len(results)} results for {len(flats)} pipelines"
                 )
         self.evaluations += len(flats)
         r = results[-1]
         self._last_flat, self._last_tuple = flats[-1], (r.score, r.status, r.accuracy, r.flops, r.params, r.seconds)
         return results
+
+    def config(self) -> dict[str, Any]:
+        """Everything about this env that determines its rewards, JSON-serialisable: the modules (a
+        built-in's name, or the class path and decisions of a module object), ``pipelines_per_episode``,
+        the base pipeline (``None`` when not set) and ``"reward"``: the evaluator's
+        :meth:`~ma2ml_env.Evaluator.config`. A durable search stores it and refuses to resume under a
+        different one; the parallel backend and its workers are left out (they do not change rewards)."""
+        return {
+            "env": ENV_ID,
+            "modules": [_module_config(m) for m in self.space.modules],
+            "pipelines_per_episode": self.pipelines_per_episode,
+            "base_pipeline": None if self._base_pipeline is None else json.loads(self._base_pipeline.key()),
+            "reward": self.evaluator.config(),
+        }
 
     @property
     def last_result(self) -> EvalResult | None:
@@ -323,6 +353,32 @@ class AutoMLPipelineEnv(ParallelEnv):
 
     def close(self) -> None:
         self.evaluator.close()
+
+
+def _ignore(i: int, result: EvalResult) -> None:
+    pass
+
+
+def _module_config(module: Any) -> Any:
+    """A built-in module (unchanged from its registered default) by name; any other module object by its
+    class path, name and decisions (names and choices)."""
+    from ma2ml_env.modules import make_module, registered_modules
+
+    name = module.name
+    if name in registered_modules():
+        try:
+            ref = make_module(name)
+        except Exception:  # noqa: BLE001 - a registered factory that needs arguments: describe the object
+            ref = None
+        if ref is not None and type(ref) is type(module) and _decisions(ref) == _decisions(module):
+            return name
+    return {"class": f"{type(module).__module__}.{type(module).__qualname__}", "name": name,
+            "decisions": _decisions(module)}
+
+
+def _decisions(module: Any) -> dict[str, list[Any]]:
+    return {d.name: [c if isinstance(c, (bool, int, float, str)) or c is None else repr(c) for c in d.choices]
+            for d in module.decisions}
 
 
 def parallel_env(**kwargs: Any) -> AutoMLPipelineEnv:

@@ -46,11 +46,13 @@ first built, and each table is converted to arrays once per process.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
+import json
 import math
 import os
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -319,6 +321,7 @@ class TabularEvaluator(Evaluator):
     """
 
     name = "tabular"
+    vectorised = True
 
     def __init__(self, benchmark: str, seed_mean: bool = False, table: RecordedTable | None = None) -> None:
         self.spec = spec_of(benchmark)
@@ -328,6 +331,7 @@ class TabularEvaluator(Evaluator):
             raise ValueError(f"table must be a ma2ml_env.tabular.RecordedTable or None, got {type(table).__name__}")
         self.benchmark = benchmark
         self.seed_mean = seed_mean
+        self._custom_table = table is not None
         self.table = table if table is not None else load_table(benchmark)
         self.space: SearchSpace | None = None
 
@@ -400,6 +404,25 @@ class TabularEvaluator(Evaluator):
         space = self._require_bound()
         flat = np.stack([space.flatten(space.encode(p)) for p in pipelines])
         return self.results_from_arrays(self.evaluate_actions(flat, seeds))
+
+    def evaluate_streaming(self, pipelines: Sequence[Pipeline], seeds: Sequence[int],
+                           on_result: Callable[[int, EvalResult], None]) -> list[EvalResult]:
+        """The whole batch at once (one lookup), then ``on_result`` for each result in order."""
+        results = self.evaluate(pipelines, seeds)
+        for i, r in enumerate(results):
+            on_result(i, r)
+        return results
+
+    def config(self) -> dict[str, Any]:
+        """The task and the protocol (``seed_mean``); a custom table by a digest of its arrays."""
+        out = {**super().config(), "benchmark": self.benchmark, "seed_mean": self.seed_mean}
+        if self._custom_table:
+            t = self.table
+            h = hashlib.sha256(json.dumps([[p, [repr(c) for c in cs]] for p, cs in t.params]).encode())
+            for a in (t.score, t.seconds, t.metric):
+                h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+            out["table"] = {"sha256": h.hexdigest(), "metric_name": t.metric_name}
+        return out
 
     def optimum(self) -> tuple[float, dict[str, np.ndarray]]:
         """The exact optimum ``(best seed-mean score, its joint action)`` of the table."""

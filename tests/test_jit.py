@@ -47,11 +47,12 @@ def test_pure_python_kernel_matches_the_scalar_path():
     this checks the table layout wherever the tests run."""
     env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"task": 4})
     ev, space = env.evaluator, env.space
-    tables = _jit.pack_tables(ev, space)
+    t = ev.tables()
+    tables = (t.nvec, t.F, t.I, t.C)
     for f in space.sample(np.random.default_rng(0), 200):
         arrs = tuple(space.unflatten(f)[n] for n in space.names)
         flat, obs = np.zeros(f.size, np.int64), np.zeros(3 + f.size, np.float32)
-        acc, flops, params, seconds = _jit._step(arrs, *tables, flat, obs, env._scale)
+        acc, flops, params, seconds = _jit.PY._step(arrs, *tables, flat, obs, env._scale)
         want = ev.evaluate_one_tuple(f.tolist(), 0)
         assert (acc, flops, params, seconds) == (want[2], want[3], want[4], want[5])
         assert np.array_equal(flat, f)
@@ -59,7 +60,7 @@ def test_pure_python_kernel_matches_the_scalar_path():
     bad = tuple(space.unflatten(f)[n] for n in space.names)
     bad[2][0] = space.joint_nvec[space.offsets[2]]
     flat = np.full(f.size, 7, np.int64)
-    assert _jit._step(bad, *tables, flat, np.zeros(3 + f.size, np.float32), env._scale)[0] == -1.0
+    assert _jit.PY._step(bad, *tables, flat, np.zeros(3 + f.size, np.float32), env._scale)[0] == -1.0
     assert (flat == 7).all()  # nothing written before the whole action is validated
 
 
@@ -71,6 +72,8 @@ numba = pytest.importorskip("numba")
     {"reward": "surrogate"},
     {"reward": "surrogate", "reward_kwargs": {"task": 7}, "pipelines_per_episode": 4},
     {"reward": "surrogate", "modules": ("hpo", Dropout(), "aug", "nas"), "pipelines_per_episode": 3},
+    {"reward": "surrogate", "modules": ("aug", "hpo")},  # absent modules: the base pipeline's constants
+    {"reward": "surrogate", "modules": ("nas", Dropout())},
 ])
 def test_compiled_and_python_steps_are_identical(kwargs):
     fast, slow = _pair(**kwargs)
@@ -131,7 +134,7 @@ def test_bad_input_changes_nothing(mutate, match):
 def test_kernel_only_where_it_computes_the_same_thing(reward_kwargs):
     env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs=reward_kwargs)
     assert env._init_kernel() is None  # noise and budgets stay on the Python path
-    assert ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo"))._init_kernel() is None
+    assert ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo"))._init_kernel() is not None
 
 
 def test_switched_off_by_environment_variable(monkeypatch):

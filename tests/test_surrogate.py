@@ -152,15 +152,15 @@ def test_hard_and_soft_budget_statuses():
      {"task": 3}, {"noise_std": 0.01}],
 )
 def test_scalar_and_batch_paths_agree(kwargs):
-    """env.step's scalar path (compiled per space when there is no noise or budget) == the batch path,
-    also after pickling (the compiled closure is rebuilt)."""
+    """env.step's scalar path (the one score function on Python numbers) == the batch path (the same function
+    on numpy arrays) to the last few bits, also after pickling."""
     import pickle
 
     env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs=kwargs)
     ev, space = env.evaluator, env.space
-    assert ("evaluate_one_tuple" in ev.__dict__) == (not kwargs or "task" in kwargs)
+    assert ev._jit_ok == (not kwargs or "task" in kwargs)  # the compiled step: no noise, no budget
     clone = pickle.loads(pickle.dumps(ev))
-    assert ("evaluate_one_tuple" in clone.__dict__) == ("evaluate_one_tuple" in ev.__dict__)
+    assert clone.tables().c == ev.tables().c and np.array_equal(clone.tables().F, ev.tables().F)
     A = space.sample(np.random.default_rng(9), 300)
     seeds = list(range(300))
     batch = ev.evaluate_actions(A, seeds)

@@ -1,39 +1,223 @@
-"""Optional numba kernel for the surrogate env's step: validation, evaluation and observation in one call.
+"""The surrogate's score, written once, and the compiled env step built on it (numba, optional).
 
-``env.step`` with the surrogate reward is dominated by interpreter and numpy per-call overhead (about
-20 us a step in pure Python on a 2-core machine). With numba installed (``pip install "ma2ml[fast]"``)
-the default three-module space runs one compiled call per step instead (about 1 us), which takes the
-env to several times its pure-Python throughput. Without numba, or with ``MA2ML_JIT=0`` in the
-environment, nothing changes but speed: the kernel computes the same numbers, in the same order, as
-:meth:`SurrogateEvaluator._compile_scalar_path` (tests compare the two paths exactly).
+:func:`score` is the whole surrogate formula for one flat joint action: augmentation features, the
+architecture's analytical costs, the hyper-parameter terms, the capacity level, ``z``, the accuracy and
+the simulated training time (:mod:`ma2ml_env.rewards.surrogate` documents the model). It reads the
+evaluator's packed tables (:meth:`SurrogateEvaluator.tables`: a float table ``F``, an int table ``I`` and
+the constants ``C``, laid out as below) and nothing else. Every path runs this one source:
 
-The kernel only ever accepts 1-d C-contiguous int64 arrays (one per agent): it is compiled for exactly
-that signature and further compilation is disabled, so anything else (lists, other dtypes, views)
-raises ``TypeError`` at dispatch and the env takes its Python path, which says what is wrong.
+* the **Python scalar path** (``evaluate_one_tuple``, ``env.step`` without numba): the functions as
+  written, with ``math`` and Python lists;
+* the **compiled step** (``env.step`` with numba, extra ``fast``): :func:`step_kernel` compiles the same
+  code objects with numba; ``_step`` validates the agents' arrays, writes the flat action and the
+  observation, then calls :func:`score`;
+* the **batch path** (``evaluate_actions``): the same code objects bound to numpy (``exp`` -> ``np.exp``,
+  ``min``/``max`` -> ``np.minimum``/``np.maximum``, the slot sum -> one numpy reduction) and applied to the
+  transposed ``[D, K]`` action array, so every line computes a column of ``K`` values at once.
+
+The three bindings are :data:`PY`, :data:`NP` and the numba namespace of :func:`step_kernel`; each is a
+namespace with ``score``, ``capacity``, ``coupled_z``, ``accuracy`` and ``add_noise``. Each path keeps
+its own elementary functions (libm ``exp``, numpy's vectorised ``exp``, LLVM's), so its numbers are
+bit-identical to what that path computed before the formula was written once
+(``tests/test_surrogate_golden.py``); the paths agree with each other to ~1e-15.
+
+Without numba, or with ``MA2ML_JIT=0`` in the environment, nothing changes but the speed of
+``env.step``. The compiled kernel only ever accepts 1-d C-contiguous int64 arrays (one per agent): it is
+compiled for exactly that signature and further compilation is disabled, so anything else (lists, other
+dtypes, views) raises ``TypeError`` at dispatch and the env takes its Python path, which says what is wrong.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import types
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["available", "pack_tables", "step_kernel"]
+__all__ = ["available", "score_functions", "step_kernel", "SurrogateTables", "PY", "NP", "LEVELS"]
+
+#: ``c`` is rounded to multiples of ``1 / LEVELS`` (what keeps the surrogate's exact optimum enumerable).
+LEVELS = 40
 
 _KERNELS: dict[int, object] = {}
 _DISABLED = False  # set after a failed compile (numba present but broken): never retried
 
-# Layout of the int64 table I (the float64 table F holds the lookup tables at the offsets stored here).
-N_SLOTS, P, M, NS, RES_COL, NAS_OFF, HPO_OFF, HW = range(8)
-RADIX = 8  # 7 entries
-O_S, O_Q, O_STEM_M, O_STEM_P, O_HEAD_M, O_HEAD_P, O_HZ, O_E, O_W, O_LS, O_EP = range(15, 26)
-N_AGENTS = 26
-STAGES = 27  # 7 entries per stage: offset of its MACs table, of its params table, 5 strides
-# then: one size per agent, then the op column of every augmentation slot.
-# Layout of the float64 constants C.
-A_C, B_C, A_Q, G_SC, G_SE, KAPPA, OMEGA, LAM, RHO, FLOOR, SPAN, LO, HI, COST, OVERHEAD, LEVELS_F = range(16)
+# Layout of the int table I (the float table F holds the lookup tables at the offsets stored here).
+(HAS_AUG, HAS_NAS, HAS_HPO, N_SLOTS, P, M, NS, RES_COL, NAS_OFF, HPO_OFF, HW, O_S, O_Q, O_STEM_M,
+ O_STEM_P, O_HEAD_M, O_HEAD_P, O_HPO, N_AGENTS, R0, R1, R2, R3, R4, R5, R6) = range(26)
+#: Then per stage ``STAGE_LEN`` entries: offset of its MACs table, of its params table, 5 strides, its first
+#: action column; then one size per agent, then the op column of every augmentation slot. The HPO table
+#: ``F[I[O_HPO]:]`` holds ``(hz, e, w, ls, epochs)`` per combination of the 7 decisions (place values
+#: ``I[R0..R6]``).
+STAGES, STAGE_LEN = R6 + 1, 8
+# Layout of the float constants C.
+(A_C, B_C, A_Q, G_SC, G_SE, KAPPA, OMEGA, LAM, RHO, FLOOR, SPAN, LO, HI, DATASET, THROUGHPUT, OVERHEAD,
+ BASE_S, BASE_Q, BASE_FLOPS, BASE_PARAMS, BASE_HZ, BASE_E, BASE_W, BASE_LS, BASE_EP) = range(25)
+
+
+class SurrogateTables(NamedTuple):
+    """A bound surrogate's tables in the layout :func:`score` reads (``I``/``C`` indices are this module's
+    constants). ``F``, ``I``, ``C`` are numpy arrays (numba, numpy); ``f``, ``i``, ``c`` the same values as
+    Python lists (the Python scalar path: list indexing is several times faster than numpy's)."""
+
+    nvec: np.ndarray
+    F: np.ndarray
+    I: np.ndarray  # noqa: E741 - the int table
+    C: np.ndarray
+    f: list
+    i: list
+    c: list
+
+
+# -- the formula (one source; see the module docstring for how each path runs it) ---------------------------
+def slot_sums(x, F, I):
+    """Sums over the augmentation slots of ``p * strength`` and ``p * utility``."""
+    pp, mm, o_s, dq = I[P], I[M], I[O_S], I[O_Q] - I[O_S]
+    cols = STAGES + STAGE_LEN * I[NS] + I[N_AGENTS]
+    ssum = 0.0
+    qsum = 0.0
+    for j in I[cols:cols + I[N_SLOTS]]:
+        i = (x[j] * pp + x[j + 1]) * mm + x[j + 2] + o_s
+        ssum += F[i]
+        qsum += F[i + dq]
+    return ssum, qsum
+
+
+def _slot_sums_numpy(x, F, I):
+    """:func:`slot_sums` of the numpy binding: ``x`` is ``A.T``; one gather and one reduction per table
+    (numpy sums the slots in its own order, as the batch path always did)."""
+    A = x.T
+    cols = STAGES + STAGE_LEN * I[NS] + I[N_AGENTS]
+    c = np.asarray(I[cols: cols + I[N_SLOTS]], dtype=np.int64)
+    idx = (A[:, c] * I[P] + A[:, c + 1]) * I[M] + A[:, c + 2]
+    return F[I[O_S]:].take(idx).sum(axis=1), F[I[O_Q]:].take(idx).sum(axis=1)
+
+
+def capacity(flops, C):
+    """The capacity level ``c``: log-FLOPs scaled to [0, 1], rounded half up to ``1 / LEVELS`` (with a margin
+    so that float summation order never moves a value across a level)."""
+    return floor(min(max((log(flops) - C[LO]) / (C[HI] - C[LO]), 0.0), 1.0) * LEVELS + 0.5 + 1e-9) / LEVELS
+
+
+def coupled_z(c, s, q, e, w, ls, C):
+    """The coupled part of ``z``: capacity, augmentation and regularisation interactions."""
+    d = s + C[OMEGA] * w + C[LAM] * ls - C[RHO] * c  # squared as d * d (pow may differ by 1 ulp)
+    return (
+        C[A_C] * c - C[B_C] * c * c + C[A_Q] * q
+        + C[G_SC] * (2 * s - 1) * (2 * c - 1) + C[G_SE] * (2 * s - 1) * (2 * e - 1)
+        - C[KAPPA] * (d * d)
+    )
+
+
+def accuracy(z, C):
+    """``floor + (ceil - floor) * sigmoid(z)``."""
+    return C[FLOOR] + C[SPAN] / (1.0 + exp(-z))
+
+
+def add_noise(acc, eps):
+    """Accuracy plus the (already scaled) evaluation noise ``eps``, clipped to [0, 1]."""
+    return min(max(acc + eps, 0.0), 1.0)
+
+
+def score(x, F, I, C):
+    """The noise-free surrogate of one flat joint action ``x``: ``(accuracy, flops, params, seconds)``.
+    Modules absent from the space contribute the base pipeline's constants (``I[HAS_*]`` = 0)."""
+    if I[HAS_AUG]:
+        ssum, qsum = slot_sums(x, F, I)
+        s = ssum / I[N_SLOTS]
+        q = qsum / I[N_SLOTS]
+    else:
+        s = C[BASE_S]
+        q = C[BASE_Q]
+    if I[HAS_NAS]:  # stem + one table entry per stage (row-major over r, wp, k, e, w, d) + head
+        r = x[I[RES_COL]]
+        macs = F[I[O_STEM_M] + r]
+        params = F[I[O_STEM_P] + r]
+        wp = 0 * r
+        for b in range(STAGES, STAGES + STAGE_LEN * I[NS], STAGE_LEN):
+            j = I[b + 7]
+            w = x[j + 2]
+            li = r * I[b + 2] + wp * I[b + 3] + x[j] * I[b + 4] + x[j + 1] * I[b + 5] + w * I[b + 6] + x[j + 3]
+            macs = macs + F[I[b] + li]
+            params = params + F[I[b + 1] + li]
+            wp = w
+        hi_ = r * I[HW] + wp
+        flops = 2.0 * (macs + F[I[O_HEAD_M] + hi_])
+        params = params + F[I[O_HEAD_P] + hi_]
+    else:
+        flops = C[BASE_FLOPS]
+        params = C[BASE_PARAMS]
+    if I[HAS_HPO]:  # one index into the per-combination table of (hz, e, w, ls, epochs)
+        o = I[HPO_OFF]
+        h = I[O_HPO] + 5 * (x[o] * I[R0] + x[o + 1] * I[R1] + x[o + 2] * I[R2] + x[o + 3] * I[R3]
+                            + x[o + 4] * I[R4] + x[o + 5] * I[R5] + x[o + 6] * I[R6])
+        hz, e, w, ls, ep = F[h], F[h + 1], F[h + 2], F[h + 3], F[h + 4]
+    else:
+        hz, e, w, ls, ep = C[BASE_HZ], C[BASE_E], C[BASE_W], C[BASE_LS], C[BASE_EP]
+    c = capacity(flops, C)
+    z = hz + coupled_z(c, s, q, e, w, ls, C)
+    acc = accuracy(z, C)
+    return acc, flops, params, ep * C[DATASET] * 3 * flops / C[THROUGHPUT] + C[OVERHEAD]
+
+
+def _step(arrs, nvec, F, I, C, flat, obs, scale):
+    """The env step: validate the agents' arrays, write the flat joint action into ``flat`` and
+    ``flat * scale`` into ``obs[3:]``, then :func:`score` it. Returns ``(accuracy, flops, params, seconds)``;
+    accuracy -1.0 when an array has the wrong length or a value out of range (nothing is written then)."""
+    k = 0
+    na = 0
+    for a in arrs:  # pass 1: shapes and bounds, before anything is written
+        n = a.shape[0]
+        if n != I[STAGES + STAGE_LEN * I[NS] + na]:
+            return -1.0, 0.0, 0.0, 0.0
+        for j in range(n):
+            v = a[j]
+            if v < 0 or v >= nvec[k + j]:
+                return -1.0, 0.0, 0.0, 0.0
+        k += n
+        na += 1  # noqa: SIM113 - numba: no enumerate over a tuple of arrays needed
+    k = 0
+    for a in arrs:  # pass 2: the flat action and the observation's action part
+        for j in range(a.shape[0]):
+            v = a[j]
+            flat[k] = v
+            obs[3 + k] = np.float32(v) * scale[k]
+            k += 1
+    return score(flat, F, I, C)
+
+
+_FORMULA = (slot_sums, capacity, coupled_z, accuracy, add_noise, score, _step)
+
+
+def _bind(functions: dict, wrap=None) -> types.SimpleNamespace:
+    """The formula's code objects bound to ``functions`` (the elementary functions and the slot sum).
+    ``wrap`` (numba.njit) is applied to every function; names resolve through the shared namespace."""
+    ns: dict = {**globals(), **functions}
+    out = {}
+    for fn in _FORMULA:
+        name = fn.__name__
+        if name in functions:
+            continue
+        new = types.FunctionType(fn.__code__, ns, name, fn.__defaults__, fn.__closure__)
+        new.__doc__, new.__qualname__, new.__module__ = fn.__doc__, fn.__qualname__, __name__
+        ns[name] = out[name] = wrap(new) if wrap is not None else new
+    return types.SimpleNamespace(**out)
+
+
+#: The formula on Python numbers (lists for the tables): the scalar path.
+PY = _bind({"exp": math.exp, "log": math.log, "floor": math.floor})
+#: The formula on numpy arrays (``x`` = the transposed ``[D, K]`` actions): the batch path.
+NP = _bind({"exp": np.exp, "log": np.log, "floor": np.floor, "min": np.minimum, "max": np.maximum,
+            "slot_sums": _slot_sums_numpy})
+exp, log, floor = math.exp, math.log, math.floor  # the module's own functions are the Python binding
+
+
+def score_functions(kind: str) -> types.SimpleNamespace:
+    """The formula's functions for ``kind`` ``"python"`` or ``"numpy"``."""
+    return {"python": PY, "numpy": NP}[kind]
 
 
 def _enabled() -> bool:
@@ -51,99 +235,33 @@ def available() -> bool:
     return True
 
 
-def _step(arrs, nvec, F, I, C, flat, obs, scale):  # compiled by numba; plain Python otherwise
-    """Validate the agents' arrays, write the flat joint action into ``flat`` and ``flat * scale`` into
-    ``obs[3:]``, evaluate the surrogate. Returns ``(accuracy, flops, params, seconds)``; accuracy -1.0 when
-    an array has the wrong length or a value out of range (nothing is written then)."""
-    k = 0
-    na = 0
-    for a in arrs:  # pass 1: shapes and bounds, before anything is written
-        n = a.shape[0]
-        if n != I[STAGES + 7 * I[NS] + na]:
-            return -1.0, 0.0, 0.0, 0.0
-        for j in range(n):
-            v = a[j]
-            if v < 0 or v >= nvec[k + j]:
-                return -1.0, 0.0, 0.0, 0.0
-        k += n
-        na += 1  # noqa: SIM113 - numba: no enumerate over a tuple of arrays needed
-    k = 0
-    for a in arrs:  # pass 2: the flat action and the observation's action part
-        for j in range(a.shape[0]):
-            v = a[j]
-            flat[k] = v
-            obs[3 + k] = np.float32(v) * scale[k]
-            k += 1
-    # augmentation: strength and quality summed over the slots
-    ns_slots = I[N_SLOTS]
-    pp, mm, o_s, o_q = I[P], I[M], I[O_S], I[O_Q]
-    cols = STAGES + 7 * I[NS] + I[N_AGENTS]
-    ssum = 0.0
-    qsum = 0.0
-    for t in range(ns_slots):
-        j = I[cols + t]
-        i = (flat[j] * pp + flat[j + 1]) * mm + flat[j + 2]
-        ssum += F[o_s + i]
-        qsum += F[o_q + i]
-    q = qsum / ns_slots
-    # architecture: stem + one table entry per stage + head
-    r = flat[I[RES_COL]]
-    macs = F[I[O_STEM_M] + r]
-    params = F[I[O_STEM_P] + r]
-    wp = 0
-    off = I[NAS_OFF]
-    for st in range(I[NS]):
-        b = STAGES + 7 * st
-        j = off + 4 * st
-        w = flat[j + 2]
-        li = r * I[b + 2] + wp * I[b + 3] + flat[j] * I[b + 4] + flat[j + 1] * I[b + 5] + w * I[b + 6] + flat[j + 3]
-        macs += F[I[b] + li]
-        params += F[I[b + 1] + li]
-        wp = w
-    hi_ = r * I[HW] + wp
-    flops = 2.0 * (macs + F[I[O_HEAD_M] + hi_])
-    params = params + F[I[O_HEAD_P] + hi_]
-    # hyper-parameters: one index into the per-combination tables
-    o = I[HPO_OFF]
-    kk = 0
-    for t in range(7):
-        kk += flat[o + t] * I[RADIX + t]
-    e, w, ls = F[I[O_E] + kk], F[I[O_W] + kk], F[I[O_LS] + kk]
-    levels = C[LEVELS_F]
-    lo, hi = C[LO], C[HI]
-    c = math.floor(min(max((math.log(flops) - lo) / (hi - lo), 0.0), 1.0) * levels + 0.5 + 1e-9) / levels
-    s = ssum / ns_slots
-    d = s + C[OMEGA] * w + C[LAM] * ls - C[RHO] * c
-    z = F[I[O_HZ] + kk] + (
-        C[A_C] * c - C[B_C] * c * c + C[A_Q] * q
-        + C[G_SC] * (2 * s - 1) * (2 * c - 1) + C[G_SE] * (2 * s - 1) * (2 * e - 1)
-        - C[KAPPA] * (d * d)
-    )
-    acc = C[FLOOR] + C[SPAN] / (1.0 + math.exp(-z))
-    return acc, flops, params, F[I[O_EP] + kk] * C[COST] * flops + C[OVERHEAD]
+def _compile(n_agents: int, cache: bool):
+    import numba
+    from numba import types as nt
+
+    jit = numba.njit(cache=cache, nogil=True)
+    kern = _bind({"exp": math.exp, "log": math.log, "floor": math.floor}, wrap=jit)._step
+    i64, f64, f32 = nt.Array(nt.int64, 1, "C"), nt.Array(nt.float64, 1, "C"), nt.Array(nt.float32, 1, "C")
+    sig = nt.UniTuple(nt.float64, 4)(nt.UniTuple(i64, n_agents), i64, f64, i64, f64, i64, f32, f32)
+    kern.compile(sig.args)
+    kern.disable_compile()
+    return kern
 
 
 def step_kernel(n_agents: int):
-    """The compiled kernel for ``n_agents`` agents, or ``None`` (numba missing, disabled or failing)."""
+    """The compiled env step for ``n_agents`` agents, or ``None`` (numba missing, disabled or failing).
+    Called as ``kernel(arrays, nvec, F, I, C, flat, obs, scale)`` with a :class:`SurrogateTables`'s
+    ``nvec, F, I, C``."""
     global _DISABLED
     if not available():
         return None
     kern = _KERNELS.get(n_agents)
     if kern is None:
         try:
-            import numba
-            from numba import types
-
-            i64, f64, f32 = types.Array(types.int64, 1, "C"), types.Array(types.float64, 1, "C"), \
-                types.Array(types.float32, 1, "C")
-            sig = types.UniTuple(types.float64, 4)(types.UniTuple(i64, n_agents), i64, f64, i64, f64, i64, f32, f32)
             try:
-                kern = numba.njit(cache=True, nogil=True)(_step)
-                kern.compile(sig.args)
+                kern = _compile(n_agents, cache=True)
             except RuntimeError:  # no writable cache location (read-only install): compile without one
-                kern = numba.njit(cache=False, nogil=True)(_step)
-                kern.compile(sig.args)
-            kern.disable_compile()
+                kern = _compile(n_agents, cache=False)
         except Exception as exc:  # noqa: BLE001 - a broken numba install must not break the env: fall back, say so once
             _DISABLED = True
             warnings.warn(f"ma2ml: numba kernel unavailable ({type(exc).__name__}: {exc}); using the Python "
@@ -151,35 +269,3 @@ def step_kernel(n_agents: int):
             return None
         _KERNELS[n_agents] = kern
     return kern
-
-
-def pack_tables(ev, space) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(nvec, F, I, C)``: a bound :class:`SurrogateEvaluator`'s tables in the kernel's layout."""
-    from ma2ml_env.rewards.surrogate import LEVELS
-
-    t = ev.task
-    S, Q, pp, mm = ev._aug["flat_lists"]
-    g = ev._nas
-    stem_m, stem_p, st_m, st_p, head_m, head_p, strides, hw = g["flat_lists"]
-    h = ev._hpo
-    table: list[float] = []
-
-    def add(xs) -> int:  # append a lookup table to F, return its offset
-        start = len(table)
-        table.extend(xs)
-        return start
-
-    o_s, o_q, o_sm, o_sp, o_hm, o_hp = add(S), add(Q), add(stem_m), add(stem_p), add(head_m), add(head_p)
-    o_hz, o_e, o_w, o_ls, o_ep = (add(h[k]) for k in ("hz_list", "e_list", "w_list", "ls_list", "ep_list"))
-    stage_rows = []
-    for i in range(g["ns"]):
-        stage_rows += [add(st_m[i]), add(st_p[i]), *strides[i]]
-    head = [ev._aug["n"], pp, mm, g["ns"], g["off"] + 4 * g["ns"], g["off"], h["off"], hw, *h["radix"],
-            o_s, o_q, o_sm, o_sp, o_hm, o_hp, o_hz, o_e, o_w, o_ls, o_ep, len(space.names)]
-    assert len(head) == STAGES
-    ints = np.array(head + stage_rows + [int(s) for s in space.sizes] + list(ev._aug["op_cols"]), dtype=np.int64)
-    floats = np.array(table, dtype=np.float64)
-    consts = np.array([t.a_c, t.b_c, t.a_q, t.g_sc, t.g_se, t.kappa, t.omega, t.lam, t.rho, t.floor,
-                       t.ceil - t.floor, *ev._log_f, ev.dataset_size * 3 / ev.throughput, ev.overhead,
-                       float(LEVELS)], dtype=np.float64)
-    return np.ascontiguousarray(space.joint_nvec, dtype=np.int64), floats, ints, consts

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:  # pragma: no cover
     from ma2ml_env.pipeline import Pipeline, SearchSpace
 
@@ -102,6 +104,11 @@ class CostBudget:
         if self.weight > 0:
             raise ValueError(f"CostBudget.weight must be <= 0 (a penalty), got {self.weight}")
 
+    def config(self) -> dict[str, Any]:
+        """The budget's fields, JSON-serialisable (for evaluators' :meth:`Evaluator.config`)."""
+        return {"max_flops": self.max_flops, "max_params": self.max_params, "mode": self.mode,
+                "weight": self.weight, "penalty_score": self.penalty_score}
+
     @property
     def active(self) -> bool:
         return self.max_flops is not None or self.max_params is not None
@@ -121,17 +128,75 @@ class CostBudget:
             f *= (params / self.max_params) ** self.weight
         return f
 
+    def apply(self, accuracy: float, flops: float, params: float) -> tuple[float, str, dict[str, Any]]:
+        """``(score, status, info)`` of a child with this accuracy and cost: the one rule every backend uses.
+
+        Inactive budget: ``(accuracy, "ok", {})``. Hard mode: over budget gives ``(penalty_score,
+        "over_budget", {"budget": {"max_flops", "max_params"}})``, within it ``(accuracy, "ok", {})``; a
+        backend that trains may call this with ``accuracy=nan`` first to skip an over-budget child. Soft
+        mode: ``(accuracy * factor, "ok", {"budget_factor": factor})``."""
+        if not self.active:
+            return accuracy, "ok", {}
+        if self.mode == "hard":
+            if self.over(flops, params):
+                return self.penalty_score, "over_budget", {"budget": {"max_flops": self.max_flops,
+                                                                      "max_params": self.max_params}}
+            return accuracy, "ok", {}
+        f = self.factor(flops, params)
+        return accuracy * f, "ok", {"budget_factor": f}
+
+    def factors(self, flops: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised budget: ``(factor, feasible)`` arrays. Hard mode: factor 1, feasible = within budget;
+        soft mode: the MnasNet factor, every child feasible; inactive: 1 and True."""
+        flops, params = np.asarray(flops, dtype=np.float64), np.asarray(params, dtype=np.float64)
+        factor, feasible = np.ones_like(flops), np.ones(len(flops), dtype=bool)
+        if not self.active:
+            return factor, feasible
+        over = np.zeros(len(flops), dtype=bool)
+        if self.max_flops is not None:
+            over |= flops > self.max_flops
+            factor *= np.where(flops > self.max_flops, (flops / self.max_flops) ** self.weight, 1.0)
+        if self.max_params is not None:
+            over |= params > self.max_params
+            factor *= np.where(params > self.max_params, (params / self.max_params) ** self.weight, 1.0)
+        if self.mode == "hard":
+            return np.ones_like(flops), ~over
+        return factor, feasible
+
+    def apply_arrays(self, accuracy: np.ndarray, flops: np.ndarray, params: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`apply` on arrays: ``(score, over_budget)``; ``over_budget`` is the hard-mode status."""
+        score = np.array(accuracy, dtype=np.float64)
+        over = np.zeros(len(score), dtype=bool)
+        if self.active:
+            factor, feasible = self.factors(flops, params)
+            over = ~feasible
+            score = np.where(over, self.penalty_score, score * factor)
+        return score, over
+
 
 class Evaluator:
-    """Base class of reward backends.
+    """Base class of reward backends: everything the env and the search loops may call on one.
 
-    Subclasses implement :meth:`evaluate`. The environment calls :meth:`bind` once with its search
-    space before the first evaluation. Evaluators must be picklable (the env is).
+    A backend implements :meth:`evaluate` (and usually :meth:`config`); everything else has a working
+    default. The env calls :meth:`bind` once with its search space before the first evaluation, then:
+
+    * ``env.evaluate`` (search algorithms): :meth:`evaluate_actions` + :meth:`results_from_arrays` when
+      :attr:`vectorised` is true, else :meth:`evaluate_streaming` on the decoded pipelines;
+    * ``env.step``: the compiled :meth:`step_kernel` if it offers one, else the scalar
+      :meth:`evaluate_one_tuple` if it offers one, else :meth:`evaluate_streaming` on one pipeline.
+
+    Every failure of an evaluator outside the vectorised and scalar fast paths (an exception, a NaN score,
+    a wrong result) becomes an ``"error"`` result (:func:`evaluate_guarded`). Evaluators must be picklable
+    (the env is; parallel backends ship them to workers). :func:`ma2ml_env.check_evaluator` checks a backend
+    against this contract.
 
     Attributes:
         name: short name, shown in infos and results files.
         failure_score: the score of a failed evaluation.
         device: see below.
+        vectorised: see below.
+        deterministic: see below.
     """
 
     name: str = "evaluator"
@@ -140,6 +205,13 @@ class Evaluator:
     #: use no accelerator. The ``local`` backend gives each worker process one GPU (``CUDA_VISIBLE_DEVICES``)
     #: and sets the worker's copy to ``cuda:0`` when it is a CUDA device.
     device: Any = None
+    #: True when the evaluator implements :meth:`evaluate_actions` and :meth:`results_from_arrays` (a whole
+    #: batch of flat joint actions in one call); the env then never builds pipelines for it.
+    vectorised: bool = False
+    #: True when equal (pipeline, seed) pairs always give equal results (what :func:`check_evaluator` tests
+    #: and what lets a durable search trust a re-evaluation); set it to False for wall-clock-limited or
+    #: otherwise non-reproducible backends.
+    deterministic: bool = True
 
     def bind(self, space: SearchSpace) -> None:
         """Called by the env with its search space; backends that need the module tables keep them."""
@@ -165,6 +237,44 @@ class Evaluator:
             on_result(i, r)
             out.append(r)
         return out
+
+    # -- optional fast paths (the env uses them when offered) ---------------------------------------------
+    def evaluate_actions(self, flat_actions: np.ndarray, seeds: Sequence[int] | None = None
+                         ) -> Mapping[str, np.ndarray]:
+        """Vectorised evaluation of flat joint actions ``[K, D]`` (rows of ``SearchSpace.flatten``), one seed
+        each, for evaluators with :attr:`vectorised` true. Returns ``[K]`` arrays ``score, accuracy, flops,
+        params, seconds`` (float) and ``over_budget`` (bool), plus any backend-specific arrays, in the form
+        :meth:`results_from_arrays` turns into results. Must not raise for a valid action. The default
+        raises ``NotImplementedError`` (not vectorised: callers use :meth:`evaluate_streaming`)."""
+        raise NotImplementedError(f"{type(self).__name__} is not vectorised (vectorised=False); "
+                                  "use evaluate() or evaluate_streaming()")
+
+    def results_from_arrays(self, out: Mapping[str, np.ndarray]) -> list[EvalResult]:
+        """Turn :meth:`evaluate_actions` output into :class:`EvalResult` objects (status ``over_budget`` where
+        ``out["over_budget"]``, else ``ok``). Override to add ``info``."""
+        over = out["over_budget"]
+        return [
+            EvalResult(score=float(out["score"][i]), status="over_budget" if over[i] else "ok",
+                       accuracy=float(out["accuracy"][i]), flops=float(out["flops"][i]),
+                       params=float(out["params"][i]), seconds=float(out["seconds"][i]))
+            for i in range(len(out["score"]))
+        ]
+
+    def evaluate_one_tuple(self, x: Sequence[int], seed: int | None = None) -> tuple | None:
+        """Scalar fast path of ``env.step``: one flat joint action (a list of ints, already validated) to
+        ``(score, status, accuracy, flops, params, seconds)`` (the :class:`EvalResult` field order, without
+        building one), or ``None`` when the evaluator has no such path (the default; then for every call,
+        so the env stops asking). Must give the same numbers as :meth:`evaluate` and must not raise."""
+        return None
+
+    def step_kernel(self) -> tuple[Callable[..., tuple], tuple] | None:
+        """``(kernel, tables)`` of a compiled env step, or ``None`` (the default): ``kernel(arrays, *tables,
+        flat, obs, scale)`` validates the agents' action arrays (a tuple in agent order), writes the flat
+        joint action into ``flat`` and ``flat * scale`` into ``obs[3:]`` and returns ``(accuracy, flops,
+        params, seconds)`` of an ``"ok"`` result whose score is the accuracy, or accuracy ``-1.0`` (nothing
+        written) when an action is invalid; it raises ``TypeError`` for inputs it was not compiled for. Only
+        for evaluators without noise or budget; see :mod:`ma2ml_env.rewards._jit`."""
+        return None
 
     def config(self) -> dict[str, Any]:
         """The settings that determine this evaluator's rewards, JSON-serialisable. A durable search stores

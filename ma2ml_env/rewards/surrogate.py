@@ -74,10 +74,11 @@ optimal learning rates) drawn from that seed, so algorithms are not tuned to one
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 import numpy as np
@@ -87,13 +88,13 @@ from ma2ml_env.modules.hpo import OPTIMIZERS, SCHEDULES, HyperParameterModule
 from ma2ml_env.modules.nas import ArchitectureModule
 from ma2ml_env.pipeline import MAGNITUDE_BINS, Pipeline, SearchSpace, head_costs, stage_costs, stem_costs
 from ma2ml_env.rewards import _jit
+from ma2ml_env.rewards._jit import LEVELS, SurrogateTables
 from ma2ml_env.rewards.base import CostBudget, EvalResult, Evaluator
 
 __all__ = ["SurrogateTask", "SurrogateEvaluator", "LEVELS"]
 
 _CHUNK = 16384
-#: ``c`` is rounded to multiples of ``1 / LEVELS`` (what keeps the exact optimum enumerable).
-LEVELS = 40
+_score_py, _add_noise_py = _jit.PY.score, _jit.PY.add_noise
 _OP_NAMES = tuple(AUG_OPS)
 _NO_MAGNITUDE = {"AutoContrast": 0.5, "Equalize": 0.5, "Invert": 0.5, "Identity": 0.0}
 #: default per-op utility: geometric and mild photometric ops help, Invert and Solarize hurt.
@@ -171,15 +172,6 @@ def _ls_level(v: float) -> float:
     return min(v / 0.2, 1.0)
 
 
-def _quantise(x: np.ndarray) -> np.ndarray:
-    # round half up, with a margin so that float summation order never moves a value across a level
-    return np.floor(x * LEVELS + 0.5 + 1e-9) / LEVELS
-
-
-def _quantise_one(x: float) -> float:
-    return math.floor(x * LEVELS + 0.5 + 1e-9) / LEVELS
-
-
 def _noise(seed: int) -> float:
     return float(np.random.default_rng(int(seed) & 0xFFFFFFFFFFFF).normal())
 
@@ -210,6 +202,7 @@ class SurrogateEvaluator(Evaluator):
     """
 
     name = "surrogate"
+    vectorised = True
 
     def __init__(
         self,
@@ -246,7 +239,8 @@ class SurrogateEvaluator(Evaluator):
         f_hi = ref.apply(hi, Pipeline()).arch.flops(self.in_channels, self.num_classes)
         self._log_f = (math.log(f_lo), math.log(f_hi))
         self.space: SearchSpace | None = None
-        self._jit_tables: tuple[np.ndarray, ...] | None = None
+        self._tables: SurrogateTables | None = None
+        self._jit_ok = False
 
     # -- binding: per-choice lookup tables -------------------------------------------------------------
     def bind(self, space: SearchSpace) -> None:
@@ -314,88 +308,76 @@ class SurrogateEvaluator(Evaluator):
             f = self._hpo_features(Ah)
             g["hz_list"] = self._hz(f["opt"], f["log_lr"], f["bs"], f["sched"], f["e"]).tolist()
             g["e_list"], g["w_list"], g["ls_list"], g["ep_list"] = (f[k].tolist() for k in ("e", "w", "ls", "epochs"))
-        self.__dict__.pop("evaluate_one_tuple", None)
-        self._jit_tables = None  # packed on the first step_kernel() call, for this space
-        if self._aug is not None and self._nas is not None and self._hpo is not None \
-                and self.noise_std == 0 and not self._budget_active:
-            self.evaluate_one_tuple = self._compile_scalar_path()
+        self._tables = self._pack_tables(space)
+        self._jit_ok = self.noise_std == 0 and not self._budget_active
+
+    def tables(self) -> SurrogateTables:
+        """The bound space's lookup tables and coefficients in the layout of the one score function
+        (:func:`ma2ml_env.rewards._jit.score`, which every evaluation path runs)."""
+        self._require_bound()
+        return self._tables
+
+    def _pack_tables(self, space: SearchSpace) -> SurrogateTables:
+        J = _jit
+        t = self.task
+        table: list[float] = []
+
+        def add(xs) -> int:  # append a lookup table to F, return its offset
+            start = len(table)
+            table.extend(xs)
+            return start
+
+        head = [0] * J.STAGES
+        cols: list[int] = []
+        stage_rows: list[int] = []
+        g = self._aug
+        if g is not None:
+            S, Q, pp, mm = g["flat_lists"]
+            head[J.HAS_AUG], head[J.N_SLOTS], head[J.P], head[J.M] = 1, g["n"], pp, mm
+            head[J.O_S], head[J.O_Q] = add(S), add(Q)
+            cols = list(g["op_cols"])
+        g = self._nas
+        if g is not None:
+            stem_m, stem_p, st_m, st_p, head_m, head_p, strides, hw = g["flat_lists"]
+            head[J.HAS_NAS], head[J.NS], head[J.RES_COL], head[J.NAS_OFF], head[J.HW] = \
+                1, g["ns"], g["off"] + 4 * g["ns"], g["off"], hw
+            head[J.O_STEM_M], head[J.O_STEM_P], head[J.O_HEAD_M], head[J.O_HEAD_P] = \
+                add(stem_m), add(stem_p), add(head_m), add(head_p)
+            for i in range(g["ns"]):
+                stage_rows += [add(st_m[i]), add(st_p[i]), *strides[i], g["off"] + 4 * i]
+        h = self._hpo
+        if h is not None:
+            if len(h["radix"]) != 7:  # pragma: no cover - the HPO module has 7 decisions
+                raise RuntimeError("the surrogate's tables expect 7 hyper-parameter decisions")
+            head[J.HAS_HPO], head[J.HPO_OFF] = 1, h["off"]
+            rows = zip(*(h[k] for k in ("hz_list", "e_list", "w_list", "ls_list", "ep_list")))
+            head[J.O_HPO] = add([v for row in rows for v in row])
+            head[J.R0:J.R6 + 1] = h["radix"]
+        head[J.N_AGENTS] = len(space.names)
+        ints = head + stage_rows + [int(v) for v in space.sizes] + cols
+        bh = self._base_hpo
+        consts = [t.a_c, t.b_c, t.a_q, t.g_sc, t.g_se, t.kappa, t.omega, t.lam, t.rho, t.floor, t.ceil - t.floor,
+                  *self._log_f, float(self.dataset_size), float(self.throughput), float(self.overhead),
+                  self._base_s, self._base_q, float(self._base_arch[0]), float(self._base_arch[1]),
+                  *(float(v) for v in bh)]
+        consts = [float(v) for v in consts]
+        if not table:
+            table = [0.0]
+        return SurrogateTables(np.ascontiguousarray(space.joint_nvec, dtype=np.int64),
+                               np.array(table, dtype=np.float64), np.array(ints, dtype=np.int64),
+                               np.array(consts, dtype=np.float64), table, ints, consts)
 
     def step_kernel(self) -> tuple[Any, tuple[np.ndarray, ...]] | None:
         """``(kernel, tables)`` for the env's compiled step (see :mod:`ma2ml_env.rewards._jit`), or ``None``
-        where it does not apply (numba missing or disabled, noise, a budget, a module absent)."""
-        if "evaluate_one_tuple" not in self.__dict__:  # the kernel applies where the compiled closure does
+        where it does not apply (numba missing or disabled; noise or a budget: those stay on the Python path)."""
+        self._require_bound()
+        if not self._jit_ok:
             return None
         kern = _jit.step_kernel(len(self.space.names))
         if kern is None:
             return None
-        if self._jit_tables is None:
-            self._jit_tables = _jit.pack_tables(self, self.space)
-        return kern, self._jit_tables
-
-    def _compile_scalar_path(self):
-        """:meth:`evaluate_one_tuple` specialised to this space, with every table and coefficient bound to a
-        local name (the common case: all three modules, no noise, no budget). Same arithmetic, same order."""
-        t = self.task
-        a_c, b_c, a_q, g_sc, g_se = t.a_c, t.b_c, t.a_q, t.g_sc, t.g_se
-        kappa, omega, lam, rho, floor, span = t.kappa, t.omega, t.lam, t.rho, t.floor, t.ceil - t.floor
-        S, Q, P, M = self._aug["flat_lists"]
-        op_cols, n_slots = tuple(self._aug["op_cols"]), self._aug["n"]
-        g = self._nas
-        stem_m, stem_p, st_m, st_p, head_m, head_p, strides, hw = g["flat_lists"]
-        stages = tuple(zip(range(g["ns"]), st_m, st_p, strides))
-        res_col = g["off"] + 4 * g["ns"]
-        h = self._hpo
-        o = h["off"]
-        r0, r1, r2, r3, r4, r5, r6 = h["radix"]
-        hz_l, e_l, w_l, ls_l, ep_l = h["hz_list"], h["e_list"], h["w_list"], h["ls_list"], h["ep_list"]
-        lo, hi = self._log_f
-        cost = self.dataset_size * 3 / self.throughput
-        overhead, log, exp, fl = self.overhead, math.log, math.exp, math.floor
-        off = g["off"]
-
-        def evaluate_one_tuple(x: Sequence[int], seed: int | None = None) -> tuple:
-            ssum = qsum = 0.0
-            for j in op_cols:
-                i = (x[j] * P + x[j + 1]) * M + x[j + 2]
-                ssum += S[i]
-                qsum += Q[i]
-            q = qsum / n_slots
-            r = x[res_col]
-            macs, params, wp = stem_m[r], stem_p[r], 0
-            for i, tm, tp, (s0, s1, s2, s3, s4) in stages:
-                j = off + 4 * i
-                w = x[j + 2]
-                li = r * s0 + wp * s1 + x[j] * s2 + x[j + 1] * s3 + w * s4 + x[j + 3]
-                macs += tm[li]
-                params += tp[li]
-                wp = w
-            flops, params = 2.0 * (macs + head_m[r * hw + wp]), params + head_p[r * hw + wp]
-            k = x[o] * r0 + x[o + 1] * r1 + x[o + 2] * r2 + x[o + 3] * r3 + x[o + 4] * r4 + x[o + 5] * r5 + x[o + 6] * r6
-            e, w, ls = e_l[k], w_l[k], ls_l[k]
-            c = fl(min(max((log(flops) - lo) / (hi - lo), 0.0), 1.0) * LEVELS + 0.5 + 1e-9) / LEVELS
-            s = ssum / n_slots
-            d = s + omega * w + lam * ls - rho * c
-            z = hz_l[k] + (
-                a_c * c - b_c * c * c + a_q * q
-                + g_sc * (2 * s - 1) * (2 * c - 1) + g_se * (2 * s - 1) * (2 * e - 1)
-                - kappa * (d * d)
-            )
-            acc = floor + span / (1.0 + exp(-z))
-            return acc, "ok", acc, flops, params, ep_l[k] * cost * flops + overhead
-
-        return evaluate_one_tuple
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("evaluate_one_tuple", None)  # a closure: rebuilt on unpickling
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if "evaluate_one_tuple" not in state and self.space is not None and self._aug is not None \
-                and self._nas is not None and self._hpo is not None and self.noise_std == 0 \
-                and not self._budget_active:
-            self.evaluate_one_tuple = self._compile_scalar_path()
+        t = self._tables
+        return kern, (t.nvec, t.F, t.I, t.C)
 
     def _require_bound(self) -> SearchSpace:
         if self.space is None:
@@ -404,13 +386,14 @@ class SurrogateEvaluator(Evaluator):
 
     # -- features ---------------------------------------------------------------------------------------
     def _aug_features(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean augmentation strength and quality of flat actions ``[K, D]`` (what the batch path uses)."""
         g = self._aug
         if g is None:
             k = A.shape[0]
             return np.full(k, self._base_s), np.full(k, self._base_q)
-        # one linear (op, prob, magnitude) index per slot into flat tables of p * strength and p * utility
-        idx = (A[:, g["op"]] * len(g["probs"]) + A[:, g["prob"]]) * g["strength"].shape[1] + A[:, g["mag"]]
-        return g["s_flat"].take(idx).mean(axis=1), g["q_flat"].take(idx).mean(axis=1)
+        t = self._tables
+        ssum, qsum = _jit.NP.slot_sums(np.asarray(A, dtype=np.int64).T, t.F, t.i)
+        return ssum / g["n"], qsum / g["n"]
 
     def _nas_tables(self, mod: ArchitectureModule, off: int, base: Pipeline) -> dict[str, Any]:
         """Per-stage cost tables: stage ``s`` costs depend on (resolution, previous width, kernel,
@@ -448,27 +431,9 @@ class SurrogateEvaluator(Evaluator):
         )
 
     def _nas_costs(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        g = self._nas
-        if g is None:
-            k = A.shape[0]
-            return np.full(k, float(self._base_arch[0])), np.full(k, float(self._base_arch[1]))
-        return self._arch_costs(A[:, g["off"] : g["off"] + 4 * g["ns"] + 1])
-
-    def _arch_costs(self, N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """FLOPs and params from the architecture module's own action columns ``N`` ([K, 4S+1])."""
-        g = self._nas
-        ns = g["ns"]
-        r = N[:, 4 * ns]
-        macs, params = g["stem"][0][r], g["stem"][1][r]
-        wp = np.zeros_like(r)
-        for s in range(ns):
-            table = g["stages"][0][s]
-            # one linear index shared by the MACs and params tables (cheaper than 6-d fancy indexing)
-            lin = np.ravel_multi_index((r, wp, N[:, 4 * s], N[:, 4 * s + 1], N[:, 4 * s + 2], N[:, 4 * s + 3]), table.shape)
-            macs = macs + table.reshape(-1).take(lin)
-            params = params + g["stages"][1][s].reshape(-1).take(lin)
-            wp = N[:, 4 * s + 2]
-        return 2.0 * (macs + g["head"][0][r, wp]), params + g["head"][1][r, wp]
+        """FLOPs and params of flat actions ``[K, D]``."""
+        out = self.evaluate_actions(A, noise=False)
+        return out["flops"], out["params"]
 
     def _hpo_features(self, A: np.ndarray) -> dict[str, np.ndarray]:
         g = self._hpo
@@ -483,8 +448,16 @@ class SurrogateEvaluator(Evaluator):
 
     def capacity(self, flops: np.ndarray) -> np.ndarray:
         """Capacity level ``c`` of children with these FLOPs (rounded to 1/LEVELS)."""
+        return _jit.NP.capacity(np.asarray(flops, dtype=np.float64), self._consts())
+
+    def _consts(self) -> np.ndarray:
         lo, hi = self._log_f
-        return _quantise(np.clip((np.log(flops) - lo) / (hi - lo), 0.0, 1.0))
+        t = self.task
+        c = np.zeros(_jit.BASE_EP + 1)
+        c[[_jit.A_C, _jit.B_C, _jit.A_Q, _jit.G_SC, _jit.G_SE, _jit.KAPPA, _jit.OMEGA, _jit.LAM, _jit.RHO,
+           _jit.FLOOR, _jit.SPAN, _jit.LO, _jit.HI]] = (t.a_c, t.b_c, t.a_q, t.g_sc, t.g_se, t.kappa, t.omega,
+                                                       t.lam, t.rho, t.floor, t.ceil - t.floor, lo, hi)
+        return c
 
     def _hz(self, opt, log_lr, bs, sched, e):
         """The part of z that depends on hyper-parameters alone (works on arrays and on floats)."""
@@ -493,23 +466,18 @@ class SurrogateEvaluator(Evaluator):
         return t.a_e * e - t.a_lr * (log_lr - lr_star) ** 2 + self._b_opt[opt] + self._b_sched[sched] + t.z0
 
     def _cz(self, c, s, q, e, w, ls):
-        """The coupled part of z: capacity, augmentation and regularisation interactions."""
-        t = self.task
-        d = s + t.omega * w + t.lam * ls - t.rho * c  # squared as d * d on every path (pow may differ by 1 ulp)
-        return (
-            t.a_c * c - t.b_c * c * c + t.a_q * q
-            + t.g_sc * (2 * s - 1) * (2 * c - 1) + t.g_se * (2 * s - 1) * (2 * e - 1)
-            - t.kappa * (d * d)
-        )
+        """The coupled part of z (:func:`ma2ml_env.rewards._jit.coupled_z`; arrays or floats)."""
+        return _jit.NP.coupled_z(c, s, q, e, w, ls, self._consts())
 
     def _accuracy(self, z: np.ndarray) -> np.ndarray:
-        t = self.task
-        return t.floor + (t.ceil - t.floor) / (1.0 + np.exp(-z))
+        return _jit.NP.accuracy(z, self._consts())
 
     # -- evaluation -------------------------------------------------------------------------------------
     def evaluate_actions(self, flat_actions: np.ndarray, seeds: Sequence[int] | None = None, *,
                          noise: bool = True) -> dict[str, np.ndarray]:
-        """Vectorised evaluation of flat joint actions ``[K, D]`` (the batch path).
+        """Vectorised evaluation of flat joint actions ``[K, D]`` (the batch path: the score function of
+        :mod:`ma2ml_env.rewards._jit` on numpy arrays, noise, then the budget's
+        :meth:`~ma2ml_env.rewards.base.CostBudget.apply_arrays`).
 
         Returns arrays ``score, accuracy, flops, params, seconds`` and ``over_budget`` (bool), each ``[K]``.
         ``noise=False`` leaves the evaluation noise out (see :meth:`true_score_of`).
@@ -522,25 +490,16 @@ class SurrogateEvaluator(Evaluator):
             parts = [self.evaluate_actions(A[i:i + _CHUNK], None if seeds is None else seeds[i:i + _CHUNK],
                                            noise=noise) for i in range(0, len(A), _CHUNK)]
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        s, q = self._aug_features(A)
-        flops, params = self._nas_costs(A)
-        h = self._hpo_features(A)
-        z = self._hz(h["opt"], h["log_lr"], h["bs"], h["sched"], h["e"]) + self._cz(
-            self.capacity(flops), s, q, h["e"], h["w"], h["ls"]
-        )
-        acc = self._accuracy(z)
+        t = self._tables
+        C = t.c
+        if self._aug is None or self._nas is None or self._hpo is None:  # the base pipeline's constants, per row
+            C = [np.full(len(A), v) if _jit.BASE_S <= j <= _jit.BASE_EP else v for j, v in enumerate(C)]
+        acc, flops, params, seconds = _jit.NP.score(np.ascontiguousarray(A).T, t.F, t.i, C)
         if self.noise_std > 0 and noise:
             if seeds is None:
                 raise ValueError("noise_std > 0 needs one seed per evaluation")
-            acc = np.clip(acc + self.noise_std * np.array([_noise(sd) for sd in seeds]), 0.0, 1.0)
-        score = acc.copy()
-        b = self.budget
-        over = np.zeros(len(acc), dtype=bool)
-        if b.active:
-            factor, feasible = self._budget_factor(flops, params)
-            over = ~feasible
-            score = np.where(over, b.penalty_score, score * factor)
-        seconds = h["epochs"] * self.dataset_size * 3 * flops / self.throughput + self.overhead
+            acc = _jit.NP.add_noise(acc, self.noise_std * np.array([_noise(sd) for sd in seeds]))
+        score, over = self.budget.apply_arrays(acc, flops, params)
         return dict(score=score, accuracy=acc, flops=flops, params=params, seconds=seconds, over_budget=over)
 
     def true_score_of(self, flat_actions: np.ndarray) -> np.ndarray:
@@ -549,64 +508,23 @@ class SurrogateEvaluator(Evaluator):
 
     def evaluate_one(self, x: Sequence[int], seed: int | None = None) -> EvalResult:
         """Scalar path for one flat joint action (a list of ints): the same numbers as
-        :meth:`evaluate_actions`, without numpy's per-call overhead."""
+        :meth:`evaluate_actions` (to ~1e-15), without numpy's per-call overhead."""
         return EvalResult(*self.evaluate_one_tuple(x, seed))
 
     def evaluate_one_tuple(self, x: Sequence[int], seed: int | None = None) -> tuple:
         """:meth:`evaluate_one` as a plain tuple in :class:`EvalResult` field order (what ``env.step``
-        uses: building a frozen dataclass costs as much as the evaluation itself). The general path (noise,
-        budget, absent modules); :meth:`_compile_scalar_path` replaces it per space in the common case."""
-        t = self.task
-        g = self._aug
-        if g is None:
-            s, q = self._base_s, self._base_q
-        else:
-            S, Q, P, M = g["flat_lists"]
-            ssum = qsum = 0.0
-            for j in g["op_cols"]:
-                i = (x[j] * P + x[j + 1]) * M + x[j + 2]
-                ssum += S[i]
-                qsum += Q[i]
-            s, q = ssum / g["n"], qsum / g["n"]
-        g = self._nas
-        if g is None:
-            flops, params = self._base_arch
-        else:
-            stem_m, stem_p, st_m, st_p, head_m, head_p, strides, hw = g["flat_lists"]
-            o, ns = g["off"], g["ns"]
-            r = x[o + 4 * ns]
-            macs, params, wp = stem_m[r], stem_p[r], 0
-            for i in range(ns):  # flat per-stage tables, row-major over (r, wp, k, e, w, d)
-                s0, s1, s2, s3, s4 = strides[i]
-                j = o + 4 * i
-                w = x[j + 2]
-                li = r * s0 + wp * s1 + x[j] * s2 + x[j + 1] * s3 + w * s4 + x[j + 3]
-                macs += st_m[i][li]
-                params += st_p[i][li]
-                wp = w
-            flops, params = 2.0 * (macs + head_m[r * hw + wp]), params + head_p[r * hw + wp]
-        g = self._hpo
-        if g is None:
-            hz, e, w, ls, epochs = self._base_hpo
-        else:
-            o = g["off"]
-            i = sum(map(operator.mul, x[o:o + 7], g["radix"]))
-            hz, e, w, ls, epochs = g["hz_list"][i], g["e_list"][i], g["w_list"][i], g["ls_list"][i], g["ep_list"][i]
-        lo, hi = self._log_f
-        c = _quantise_one(min(max((math.log(flops) - lo) / (hi - lo), 0.0), 1.0))
-        z = hz + self._cz(c, s, q, e, w, ls)
-        acc = t.floor + (t.ceil - t.floor) / (1.0 + math.exp(-z))
+        uses: building a frozen dataclass costs as much as the evaluation itself): the score function of
+        :mod:`ma2ml_env.rewards._jit` on Python numbers, noise, then the budget's
+        :meth:`~ma2ml_env.rewards.base.CostBudget.apply`."""
+        t = self._tables
+        acc, flops, params, seconds = _score_py(x, t.f, t.i, t.c)
+        if self._jit_ok:
+            return acc, "ok", acc, flops, params, seconds
         if self.noise_std > 0:
             if seed is None:
                 raise ValueError("noise_std > 0 needs a seed per evaluation")
-            acc = min(max(acc + self.noise_std * _noise(seed), 0.0), 1.0)
-        score, status, b = acc, "ok", self.budget
-        if self._budget_active:
-            if b.over(flops, params) and b.mode == "hard":
-                score, status = b.penalty_score, "over_budget"
-            elif b.mode == "soft":
-                score = acc * b.factor(flops, params)
-        seconds = epochs * self.dataset_size * 3 * flops / self.throughput + self.overhead
+            acc = _add_noise_py(acc, self.noise_std * _noise(seed))
+        score, status, _ = self.budget.apply(acc, flops, params)
         return float(score), status, acc, flops, params, seconds
 
     def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
@@ -614,20 +532,22 @@ class SurrogateEvaluator(Evaluator):
         flat = np.stack([space.flatten(space.encode(p)) for p in pipelines]) if pipelines else np.zeros((0, 0))
         return self.results_from_arrays(self.evaluate_actions(flat, seeds)) if pipelines else []
 
-    @staticmethod
-    def results_from_arrays(out: dict[str, np.ndarray]) -> list[EvalResult]:
-        """Turn :meth:`evaluate_actions` output into :class:`EvalResult` objects."""
-        return [
-            EvalResult(
-                score=float(out["score"][i]),
-                status="over_budget" if out["over_budget"][i] else "ok",
-                accuracy=float(out["accuracy"][i]),
-                flops=float(out["flops"][i]),
-                params=float(out["params"][i]),
-                seconds=float(out["seconds"][i]),
-            )
-            for i in range(len(out["score"]))
-        ]
+    def evaluate_streaming(self, pipelines: Sequence[Pipeline], seeds: Sequence[int],
+                           on_result: Callable[[int, EvalResult], None]) -> list[EvalResult]:
+        """The whole batch at once (one vectorised call), then ``on_result`` for each result in order."""
+        results = self.evaluate(pipelines, seeds)
+        for i, r in enumerate(results):
+            on_result(i, r)
+        return results
+
+    def config(self) -> dict[str, Any]:
+        """The task's coefficients, the noise, the budget and the cost model (everything the rewards depend
+        on), JSON-serialisable."""
+        task = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.task).items()}
+        return {**super().config(), "task": task, "noise_std": self.noise_std, "budget": self.budget.config(),
+                "in_channels": self.in_channels, "num_classes": self.num_classes,
+                "dataset_size": self.dataset_size, "throughput": self.throughput, "overhead": self.overhead,
+                "failure_score": self.failure_score}
 
     # -- the exact global optimum ------------------------------------------------------------------------
     def optimum(self, max_architectures: int = 20_000_000) -> tuple[float, dict[str, np.ndarray]]:
@@ -664,7 +584,7 @@ class SurrogateEvaluator(Evaluator):
             cols, sizes = np.zeros(0, dtype=np.int64), (1,)
             flops, params = np.array([self._base_arch[0]], float), np.array([self._base_arch[1]], float)
         c = self.capacity(flops)
-        factor, feasible = self._budget_factor(flops, params)
+        factor, feasible = self.budget.factors(flops, params)
         order = np.lexsort((-factor, c))  # by level, best factor first
         order = order[feasible[order]]
         if order.size == 0:
@@ -731,22 +651,6 @@ class SurrogateEvaluator(Evaluator):
     def _aug_cols(self) -> np.ndarray:
         g = self._aug
         return np.stack([g["op"], g["prob"], g["mag"]], axis=1).reshape(-1)
-
-    def _budget_factor(self, flops: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        b = self.budget
-        factor, feasible = np.ones_like(flops), np.ones(len(flops), dtype=bool)
-        if not b.active:
-            return factor, feasible
-        over = np.zeros(len(flops), dtype=bool)
-        if b.max_flops is not None:
-            over |= flops > b.max_flops
-            factor *= np.where(flops > b.max_flops, (flops / b.max_flops) ** b.weight, 1.0)
-        if b.max_params is not None:
-            over |= params > b.max_params
-            factor *= np.where(params > b.max_params, (params / b.max_params) ** b.weight, 1.0)
-        if b.mode == "hard":
-            return np.ones_like(flops), ~over
-        return factor, feasible
 
     def _aug_levels(self) -> dict[float, tuple[float, np.ndarray]]:
         """Strength level -> (best mean quality, one aug action achieving it), exact by DP."""
