@@ -18,6 +18,7 @@ import ma2ml_env
 from agents.base import run
 from agents.store import TrialStore
 from ma2ml_env.rewards.parallel import LocalPoolEvaluator, SerialEvaluator, failure_kind
+from tests._failing_evaluators import MODES, FailingEvaluator, check_error_trials
 from tests._toys import CudaLikeOOM, FaultyEvaluator, ToyEvaluator, ToyRandomSearch
 from tests.conftest import sample_joint
 
@@ -68,8 +69,8 @@ def test_retries_exhausted_give_a_failed_result_and_the_search_goes_on(tmp_path)
     assert len(res.trials) == 6
     bad = res.trials[2]
     assert (bad.status, bad.score) == ("error", 0.0)
-    assert bad.info["info"]["attempts"] == 2 and bad.info["info"]["failure"] == "crash"
-    assert "exited with code 3" in bad.info["info"]["error"]
+    assert bad.info["attempts"] == 2 and bad.info["failure"] == "crash"
+    assert "exited with code 3" in bad.info["error"]
     assert all(t.status == "ok" for i, t in enumerate(res.trials) if i != 2)
 
 
@@ -98,6 +99,35 @@ def test_serial_wrapper_retries_exceptions_in_process(tmp_path):
     env2 = ma2ml_env.parallel_env(reward=always)
     r = env2.evaluate(acts[:1], [5])[0]
     assert r.status == "error" and "ValueError: injected failure" in r.info["error"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_failing_user_evaluator_is_an_error_trial_serial(mode):
+    env = ma2ml_env.parallel_env(reward=FailingEvaluator(mode), backend="serial",
+                                 backend_kwargs={"max_retries": 1})
+    assert isinstance(env.evaluator, SerialEvaluator)
+    check_error_trials(env, "serial", mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_failing_user_evaluator_is_an_error_trial_local(mode):
+    env = ma2ml_env.parallel_env(reward=FailingEvaluator(mode), backend="local", workers=2,
+                                 backend_kwargs={"max_retries": 1})
+    try:
+        check_error_trials(env, "local", mode)
+        assert env.evaluator.workers_started == 2  # an exception is not a crash: no worker was replaced
+    finally:
+        env.close()
+
+
+def test_serial_wrapper_streams_error_results_in_order():
+    ev = SerialEvaluator(FailingEvaluator("raise"), max_retries=0)
+    env = ma2ml_env.parallel_env(reward=ev)
+    pipes = [env.unwrapped.decode(a) for a in _actions(env, 6)]
+    seen: list[tuple[int, str]] = []
+    res = ev.evaluate_streaming(pipes, list(range(6)), lambda i, r: seen.append((i, r.status)))
+    assert seen == [(i, r.status) for i, r in enumerate(res)]  # one at a time, each as it is final
+    assert [r.status == "error" for r in res] == [FailingEvaluator.fails(p) for p in pipes]
 
 
 def test_failure_kind_recognises_out_of_memory():

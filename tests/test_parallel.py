@@ -14,13 +14,14 @@ import pytest
 import ma2ml_env
 from agents.base import run
 from ma2ml_env.rewards.base import EvalResult, Evaluator
-from ma2ml_env.rewards.devices import pin_cuda_device
+from ma2ml_env.rewards.devices import pin_cuda_device, visible_gpus
 from ma2ml_env.rewards.parallel import (
     LocalPoolEvaluator,
     RayEvaluator,
     SerialEvaluator,
     wrap_evaluator,
 )
+from tests._failing_evaluators import MODES, FailingEvaluator, check_error_trials
 from tests._toys import ToyEvaluator, ToyRandomSearch
 from tests.conftest import sample_joint
 
@@ -37,14 +38,18 @@ def _same(a: list[EvalResult], b: list[EvalResult]) -> None:
 
 
 class EnvReporter(Evaluator):
-    """Reports the worker's pinning and thread variables."""
+    """Reports the worker's pinning and thread variables, and its copy's ``device``."""
 
     name = "env-reporter"
+
+    def __init__(self, device=None):
+        self.device = device
 
     def evaluate(self, pipelines, seeds):
         time.sleep(0.05)
         return [EvalResult(score=0.5, info={"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                                            "omp": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid()})
+                                            "omp": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid(),
+                                            "device": None if self.device is None else str(self.device)})
                 for _ in pipelines]
 
 
@@ -81,8 +86,8 @@ def test_local_pool_search_matches_serial_and_uses_workers():
         par.close()
     assert [t.score for t in a.trials] == [t.score for t in b.trials]
     assert [t.actions for t in a.trials] == [t.actions for t in b.trials]
-    assert len({t.info["info"]["pid"] for t in b.trials}) == 2  # both workers evaluated pipelines
-    assert {t.info["info"]["pid"] for t in b.trials}.isdisjoint({os.getpid()})
+    assert len({t.info["pid"] for t in b.trials}) == 2  # both workers evaluated pipelines
+    assert {t.info["pid"] for t in b.trials}.isdisjoint({os.getpid()})
 
 
 def _pipelines(env, n, seed=0):
@@ -142,6 +147,50 @@ def test_pin_cuda_device_maps_any_index_to_the_visible_gpu():
         e.device = torch.device("cuda", 2)
         pin_cuda_device(e)
         assert e.device == torch.device("cuda", 0)
+
+
+def test_cuda_evaluator_gets_one_gpu_per_worker_seen_as_cuda_0(monkeypatch):
+    """The GPU path without a GPU: the pool reads the declared ``device``, pins each worker to one of the
+    visible GPUs and rewrites the worker's copy to ``cuda:0`` (nothing touches CUDA itself)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    inner = EnvReporter(device="cuda:1")
+    ev = LocalPoolEvaluator(inner, threads_per_worker=None)
+    assert ev.devices == ["3", "5"] and ev.workers == 2  # one worker per visible GPU
+    env = ma2ml_env.parallel_env(reward=ev)
+    try:
+        ev.start()
+        res = env.evaluate(_actions(env, 6), list(range(6)))
+    finally:
+        env.close()
+    assert {r.info["cuda"] for r in res} == {"3", "5"}
+    assert {r.info["device"] for r in res} == {"cuda:0"}
+    assert inner.device == "cuda:1"  # the parent's evaluator is untouched
+    # no accelerator (None) or a CPU device: no pinning, one worker per core
+    for device in (None, "cpu"):
+        assert visible_gpus(EnvReporter(device)) == []
+        assert LocalPoolEvaluator(EnvReporter(device)).workers == (os.cpu_count() or 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpus(EnvReporter("cuda")) == []
+
+
+def test_wrappers_config_is_the_inner_evaluators():
+    """Backend, workers, retries and time limits are execution settings: config() is the inner's, as is."""
+    inner = FailingEvaluator("raise", fraction=0.25)
+    want = inner.config()
+    assert want["mode"] == "raise" and want["fraction"] == 0.25
+    wrappers = [SerialEvaluator(inner, max_retries=0), LocalPoolEvaluator(inner, workers=1),
+                LocalPoolEvaluator(inner, workers=3, time_limit=2.0, max_retries=5, devices=["0"]),
+                RayEvaluator(inner, workers=4, num_cpus_per_trial=2, address="ray://head:10001")]
+    for w in wrappers:
+        assert w.config() == want
+    for backend, workers in (("serial", None), ("local", 2), ("ray", 2)):
+        env = ma2ml_env.parallel_env(reward=FailingEvaluator("raise", fraction=0.25), backend=backend,
+                                     workers=workers, backend_kwargs={"max_retries": 1})
+        assert env.evaluator.config() == want
+        env.close()
+    # a registered name built by the wrapper: its config is that backend's
+    assert LocalPoolEvaluator("surrogate", workers=1, noise_std=0.1).config() == \
+        ma2ml_env.make_evaluator("surrogate", noise_std=0.1).config()
 
 
 def test_wrap_evaluator_selection_and_validation():
@@ -209,3 +258,15 @@ def test_ray_matches_serial_and_recovers_from_a_killed_worker(ray_local, tmp_pat
     assert res[1].info["attempts"] == 2 and res[1].info["failures"][0]["kind"] == "crash"
     ref = ma2ml_env.parallel_env(reward=ToyEvaluator()).evaluate(acts[:3], [0, 1, 2])
     assert [r.score for r in res] == [r.score for r in ref]
+
+
+@pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip install \"ma2ml[ray]\")")
+@pytest.mark.parametrize("mode", MODES)
+def test_ray_failing_user_evaluator_is_an_error_trial(ray_local, mode):
+    env = ma2ml_env.parallel_env(reward=FailingEvaluator(mode), backend="ray", workers=2,
+                                 backend_kwargs={"max_retries": 1})
+    try:
+        check_error_trials(env, "ray", mode)
+        assert env.evaluator.workers_started == 2  # an exception is not a crash: no actor was replaced
+    finally:
+        env.close()
