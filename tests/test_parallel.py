@@ -183,6 +183,7 @@ def test_wrappers_config_is_the_inner_evaluators():
                 RayEvaluator(inner, workers=4, num_cpus_per_trial=2, address="ray://head:10001")]
     for w in wrappers:
         assert w.config() == want
+    assert [w.deterministic for w in wrappers] == [True, True, False, True]  # the time limit
     for backend, workers in (("serial", None), ("local", 2), ("ray", 2)):
         env = ma2ml_env.parallel_env(reward=FailingEvaluator("raise", fraction=0.25), backend=backend,
                                      workers=workers, backend_kwargs={"max_retries": 1})

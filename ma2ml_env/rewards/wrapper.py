@@ -45,7 +45,8 @@ class BackendWrapper(Evaluator, SlotPool):
         time_limit: seconds one attempt may run (``None``: no limit; not enforceable in-process).
 
     :meth:`config` is the inner evaluator's: the backend, workers, retries and time limits are execution
-    settings, not part of what determines a reward. ``failure_score`` is the inner's.
+    settings, not part of what determines a reward. ``failure_score`` is the inner's; ``deterministic``
+    is the inner's unless a ``time_limit`` can cut an evaluation short.
     """
 
     backend = "?"
@@ -69,6 +70,8 @@ class BackendWrapper(Evaluator, SlotPool):
         self.time_limit = None if time_limit is None else float(time_limit)
         self.name = f"{self.backend}[{self.inner.name}]"
         self.failure_score = self.policy.failure_score = float(self.inner.failure_score)
+        # a time limit makes the outcome depend on the wall clock
+        self.deterministic = bool(self.inner.deterministic) and self.time_limit is None
 
     @property
     def max_retries(self) -> int:
