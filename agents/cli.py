@@ -340,7 +340,9 @@ def add_output_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``ma2ml`` argument parser with its ``search`` and ``list`` subcommands."""
+    """The ``ma2ml`` argument parser with its ``search``, ``list``, ``train`` and ``report`` subcommands."""
+    from agents.final import add_train_command
+    from agents.report import add_report_command
     from ma2ml_env import __version__
 
     parser = argparse.ArgumentParser(
@@ -386,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also show each algorithm's options and defaults, and each module's decisions "
                           "(default: names and summaries)")
     lst.set_defaults(func=cmd_list, command_parser=lst)
+    add_train_command(sub)
+    add_report_command(sub)
     return parser
 
 
