@@ -10,8 +10,8 @@ best trial whose status is ``ok`` (:func:`agents.base.best_trial` among them), d
 the run's modules, and calls :func:`ma2ml_env.rewards.train.train_final` with the run's dataset settings
 (``config.json``'s ``reward_kwargs``: dataset, data root, ``epoch_scale``, dataset options; the device and
 seed of the search) unless overridden. Search-only settings (FLOPs budget, time limit, failure score) do
-not apply; neither does the search's ``max_train`` subset: the final training uses the whole training set
-unless ``max_train`` is given. Every check runs before anything is trained or written; ``final.json`` is
+not apply; neither does the search's ``max_train`` subset: the final training uses the whole training set.
+Every check runs before anything is trained or written; ``final.json`` is
 written (atomically) only when the training succeeded.
 """
 
@@ -52,7 +52,7 @@ def _check_run(run_dir: Path, overwrite: bool) -> dict[str, Any]:
 
 
 def final_settings(config: dict[str, Any], *, device: str | None = None, seed: int | None = None,
-                   epoch_scale: float | None = None, max_train: int | None = None) -> dict[str, Any]:
+                   epoch_scale: float | None = None) -> dict[str, Any]:
     """The keyword arguments of :func:`~ma2ml_env.rewards.train.train_final` for a run's ``config.json``:
     its ``reward_kwargs`` minus the search-only settings, with the search's device, seed and epoch scale
     unless given (imports torch)."""
@@ -77,15 +77,12 @@ def final_settings(config: dict[str, Any], *, device: str | None = None, seed: i
     if epoch_scale is None:
         epoch_scale = search.get("epoch_scale", default_scale)
     kw["epoch_scale"] = float(epoch_scale)
-    if max_train is not None:
-        kw["max_train"] = int(max_train)
     kw.setdefault("dataset", evaluator["dataset"].default)
     return kw
 
 
 def train_best(run_dir: str | os.PathLike, *, device: str | None = None, seed: int | None = None,
-               epoch_scale: float | None = None, max_train: int | None = None,
-               overwrite: bool = False) -> dict[str, Any]:
+               epoch_scale: float | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train the best ``ok`` pipeline of the search run ``run_dir`` on train + validation, write
     ``run_dir/final.json`` and return its content: the :func:`~ma2ml_env.rewards.train.train_final` dict
     (``test_accuracy``, ``train_images``, ``test_images``, ``flops``, ``params``, ``seconds``, ...) plus
@@ -97,7 +94,6 @@ def train_best(run_dir: str | os.PathLike, *, device: str | None = None, seed: i
         device: ``"auto"``, ``"cpu"``, ``"cuda"``... (default: the search's device, else auto).
         seed: training seed (default: the search's seed).
         epoch_scale: training passes = the pipeline's epochs * this (default: the search's).
-        max_train: train on at most this many images (default: the whole training set).
         overwrite: replace an existing ``final.json``.
 
     Raises:
@@ -127,7 +123,7 @@ def train_best(run_dir: str | os.PathLike, *, device: str | None = None, seed: i
     except (KeyError, ValueError) as exc:
         raise UsageError(f"cannot decode trial {best.index} of {str(run_dir)!r} with its modules {modules}: "
                          f"{exc}") from None
-    settings = final_settings(config, device=device, seed=seed, epoch_scale=epoch_scale, max_train=max_train)
+    settings = final_settings(config, device=device, seed=seed, epoch_scale=epoch_scale)
 
     from ma2ml_env.rewards.train import train_final
 
@@ -158,14 +154,14 @@ def _summary(doc: dict[str, Any]) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     doc = train_best(args.RUN_DIR, device=args.device, seed=args.seed, epoch_scale=args.epoch_scale,
-                     max_train=args.max_train, overwrite=args.overwrite)
+                     overwrite=args.overwrite)
     print(_summary(doc))
     return 0
 
 
 def add_train_command(sub: Any) -> argparse.ArgumentParser:
     """Register ``ma2ml train`` on the CLI's subparsers."""
-    from agents.cli import _Formatter, _nonneg_int, _positive_float, _positive_int
+    from agents.cli import _Formatter, _nonneg_int, _positive_float
 
     p = sub.add_parser(
         "train", formatter_class=_Formatter,
@@ -187,9 +183,6 @@ def add_train_command(sub: Any) -> argparse.ArgumentParser:
                    help="training seed, >= 0 (default: the search's --seed)")
     p.add_argument("--epoch-scale", type=_positive_float, default=None, metavar="X",
                    help="training passes = the pipeline's epochs * X (default: the search's --epoch-scale)")
-    p.add_argument("--max-train", type=_positive_int, default=None, metavar="N",
-                   help="train on at most N images, a seeded subset (default: the whole training set, "
-                        "whatever the search used)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing RUN_DIR/final.json (default: refuse to)")
     p.set_defaults(func=cmd_train, command_parser=p)

@@ -102,8 +102,8 @@ def _read_jsonl(path: Path) -> list[Trial]:
 
 
 def read_run(run_dir: str | Path) -> RunData:
-    """Read a search run folder: its ``config.json`` and its trials (from ``search.db`` when present, else
-    from the store named in ``config.json``, else from ``trials.jsonl``), sorted by index.
+    """Read a search run folder: its ``config.json`` and its trials (from its ``search.db`` when present,
+    else from its ``trials.jsonl``, else from the store named in ``config.json``), sorted by index.
 
     Raises:
         UsageError: not a run folder, or it holds neither a store nor ``trials.jsonl``.
@@ -111,11 +111,10 @@ def read_run(run_dir: str | Path) -> RunData:
     """
     path = Path(run_dir)
     config = read_config(path)
-    candidates = [path / "search.db"]
-    if isinstance(config.get("store"), str):
-        candidates.append(Path(config["store"]))
-    store_path = next((p for p in candidates if p.is_file()), None)
-    if store_path is not None:
+    store_path = path / "search.db"
+    if not store_path.is_file() and not (path / "trials.jsonl").is_file() and isinstance(config.get("store"), str):
+        store_path = Path(config["store"])  # a search run with --store elsewhere, its trials.jsonl deleted
+    if store_path.is_file():
         from agents.store import TrialStore
 
         with TrialStore(store_path, create=False) as store:
