@@ -65,7 +65,8 @@ def check_error_trials(env: Any, backend: str, mode: str) -> None:
     """A search over a failing user evaluator completes; its failures are recorded ``"error"`` trials (after
     the retries, with the evaluator's ``failure_score``) and every other trial is the clean toy score."""
     res = run(ToyRandomSearch(), env, budget=8, seed=4, batch_size=4)
-    ref = run(ToyRandomSearch(), ma2ml_env.parallel_env(reward=ToyEvaluator()), budget=8, seed=4, batch_size=4)
+    clean = ma2ml_env.parallel_env(reward=ToyEvaluator())
+    ref = run(ToyRandomSearch(), clean, budget=8, seed=4, batch_size=4)
     assert [t.actions for t in res.trials] == [t.actions for t in ref.trials]
     failed = [FailingEvaluator.fails(env.unwrapped.decode(t.actions)) for t in res.trials]
     assert any(failed) and not all(failed)

@@ -133,7 +133,8 @@ def test_serial_wrapper_streams_error_results_in_order():
 def test_failure_kind_recognises_out_of_memory():
     assert failure_kind(MemoryError()) == "oom"
     assert failure_kind(CudaLikeOOM("CUDA out of memory")) == "oom"
-    assert failure_kind(RuntimeError("DefaultCPUAllocator: can't allocate memory: cannot allocate memory")) == "oom"
+    cpu_oom = RuntimeError("DefaultCPUAllocator: can't allocate memory: cannot allocate memory")
+    assert failure_kind(cpu_oom) == "oom"
     assert failure_kind(ValueError("bad")) == "error"
 
 
@@ -201,10 +202,12 @@ def test_search_killed_with_sigkill_resumes_without_losing_or_recomputing(backen
     assert all(after[i] == before[i] for i in before)  # nothing lost or changed
     completed = [json.loads(x)["seed"] for x in log.read_text().splitlines()]
     for i, (seed, _, _) in before.items():  # committed evaluations were never run again
-        assert completed.count(seed) == 1, f"trial {i} (seed {seed}) was evaluated {completed.count(seed)} times"
+        n_runs = completed.count(seed)
+        assert n_runs == 1, f"trial {i} (seed {seed}) was evaluated {n_runs} times"
 
     # ... and the final trials are those of an uninterrupted search with the same arguments
-    ref = run(ToyRandomSearch(), ma2ml_env.parallel_env(reward=ToyEvaluator()), budget=24, seed=11, batch_size=4)
+    ref = run(ToyRandomSearch(), ma2ml_env.parallel_env(reward=ToyEvaluator()), budget=24, seed=11,
+              batch_size=4)
     trials = TrialStore(store).trials()
     assert [t.score for t in trials] == [t.score for t in ref.trials]
     assert [t.actions for t in trials] == [t.actions for t in ref.trials]

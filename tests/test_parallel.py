@@ -56,7 +56,8 @@ class EnvReporter(Evaluator):
 @pytest.fixture(scope="module")
 def pool_env():
     """A surrogate env with noise behind a 2-worker local pool (started once for the module)."""
-    e = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02}, backend="local", workers=2)
+    e = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02}, backend="local",
+                               workers=2)
     yield e
     e.close()
 
@@ -242,15 +243,16 @@ def test_ray_matches_serial_and_recovers_from_a_killed_worker(ray_local, tmp_pat
     serial = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02})
     acts = _actions(serial, 6)
     seeds = list(range(6))
-    env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02}, backend="ray", workers=2)
+    env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02}, backend="ray",
+                                 workers=2)
     try:
         _same(env.evaluate(acts, seeds), serial.evaluate(acts, seeds))
     finally:
         env.close()
     assert ray_local.is_initialized()  # the evaluator did not shut down a Ray it did not start
     # a worker killed with SIGKILL mid-evaluation: the pipeline is retried on a fresh worker
-    faulty = ma2ml_env.parallel_env(reward=FaultyEvaluator("kill", str(tmp_path), only_seeds=[1]), backend="ray",
-                                    workers=2)
+    faulty = ma2ml_env.parallel_env(reward=FaultyEvaluator("kill", str(tmp_path), only_seeds=[1]),
+                                    backend="ray", workers=2)
     try:
         res = faulty.evaluate(acts[:3], [0, 1, 2])
     finally:
