@@ -12,6 +12,7 @@ import gymnasium as _gymnasium
 import pettingzoo as _pettingzoo
 
 from ma2ml_env.codec import JointActionCodec
+from ma2ml_env.check import EvaluatorCheckError, check_evaluator
 from ma2ml_env.env import ENV_ID, INFO_KEYS, AutoMLPipelineEnv, env, parallel_env
 from ma2ml_env.modules import (
     AUG_OPS,
@@ -46,10 +47,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AUG_OPS", "BENCHMARKS", "DEFAULT_MODULES", "ENV_ID", "INFO_KEYS", "JOINT_ENV_ID", "STATUSES",
     "Architecture", "ArchitectureModule", "AugOp", "AugmentModule", "AutoMLModule", "AutoMLPipelineEnv",
-    "CostBudget", "Decision", "EvalResult", "Evaluator", "HyperParameterModule", "JointActionCodec",
+    "CostBudget", "Decision", "EvalResult", "Evaluator", "EvaluatorCheckError", "HyperParameterModule", "JointActionCodec",
     "JointActionEnv",
     "ModuleCheckError", "Pipeline", "SearchSpace", "Stage", "TrainConfig",
-    "benchmark_env", "check_module", "env", "make_evaluator", "make_module", "parallel_env", "register_evaluator",
+    "benchmark_env", "check_evaluator", "check_module", "env", "make_evaluator", "make_module", "parallel_env", "register_evaluator",
     "register_module", "registered_evaluators", "registered_modules", "unregister_module",
 ]
 

@@ -114,6 +114,13 @@ class MatrixGameEnv(ParallelEnv):
         self.state_space = self._obs_space
         self._obs = np.ones(1, dtype=np.float32)
 
+    def config(self) -> dict[str, Any]:
+        """What determines the rewards, JSON-serialisable (as :meth:`ma2ml_env.AutoMLPipelineEnv.config`):
+        the game's name, its payoff matrix and ``normalize``. A matrix game has no evaluator: the payoff
+        table is the reward."""
+        return {"env": f"{self.name}_v0", "payoff": self.payoff.tolist(), "normalize": self.normalize,
+                "reward": {"class": f"{type(self).__module__}.{type(self).__qualname__}.payoff"}}
+
     # PettingZoo asks that these return the same object every call: they return cached instances.
     def observation_space(self, agent: str) -> gymnasium.Space:
         return self._obs_space

@@ -207,9 +207,43 @@ def test_missing_dataset_names_path_and_download(tmp_path):
         load_dataset("cifar100", root=tmp_path / "nowhere")
     msg = str(info.value)
     assert str(tmp_path / "nowhere" / "cifar-100-python") in msg and "download=True" in msg
-    ev = TrainEvaluator(dataset="cifar10", root=str(tmp_path), device="cpu")
-    with pytest.raises(FileNotFoundError, match="download=True"):
-        ev.evaluate([GOOD], [0])
+    # the evaluator finds out at construction, without loading anything
+    with pytest.raises(ValueError, match="download=True") as info:
+        TrainEvaluator(dataset="cifar10", root=str(tmp_path), device="cpu")
+    assert str(tmp_path / "cifar-10-batches-py") in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, where", [
+    ({"dataset": "cifar100"}, "root=<folder>"),
+    ({"dataset": "imagefolder", "root": "{tmp}/none"}, "{tmp}/none"),
+    ({"dataset": "npz", "root": "{tmp}/d.npz"}, "{tmp}/d.npz"),
+    ({"dataset": "mnist", "root": "{tmp}"}, "{tmp}"),
+    ({"dataset": {"name": "cifar10", "root": "{tmp}/c"}}, "{tmp}/c/cifar-10-batches-py"),
+    ({"dataset": "no_such_data"}, "unknown dataset"),
+])
+def test_missing_data_is_a_construction_error_naming_the_path(kwargs, where, tmp_path, monkeypatch):
+    import ma2ml_env
+    import ma2ml_env.rewards.train as train
+
+    monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("the data must not be loaded"))
+    fill = (lambda v: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else
+            {k: fill(x) for k, x in v.items()})
+    with pytest.raises(ValueError) as info:
+        TrainEvaluator(device="cpu", **{k: fill(v) for k, v in kwargs.items()})
+    assert fill(where) in str(info.value)
+    # and through the env: before any evaluation
+    with pytest.raises(ValueError, match="root|unknown"):
+        ma2ml_env.parallel_env(reward="train", reward_kwargs={"device": "cpu", **{k: fill(v) for k, v in kwargs.items()}})
+
+
+def test_cifar_with_download_is_not_an_error_before_the_run(tmp_path):
+    ev = TrainEvaluator(dataset="cifar10", root=str(tmp_path), download=True, device="cpu")
+    assert ev.config()["root"] == str(tmp_path)
+
+
+def test_bad_budget_is_a_value_error():
+    with pytest.raises(ValueError, match="CostBudget"):
+        TrainEvaluator(device="cpu", budget={"max_flops": 1e6})
 
 
 def test_imagefolder_from_pngs(tmp_path):

@@ -37,16 +37,18 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import math
 import os
 import time
 import traceback
+from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ma2ml_env.data import ImageData, load_dataset
+from ma2ml_env.data import DATASETS, FASHION_MNIST_ROOT, ImageData, load_dataset
 from ma2ml_env.models import build_model, count_flops, count_params
 from ma2ml_env.rewards.base import CostBudget, EvalResult, Evaluator
 from ma2ml_env.training import (
@@ -61,7 +63,76 @@ from ma2ml_env.training import (
 if TYPE_CHECKING:  # pragma: no cover
     from ma2ml_env.pipeline import Pipeline
 
-__all__ = ["TrainEvaluator", "failure_status", "resolve_device", "train_final"]
+__all__ = ["TrainEvaluator", "check_dataset_location", "failure_status", "resolve_device", "train_final"]
+
+
+def _plain(v: Any) -> Any:
+    """``v`` with tuples as lists and anything not JSON-native as its ``repr`` (for :meth:`config`)."""
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return repr(v)
+
+
+def check_dataset_location(dataset: Any, root: str | os.PathLike | None = None, download: bool = False) -> None:
+    """Check, without loading anything, that a dataset argument of :class:`TrainEvaluator` can be found:
+    a known name, and for file-backed datasets a ``root`` that exists (CIFAR: unless ``download=True``).
+
+    Raises:
+        ValueError: naming the dataset, the path looked at and how to fix it.
+    """
+    if isinstance(dataset, ImageData):
+        return
+    if isinstance(dataset, Mapping):
+        spec = dict(dataset)
+        name = spec.get("name")
+        root = spec.get("root", root)
+        download = spec.get("download", download)
+    else:
+        name = dataset
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; use one of {list(DATASETS)}, a spec dict or an ImageData")
+    how = "pass root=<folder> (reward_kwargs={'dataset': %r, 'root': ...}; CLI: --data-root)" % (name,)
+    if name in ("cifar10", "cifar100"):
+        folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+        if root is None:
+            raise ValueError(f"dataset {name!r} needs the folder that holds {folder}/: {how}, and download=True "
+                             "to fetch it there")
+        path = Path(root).expanduser() / folder
+        if not path.is_dir() and not download:
+            raise ValueError(f"dataset {name!r} not found: {str(path)!r} does not exist. Put the data there, point "
+                             f"root=... at the folder that holds {folder}/, or pass download=True to download it")
+    elif name == "imagefolder":
+        if root is None:
+            raise ValueError(f"dataset 'imagefolder' needs root=<folder of class sub-folders>: {how}")
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"dataset 'imagefolder' not found: {str(path)!r} is not a folder; point root=... at "
+                             "the folder of class sub-folders (ImageFolder data cannot be downloaded)")
+    elif name == "npz":
+        if root is None:
+            raise ValueError("dataset 'npz' needs root=<path of an .npz file with x_train, y_train, x_test, y_test>")
+        path = Path(root).expanduser()
+        if not path.is_file():
+            raise ValueError(f"dataset 'npz' not found: no file at {str(path)!r}; root must be the path of an "
+                             ".npz file with x_train, y_train, x_test, y_test")
+    elif name in ("mnist", "fashion_mnist"):
+        if root is None:
+            if name == "fashion_mnist" and Path(FASHION_MNIST_ROOT).is_dir():
+                return
+            hint = f" (apt-get install dataset-fashion-mnist puts them in {FASHION_MNIST_ROOT})" \
+                if name == "fashion_mnist" else ""
+            raise ValueError(f"dataset {name!r} needs root=<folder of the four IDX files>{hint}: {how}")
+        folder = Path(root).expanduser()
+        stem = "train-images-idx3-ubyte"
+        if not any((folder / f).is_file() for f in (stem + ".gz", stem)):
+            raise ValueError(f"dataset {name!r} not found: no {stem}.gz (or {stem}) in {str(folder)!r}; point "
+                             "root=... at the folder of the four IDX files")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -161,7 +232,7 @@ class TrainEvaluator(Evaluator):
         **dataset_kwargs: Any,
     ) -> None:
         if budget is not None and not isinstance(budget, CostBudget):
-            raise TypeError(f"budget must be a ma2ml_env.CostBudget or None, got {type(budget).__name__}")
+            raise ValueError(f"budget must be a ma2ml_env.CostBudget or None, got {budget!r}")
         if time_limit is not None and not time_limit > 0:
             raise ValueError(f"time_limit must be > 0 seconds or None, got {time_limit}")
         if not epoch_scale > 0:
@@ -187,6 +258,7 @@ class TrainEvaluator(Evaluator):
         self.bn_recalibration = int(bn_recalibration)
         self.failure_score = float(failure_score)
         self.dataset_kwargs = dict(dataset_kwargs)
+        check_dataset_location(dataset, root, download)
         self._data: ImageData | None = None
         self._resized: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -267,10 +339,12 @@ class TrainEvaluator(Evaluator):
                 flops = float(count_flops(model, (data.channels, res, res)))
             else:
                 flops = float(pipeline.arch.flops(data.channels, data.num_classes))
-            if self.budget is not None and self.budget.mode == "hard" and self.budget.over(flops, params):
-                info["budget"] = {"max_flops": self.budget.max_flops, "max_params": self.budget.max_params}
+            budget = self.budget or CostBudget()
+            score, status, budget_info = budget.apply(math.nan, flops, params)
+            if status == "over_budget":  # hard budget: not trained
+                info.update(budget_info)
                 return EvalResult(
-                    score=float(self.budget.penalty_score), status="over_budget", flops=flops, params=params,
+                    score=float(score), status=status, flops=flops, params=params,
                     seconds=time.perf_counter() - t0, info=info,
                 )
             train_x, val_x = self._split_at(res)
@@ -293,17 +367,14 @@ class TrainEvaluator(Evaluator):
             )
             if deadline is not None and time.perf_counter() > deadline:
                 raise TrainingTimeout("time limit reached during validation")
-            score = acc
-            if self.budget is not None and self.budget.mode == "soft":
-                factor = self.budget.factor(flops, params)
-                info["budget_factor"] = factor
-                score = acc * factor
+            score, status, budget_info = budget.apply(acc, flops, params)
+            info.update(budget_info)
             info.update(
                 train_loss=stats.train_loss, steps=stats.steps, epochs=stats.epochs,
                 images_per_s=stats.images_per_s, train_seconds=stats.seconds,
             )
             return EvalResult(
-                score=float(score), status="ok", accuracy=float(acc), flops=flops, params=params,
+                score=float(score), status=status, accuracy=float(acc), flops=flops, params=params,
                 seconds=time.perf_counter() - t0, info=info,
             )
         except Exception as exc:  # noqa: BLE001 - every failure of a child is an ordinary outcome
@@ -316,6 +387,35 @@ class TrainEvaluator(Evaluator):
         finally:
             del model
             self._free_memory()
+
+    @property
+    def deterministic(self) -> bool:  # type: ignore[override]
+        """Equal (pipeline, seed) pairs give equal results on the CPU without a time limit (CUDA kernels and
+        wall-clock limits are not reproducible bit for bit)."""
+        return self.time_limit is None and self.device.type == "cpu"
+
+    def config(self) -> dict[str, Any]:
+        """Every setting that changes the rewards: the dataset (name or spec; an in-memory ImageData by a
+        digest of its tensors), ``root``, the split, ``max_train``, ``epoch_scale``, the budget, the time
+        limit, the precision and memory-format options, BatchNorm recalibration, ``failure_score`` and the
+        dataset keyword arguments. Not the device, threads or ``download`` (they do not change rewards)."""
+        ds: Any = self.dataset
+        if isinstance(ds, ImageData):
+            h = hashlib.sha256()
+            for t in (ds.train_x, ds.train_y, ds.val_x, ds.val_y, ds.test_x, ds.test_y):
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            ds = {"image_data": ds.name, "sha256": h.hexdigest()}
+        elif isinstance(ds, Mapping):
+            ds = _plain(dict(ds))
+        return {
+            **super().config(),
+            "dataset": ds, "root": None if self.root is None else str(Path(self.root).expanduser()),
+            "val_fraction": self.val_fraction, "split_seed": self.split_seed, "max_train": self.max_train,
+            "epoch_scale": self.epoch_scale, "budget": None if self.budget is None else self.budget.config(),
+            "time_limit": self.time_limit, "channels_last": self.channels_last, "amp": self.amp,
+            "bn_recalibration": self.bn_recalibration, "failure_score": self.failure_score,
+            "dataset_kwargs": _plain(self.dataset_kwargs),
+        }
 
     def _free_memory(self) -> None:
         if self.device.type == "cuda":
