@@ -5,7 +5,7 @@
     run(algo, ma2ml_env.benchmark_env("nb201/cifar10"), budget=200, seed=0, batch_size=8)
 
 The joint space is asked and told through Optuna exactly as for ``tpe`` (one categorical parameter per
-decision of every agent; the shared part is :class:`agents.baselines._OptunaAskTell`). ``GPSampler``
+decision of every agent; the shared part is :class:`agents.optuna_ask_tell.OptunaAskTell`). ``GPSampler``
 fits a GP (Matern-5/2 kernel with ARD, categorical parameters by Hamming distance) to the finished trials
 and maximises log expected improvement; the proposed-but-unobserved trials of a batch are handled by its
 q-batch log EI (sequential greedy selection), so a batch is spread out. Each proposal after the startup
@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.base import JointAction, torch_threads
-from agents.baselines import _boolean, _check_config, _OptunaAskTell, _positive_int
+from agents.common import AlgorithmConfig, positive_int
+from agents.optuna_ask_tell import OptunaAskTell
 
 __all__ = ["GPBO", "GPConfig"]
 
 
 @dataclass(frozen=True)
-class GPConfig:
+class GPConfig(AlgorithmConfig):
     """Hyper-parameters of :class:`GPBO` (passed to ``optuna.samplers.GPSampler``)."""
 
     n_startup_trials: int = 10
@@ -44,14 +45,13 @@ class GPConfig:
     contention dominates: a 16-evaluation run on a 2-core machine took 8 s CPU with torch's default two
     threads and 0.43 s with one. ``None``: leave torch's setting."""
 
-    def __post_init__(self) -> None:
-        _positive_int("GPConfig", "n_startup_trials", self.n_startup_trials)
-        _boolean("GPConfig", "deterministic_objective", self.deterministic_objective)
+    def check(self) -> None:
+        positive_int("GPConfig", "n_startup_trials", self.n_startup_trials)
         if self.torch_threads is not None:
-            _positive_int("GPConfig", "torch_threads", self.torch_threads)
+            positive_int("GPConfig", "torch_threads", self.torch_threads)
 
 
-class GPBO(_OptunaAskTell):
+class GPBO(OptunaAskTell):
     """Optuna's Gaussian-process sampler (``GPSampler``) over the joint space, by ask and tell.
 
     The first ``n_startup_trials`` trials are Optuna's seeded random sampler; after them every trial fits
@@ -65,9 +65,7 @@ class GPBO(_OptunaAskTell):
     """
 
     name = "gp"
-
-    def __init__(self, config: GPConfig | None = None, **overrides: Any) -> None:
-        self.config = _check_config(GPConfig, config, overrides)
+    config_class = GPConfig
 
     def propose(self, n: int) -> list[JointAction]:
         with torch_threads(self.config.torch_threads):

@@ -23,8 +23,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from agents.base import JointAction, SearchAlgorithm
-from agents.baselines import _boolean, _check_config, _Layout, _load_rng, _positive_int, _rng_state
+from agents.base import JointAction
+from agents.common import AlgorithmConfig, ConfiguredSearch, load_rng, positive_int, rng_state
 
 __all__ = ["LocalSearch", "LocalSearchConfig"]
 
@@ -32,7 +32,7 @@ Config = tuple[int, ...]  # a configuration: its flat decision indices (0-based)
 
 
 @dataclass(frozen=True)
-class LocalSearchConfig:
+class LocalSearchConfig(AlgorithmConfig):
     """Hyper-parameters of :class:`LocalSearch` (defaults: White et al. 2021)."""
 
     n_initial: int = 10
@@ -42,9 +42,8 @@ class LocalSearchConfig:
     """``False``: move to a better neighbour as soon as one is observed (first improvement). ``True``:
     evaluate the incumbent's whole neighbourhood, then move to its best neighbour if that is better."""
 
-    def __post_init__(self) -> None:
-        _positive_int("LocalSearchConfig", "n_initial", self.n_initial)
-        _boolean("LocalSearchConfig", "best_improvement", self.best_improvement)
+    def check(self) -> None:
+        positive_int("LocalSearchConfig", "n_initial", self.n_initial)
 
 
 class _Neighbourhood:
@@ -80,7 +79,7 @@ class _Neighbourhood:
         return cls(tuple(int(v) for v in centre), [tuple(int(v) for v in x) for x in order], int(cursor))
 
 
-class LocalSearch(SearchAlgorithm):
+class LocalSearch(ConfiguredSearch):
     """Local search with random restarts (White et al. 2021) over the flat joint action.
 
     Proposals come, in this order of preference, from: the ``n_initial`` uniform random configurations;
@@ -101,14 +100,10 @@ class LocalSearch(SearchAlgorithm):
     """
 
     name = "local-search"
-
-    def __init__(self, config: LocalSearchConfig | None = None, **overrides: Any) -> None:
-        self.config = _check_config(LocalSearchConfig, config, overrides)
+    config_class = LocalSearchConfig
 
     def setup(self, action_spaces: Mapping[str, gymnasium.Space], seed: int) -> None:
         super().setup(action_spaces, seed)
-        self.layout = _Layout(action_spaces)
-        self.rng = np.random.default_rng(seed)
         self.evaluated: dict[Config, float] = {}  # every observed configuration and its (first) score
         self.pending: set[Config] = set()  # proposed, not yet observed
         self.initial: list[Config] = []  # the initial random configurations proposed so far
@@ -128,7 +123,7 @@ class LocalSearch(SearchAlgorithm):
 
     def _fresh(self) -> Config:
         """A uniform random configuration not yet evaluated or pending (any one when none is left)."""
-        lay = self.layout
+        lay = self.codec
         x = tuple(lay.sample(self.rng, 1)[0].tolist())
         for _ in range(64):
             if not self._seen(x):
@@ -158,7 +153,7 @@ class LocalSearch(SearchAlgorithm):
         # batch filler: the next restart point, then its neighbours, then fresh random configurations
         if self.restart is None:
             centre = self._fresh()
-            self.restart = _Neighbourhood.around(centre, self.layout.nvec, self.rng)
+            self.restart = _Neighbourhood.around(centre, self.codec.nvec, self.rng)
             if not self._seen(centre):
                 return centre
         x = self.restart.next_unseen(self._seen)
@@ -169,19 +164,19 @@ class LocalSearch(SearchAlgorithm):
         for _ in range(n):
             x = self._next()
             self.pending.add(x)
-            out.append(self.layout.to_joint(np.array(x, dtype=np.int64)))
+            out.append(self.codec.decode(np.array(x, dtype=np.int64)))
         return out
 
     # -- observe ------------------------------------------------------------------------------------------
     def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
         for a, sc in zip(actions, scores):
-            x = tuple(self.layout.to_index(a).tolist())
+            x = tuple(self.codec.encode(a).tolist())
             self.pending.discard(x)
             self.evaluated.setdefault(x, float(sc) if math.isfinite(sc) else -math.inf)
         self._update()
 
     def _move_to(self, centre: Config) -> None:
-        self.climb = _Neighbourhood.around(centre, self.layout.nvec, self.rng)
+        self.climb = _Neighbourhood.around(centre, self.codec.nvec, self.rng)
 
     def _update(self) -> None:
         """Move or restart while what has been observed decides it (at most one restart per call)."""
@@ -218,7 +213,7 @@ class LocalSearch(SearchAlgorithm):
             "restart": None if self.restart is None else self.restart.to_state(),
             "moves": self.moves,
             "restarts": self.restarts,
-            "rng": _rng_state(self.rng),
+            "rng": rng_state(self.rng),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -232,4 +227,4 @@ class LocalSearch(SearchAlgorithm):
         self.restart = _Neighbourhood.from_state(state["restart"])
         self.moves = int(state["moves"])
         self.restarts = int(state["restarts"])
-        self.rng = _load_rng(state["rng"])
+        self.rng = load_rng(state["rng"])

@@ -137,7 +137,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.base import JointAction, SearchAlgorithm, torch_threads
+from agents.base import JointAction, torch_threads
+from agents.common import AlgorithmConfig, ConfiguredSearch
 
 __all__ = ["MA2ML", "MA2MLConfig", "MA2MLLite"]
 
@@ -146,7 +147,7 @@ __all__ = ["MA2ML", "MA2MLConfig", "MA2MLLite"]
 # Config
 # ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class MA2MLConfig:
+class MA2MLConfig(AlgorithmConfig):
     """Hyper-parameters of MA2ML (defaults: the full method)."""
 
     credit_assignment: bool = True
@@ -281,7 +282,7 @@ class MA2MLConfig:
     normalize_advantage: bool = True
     """Divide advantages by their root-mean-square over the mini-batch (scale-free rewards)."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         choices = {
             "shared_advantage": ("critic", "reward"),
             "counterfactual": ("auto", "enumerate", "per_decision", "sample"),
@@ -293,9 +294,6 @@ class MA2MLConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("credit_assignment", "off_policy", "normalize_advantage"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in (
             "enumerate_limit",
             "counterfactual_samples",
@@ -366,55 +364,6 @@ class MA2MLConfig:
             "elite_fraction": 0.0,
         }
         return cls.paper(**{**base, **overrides})
-
-
-# ---------------------------------------------------------------------------------------------------
-# Action layout: every agent's decisions flattened into one list of categorical decisions
-# ---------------------------------------------------------------------------------------------------
-class _Layout:
-    """Maps joint actions ``{agent: array}`` <-> flat decision indices ``[n_dec]`` <-> one-hot columns."""
-
-    def __init__(self, action_spaces: Mapping[str, gymnasium.Space]) -> None:
-        self.agents = tuple(action_spaces)
-        self.shapes, self.starts, self.discrete, nvecs = [], [], [], []
-        for agent in self.agents:
-            space = action_spaces[agent]
-            if isinstance(space, gymnasium.spaces.Discrete):
-                nvec, start, shape = np.array([space.n]), np.array([space.start]), ()
-            else:
-                nvec = np.asarray(space.nvec).reshape(-1)
-                start = np.asarray(space.start).reshape(-1)
-                shape = tuple(np.shape(space.nvec))
-            self.discrete.append(isinstance(space, gymnasium.spaces.Discrete))
-            self.shapes.append(shape)
-            self.starts.append(start.astype(np.int64))
-            nvecs.append(nvec.astype(np.int64))
-        self.sizes = [len(n) for n in nvecs]
-        self.slices = [slice(o, o + s) for o, s in zip(np.cumsum([0, *self.sizes[:-1]]), self.sizes)]
-        self.nvec = np.concatenate(nvecs)  # [n_dec]
-        self.n_dec = len(self.nvec)
-        self.max_n = int(self.nvec.max())
-        self.col_offset = np.concatenate([[0], np.cumsum(self.nvec)[:-1]]).astype(np.int64)  # [n_dec]
-        self.n_cols = int(self.nvec.sum())
-        self.dec_of_col = np.repeat(np.arange(self.n_dec), self.nvec)  # [n_cols]
-        self.k_of_col = np.arange(self.n_cols) - self.col_offset[self.dec_of_col]
-        self.mask = np.arange(self.max_n)[None, :] < self.nvec[:, None]  # [n_dec, max_n]
-        self.agent_sizes = [float(np.prod(n.astype(float))) for n in nvecs]  # prod_j n_ij per agent
-
-    def flatten(self, action: Mapping[str, Any]) -> np.ndarray:
-        parts = [
-            np.asarray(action[a], dtype=np.int64).reshape(-1) - st for a, st in zip(self.agents, self.starts)
-        ]
-        flat = np.concatenate(parts)
-        if flat.shape != (self.n_dec,) or np.any(flat < 0) or np.any(flat >= self.nvec):
-            raise ValueError(f"joint action {dict(action)} is outside the action spaces")
-        return flat
-
-    def unflatten(self, flat: np.ndarray) -> JointAction:
-        out = {}
-        for a, sl, st, shape in zip(self.agents, self.slices, self.starts, self.shapes):
-            out[a] = np.asarray((flat[sl] + st).reshape(shape), dtype=np.int64)
-        return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -564,7 +513,7 @@ class ReplayBuffer:
 # ---------------------------------------------------------------------------------------------------
 # The algorithm
 # ---------------------------------------------------------------------------------------------------
-class MA2ML(SearchAlgorithm):
+class MA2ML(ConfiguredSearch):
     """MA2ML search (module docstring): factorised policies, centralised critic on a replay buffer of every
     evaluation, counterfactual advantages, simultaneous trust-region updates around target policies.
 
@@ -574,14 +523,7 @@ class MA2ML(SearchAlgorithm):
     """
 
     name = "ma2ml"
-
-    def __init__(self, config: MA2MLConfig | None = None, **overrides: Any) -> None:
-        config = config if config is not None else self.default_config()
-        if overrides:
-            config = dataclasses.replace(config, **overrides)
-        if not isinstance(config, MA2MLConfig):
-            raise TypeError(f"config must be an MA2MLConfig, got {type(config).__name__}")
-        self.config = config
+    config_class = MA2MLConfig
 
     @staticmethod
     def default_config() -> MA2MLConfig:
@@ -591,30 +533,29 @@ class MA2ML(SearchAlgorithm):
     def setup(self, action_spaces: Mapping[str, gymnasium.Space], seed: int) -> None:
         super().setup(action_spaces, seed)
         cfg = self.config
-        lay = self.layout = _Layout(action_spaces)
-        self.np_rng = np.random.default_rng(seed)
+        lay = self.codec
         self.torch_gen = torch.Generator().manual_seed(int(seed))
         self._mask = torch.as_tensor(lay.mask)
         self._nvec = torch.as_tensor(lay.nvec)
-        self._col_offset = torch.as_tensor(lay.col_offset)
-        self._dec_of_col = torch.as_tensor(lay.dec_of_col)
-        self._k_of_col = torch.as_tensor(lay.k_of_col)
+        self._col_offset = torch.as_tensor(lay.column_offset)
+        self._dec_of_col = torch.as_tensor(lay.decision_of_column)
+        self._k_of_col = torch.as_tensor(lay.value_of_column)
         # Policies: uniform at the start (zero logits); target policies start equal.
-        self.logits = nn.Parameter(torch.zeros(lay.n_dec, lay.max_n))
-        self.target_logits = torch.zeros(lay.n_dec, lay.max_n)
+        self.logits = nn.Parameter(torch.zeros(lay.size, lay.max_choices))
+        self.target_logits = torch.zeros(lay.size, lay.max_choices)
         self.policy_opt = torch.optim.Adam([self.logits], lr=cfg.policy_lr)
         if cfg.critic == "fm":
-            self.critic = FMCritic(lay.n_cols, cfg.critic_rank, cfg.critic_ensemble, self.torch_gen)
+            self.critic = FMCritic(lay.n_columns, cfg.critic_rank, cfg.critic_ensemble, self.torch_gen)
             self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr or 5e-2)
         else:
             self.critic = MLPCritic(
-                lay.n_cols, lay.n_dec, cfg.critic_hidden, cfg.critic_layers, cfg.critic_ensemble, self.torch_gen
+                lay.n_columns, lay.size, cfg.critic_hidden, cfg.critic_layers, cfg.critic_ensemble, self.torch_gen
             )
             self.critic_opt = torch.optim.AdamW(
                 self.critic.parameters(), lr=cfg.critic_lr or 1e-2, weight_decay=cfg.critic_weight_decay
             )
         self._boot = np.ones((cfg.critic_ensemble, 0))  # FM: per-member bootstrap weight of each buffer row
-        self.buffer = ReplayBuffer(lay.n_dec)
+        self.buffer = ReplayBuffer(lay.size)
         self.baseline: float | None = None
         self.rounds_done = 0
         self._reward_mean, self._reward_std = 0.0, 1.0
@@ -622,13 +563,13 @@ class MA2ML(SearchAlgorithm):
 
     def _build_units(self) -> None:
         """Credit units: each gets its own advantage; an agent, or one decision of an agent."""
-        cfg, lay = self.config, self.layout
-        unit_of_dec = np.zeros(lay.n_dec, dtype=np.int64)
+        cfg, lay = self.config, self.codec
+        unit_of_dec = np.zeros(lay.size, dtype=np.int64)
         self._unit_mode: list[str] = []  # per unit: "enumerate", "sample", "decision", "shared"
         self._unit_agent: list[int] = []
         self._enum: dict[int, torch.Tensor] = {}  # agent -> all its choices [M, n_i]
         u = 0
-        for i, (sl, size) in enumerate(zip(lay.slices, lay.agent_sizes)):
+        for i, (sl, size) in enumerate(zip(lay.slices, lay.agent_cardinality)):
             if not cfg.credit_assignment:
                 mode = "shared"
             elif cfg.counterfactual == "sample":
@@ -663,15 +604,15 @@ class MA2ML(SearchAlgorithm):
                 u += 1
         self.n_units = u
         agent_of_dec = np.repeat(np.arange(len(lay.agents)), lay.sizes)
-        self._unit_of_col = torch.as_tensor(unit_of_dec[lay.dec_of_col])
-        self._agent_of_col = torch.as_tensor(agent_of_dec[lay.dec_of_col])
-        self._cols_per_unit = torch.as_tensor(np.bincount(unit_of_dec[lay.dec_of_col], minlength=u)).float()
-        self._cols_per_agent = torch.as_tensor(np.bincount(agent_of_dec[lay.dec_of_col])).float()
+        self._unit_of_col = torch.as_tensor(unit_of_dec[lay.decision_of_column])
+        self._agent_of_col = torch.as_tensor(agent_of_dec[lay.decision_of_column])
+        self._cols_per_unit = torch.as_tensor(np.bincount(unit_of_dec[lay.decision_of_column], minlength=u)).float()
+        self._cols_per_agent = torch.as_tensor(np.bincount(agent_of_dec[lay.decision_of_column])).float()
         self._unit_of_dec = torch.as_tensor(unit_of_dec)
         # Columns of decisions whose units are per-decision: counterfactuals swap one decision's row.
-        dec_units = [self._unit_mode[unit_of_dec[d]] == "decision" for d in range(lay.n_dec)]
+        dec_units = [self._unit_mode[unit_of_dec[d]] == "decision" for d in range(lay.size)]
         self._pd_decs = torch.as_tensor(np.flatnonzero(dec_units))
-        self._pd_cols = torch.as_tensor(np.flatnonzero(np.asarray(dec_units)[lay.dec_of_col]))
+        self._pd_cols = torch.as_tensor(np.flatnonzero(np.asarray(dec_units)[lay.decision_of_column]))
 
     # -- policies -----------------------------------------------------------------------------------------
     def probabilities(self) -> dict[str, list[np.ndarray]]:
@@ -679,15 +620,15 @@ class MA2ML(SearchAlgorithm):
         with torch.no_grad():
             p = _log_probs(self.logits, self._mask).exp().numpy()
         return {
-            a: [p[d, : self.layout.nvec[d]].copy() for d in range(sl.start, sl.stop)]
-            for a, sl in zip(self.layout.agents, self.layout.slices)
+            a: [p[d, : self.codec.nvec[d]].copy() for d in range(sl.start, sl.stop)]
+            for a, sl in zip(self.codec.agents, self.codec.slices)
         }
 
     def greedy(self) -> JointAction:
         """The most probable joint action of the current policies (per-decision argmax)."""
         with torch.no_grad():
             flat = self.logits.masked_fill(~self._mask, float("-inf")).argmax(-1).numpy()
-        return self.layout.unflatten(flat)
+        return self.codec.decode(flat)
 
     def metrics(self) -> dict[str, Any]:
         """Diagnostics of the last round: mean critic loss (standardised rewards), mean policy loss, and per
@@ -697,33 +638,33 @@ class MA2ML(SearchAlgorithm):
     def propose(self, n: int) -> list[JointAction]:
         """Sample ``n`` joint actions from the policies mixed with ``exploration`` uniform mass (with
         ``screening``: the best of ``screening * n`` candidates by the critic, see the config)."""
-        lay, cfg = self.layout, self.config
+        lay, cfg = self.codec, self.config
         k = cfg.screening * n
         with torch_threads(cfg.torch_threads):
             flat = self._screen(n, k) if k and cfg.uses_critic and len(self.buffer) else self._behaviour_samples(n)
-        return [lay.unflatten(row) for row in flat]
+        return [lay.decode(row) for row in flat]
 
     def _behaviour_samples(self, n: int) -> np.ndarray:
         """``n`` flat joint actions from the policies mixed with ``exploration`` uniform mass."""
-        lay, eps = self.layout, self.config.exploration
+        lay, eps = self.codec, self.config.exploration
         with torch.no_grad():
             p = _log_probs(self.logits, self._mask).exp().double().numpy()
         p = (1 - eps) * p + eps * lay.mask / lay.nvec[:, None]
         cdf = np.cumsum(p, axis=1)
-        u = self.np_rng.random((n, lay.n_dec, 1)) * cdf[None, :, -1:]
+        u = self.rng.random((n, lay.size, 1)) * cdf[None, :, -1:]
         return np.minimum((cdf[None] < u).sum(-1), lay.nvec - 1)  # [n, n_dec]
 
     def _screen(self, n: int, k: int) -> np.ndarray:
         """The ``n`` best unevaluated of ``k`` candidates by ``Q`` mean + std over the ensemble."""
-        lay = self.layout
+        lay = self.codec
         cand = self._behaviour_samples(k)
         n_random = round(self.config.screen_random * (k // 2))
         if n_random:
-            cand[:n_random] = self.np_rng.integers(0, lay.nvec, size=(n_random, lay.n_dec))
+            cand[:n_random] = self.rng.integers(0, lay.nvec, size=(n_random, lay.size))
         m = k // 2
         cand[m:] = self.buffer.actions[self._elite_rows(k - m)]
         redraw = self._behaviour_samples(k - m)
-        agents = self.np_rng.integers(0, len(lay.slices), size=k - m)
+        agents = self.rng.integers(0, len(lay.slices), size=k - m)
         for i, a in enumerate(agents):  # one agent's decisions of an elite redrawn from the behaviour policy
             sl = lay.slices[a]
             cand[m + i, sl] = redraw[i, sl]
@@ -753,8 +694,8 @@ class MA2ML(SearchAlgorithm):
         if decs is not None:
             p = p[decs]
         cdf = np.cumsum(p, axis=1)
-        u = self.np_rng.random((*shape, len(p), 1)) * cdf[:, -1:]
-        nvec = self.layout.nvec if decs is None else self.layout.nvec[decs]
+        u = self.rng.random((*shape, len(p), 1)) * cdf[:, -1:]
+        nvec = self.codec.nvec if decs is None else self.codec.nvec[decs]
         return torch.as_tensor(np.minimum((cdf < u).sum(-1), nvec - 1))
 
     # -- observe: buffer + update ---------------------------------------------------------------------------
@@ -769,7 +710,7 @@ class MA2ML(SearchAlgorithm):
         if not actions:
             return
         cfg = self.config
-        flat = np.stack([self.layout.flatten(a) for a in actions])
+        flat = np.stack([self.codec.encode(a) for a in actions])
         r = np.asarray(scores, dtype=np.float64)
         if not np.all(np.isfinite(r)):
             raise ValueError("scores must be finite (the search loop maps failures to a defined score)")
@@ -782,7 +723,7 @@ class MA2ML(SearchAlgorithm):
         critic_losses, policy_losses, self._adv_sums = [], [], torch.zeros(self.n_units)
         if cfg.uses_critic and cfg.critic == "fm":
             e = cfg.critic_ensemble
-            new = self.np_rng.poisson(1.0, size=(e, len(r))) if e > 1 else np.ones((1, len(r)))
+            new = self.rng.poisson(1.0, size=(e, len(r))) if e > 1 else np.ones((1, len(r)))
             self._boot = np.concatenate([self._boot, new], axis=1)
             critic_losses = [self.fit_fm() for _ in range(cfg.updates_per_round)]
         elif cfg.uses_critic:
@@ -798,12 +739,12 @@ class MA2ML(SearchAlgorithm):
             policy_losses.append(self.policy_step(np.arange(start, len(self.buffer))))
         # the round's diagnostics, for loggers (agents.tracking reads metrics())
         unit_agent = torch.as_tensor(self._unit_agent)
-        per_agent = torch.zeros(len(self.layout.agents)).index_add_(0, unit_agent, self._adv_sums)
-        counts = torch.zeros(len(self.layout.agents)).index_add_(0, unit_agent, torch.ones(self.n_units))
+        per_agent = torch.zeros(len(self.codec.agents)).index_add_(0, unit_agent, self._adv_sums)
+        counts = torch.zeros(len(self.codec.agents)).index_add_(0, unit_agent, torch.ones(self.n_units))
         per_agent = per_agent / (counts * len(policy_losses)).clamp(min=1)
         self._metrics = {
             "policy_loss": float(np.mean(policy_losses)),
-            "mean_abs_advantage": dict(zip(self.layout.agents, per_agent.tolist())),
+            "mean_abs_advantage": dict(zip(self.codec.agents, per_agent.tolist())),
             **({"critic_loss": float(np.mean(critic_losses))} if critic_losses else {}),
         }
         if cfg.shared_advantage == "reward":
@@ -816,7 +757,7 @@ class MA2ML(SearchAlgorithm):
         self.rounds_done += 1
 
     def _uniform_rows(self, n: int) -> np.ndarray:
-        return self.np_rng.integers(0, len(self.buffer), size=n)
+        return self.rng.integers(0, len(self.buffer), size=n)
 
     def _policy_rows(self, n: int) -> np.ndarray:
         cfg = self.config
@@ -831,7 +772,7 @@ class MA2ML(SearchAlgorithm):
         k = max(1, int(np.ceil(self.config.elite_quantile * len(self.buffer))))
         # stable sort on -reward: ties keep evaluation order, so the choice is reproducible
         top = np.argsort(-self.buffer.rewards, kind="stable")[:k]
-        return top[self.np_rng.integers(0, k, size=n)]
+        return top[self.rng.integers(0, k, size=n)]
 
     def _cols(self, flat: torch.Tensor) -> torch.Tensor:
         return flat + self._col_offset
@@ -873,7 +814,7 @@ class MA2ML(SearchAlgorithm):
     def mirror_step(self, rows: np.ndarray) -> float:
         """The closed-form KL-regularised policy step (``policy_update="mirror"``) on replayed buffer rows;
         returns ``-E_pi[A]`` of the normalised advantages (the new policy's expected improvement, negated)."""
-        cfg, lay = self.config, self.layout
+        cfg, lay = self.config, self.codec
         uniq, counts = np.unique(rows, return_counts=True)
         flat = torch.as_tensor(self.buffer.actions[uniq])
         wts = torch.as_tensor(counts / counts.sum()).float()  # [B]
@@ -881,15 +822,15 @@ class MA2ML(SearchAlgorithm):
         p_col = probs[self._dec_of_col, self._k_of_col]  # [n_cols]
         cols = self._cols(flat)
         if cfg.credit_assignment:  # A_ij(k) = mean_D Q(a_ij = k, a_-ij) - sum_k' pi_ij(k') (same with k')
-            every = torch.arange(lay.n_cols)
+            every = torch.arange(lay.n_columns)
             q_bar = wts @ self.critic.swap(cols, every, self._dec_of_col).mean(0)  # [n_cols]
-            base = torch.zeros(lay.n_dec).index_add_(0, self._dec_of_col, p_col * q_bar)
+            base = torch.zeros(lay.size).index_add_(0, self._dec_of_col, p_col * q_bar)
             adv = q_bar - base[self._dec_of_col]
         else:  # the shared advantage of the replayed rows, credited to the values they chose
             shared = self.advantages(flat, uniq)[:, 0]  # [B]
-            flat_cols, rep = cols.reshape(-1), (lambda x: x[:, None].expand(-1, lay.n_dec).reshape(-1))
-            num = torch.zeros(lay.n_cols).index_add_(0, flat_cols, rep(wts * shared))
-            den = torch.zeros(lay.n_cols).index_add_(0, flat_cols, rep(wts))
+            flat_cols, rep = cols.reshape(-1), (lambda x: x[:, None].expand(-1, lay.size).reshape(-1))
+            num = torch.zeros(lay.n_columns).index_add_(0, flat_cols, rep(wts * shared))
+            den = torch.zeros(lay.n_columns).index_add_(0, flat_cols, rep(wts))
             adv = torch.where(den > 0, num / den.clamp(min=1e-12), torch.zeros(()))
         self._adv_sums += torch.zeros(self.n_units).index_add_(0, self._unit_of_col, adv.abs()) / self._cols_per_unit
         if cfg.normalize_advantage:
@@ -906,7 +847,7 @@ class MA2ML(SearchAlgorithm):
     @torch.no_grad()
     def advantages(self, flat: torch.Tensor, rows: np.ndarray | None = None) -> torch.Tensor:
         """Advantage of each credit unit for joint actions ``flat [B, n_dec]``: ``[B, n_units]``."""
-        cfg, lay = self.config, self.layout
+        cfg, lay = self.config, self.codec
         b = flat.shape[0]
         if not cfg.uses_critic:  # shared r(a) - b
             r = torch.as_tensor(self.buffer.rewards[rows])
@@ -926,7 +867,7 @@ class MA2ML(SearchAlgorithm):
             dec = self._dec_of_col[pc]
             q_alt = critic.swap(cols, pc, dec).mean(0)  # [B, C]
             w = probs[dec, self._k_of_col[pc]]  # [C]
-            base = torch.zeros(b, lay.n_dec).index_add_(1, dec, q_alt * w)  # [B, n_dec]
+            base = torch.zeros(b, lay.size).index_add_(1, dec, q_alt * w)  # [B, n_dec]
             decs = self._pd_decs
             adv[:, self._unit_of_dec[decs]] = q[:, None] - base[:, decs]
         for u, (mode, i) in enumerate(zip(self._unit_mode, self._unit_agent)):
@@ -945,7 +886,7 @@ class MA2ML(SearchAlgorithm):
 
     def policy_step(self, rows: np.ndarray) -> float:
         """One simultaneous update of every agent's policy on buffer rows, then the Polyak target update."""
-        cfg, lay = self.config, self.layout
+        cfg, lay = self.config, self.codec
         flat = torch.as_tensor(self.buffer.actions[rows])
         # Elite rows repeat: evaluate the (costly) counterfactuals once per distinct buffer row.
         uniq, inverse = np.unique(rows, return_inverse=True)
@@ -954,7 +895,7 @@ class MA2ML(SearchAlgorithm):
             self._adv_sums += adv.abs().mean(0)
         if cfg.normalize_advantage:
             adv = adv / (adv.pow(2).mean().sqrt() + 1e-8)
-        dec_idx = torch.arange(lay.n_dec)
+        dec_idx = torch.arange(lay.size)
         logp_all = _log_probs(self.logits, self._mask)
         logp = torch.zeros(len(rows), self.n_units).index_add_(1, self._unit_of_dec, logp_all[dec_idx, flat])
         if cfg.trust_region == "none":
@@ -998,7 +939,7 @@ class MA2ML(SearchAlgorithm):
                 "critic_opt": self.critic_opt.state_dict(),
                 "buffer": self.buffer.state_dict(),
                 "boot": self._boot,
-                "np_rng": self.np_rng.bit_generator.state,
+                "np_rng": self.rng.bit_generator.state,
                 "torch_rng": self.torch_gen.get_state(),
                 "baseline": self.baseline,
                 "rounds_done": self.rounds_done,
@@ -1019,7 +960,7 @@ class MA2ML(SearchAlgorithm):
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.buffer.load_state_dict(state["buffer"])
         self._boot = np.array(state["boot"], dtype=np.float64)
-        self.np_rng.bit_generator.state = state["np_rng"]
+        self.rng.bit_generator.state = state["np_rng"]
         self.torch_gen.set_state(state["torch_rng"])
         self.baseline = state["baseline"]
         self.rounds_done = state["rounds_done"]

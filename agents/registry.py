@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.base import SearchAlgorithm
+from agents.common import check_field_types
 
 __all__ = [
     "AlgorithmSpec",
@@ -130,7 +131,10 @@ def make_algorithm(name: str, **kwargs: Any) -> SearchAlgorithm:
             or ``config=<its config instance>``.
 
     Raises:
-        ValueError: unknown name, unknown config field, or a value the config rejects.
+        ValueError: unknown name, unknown config field, or a value the config rejects; a value of the wrong
+            type (checked against the config dataclass's field types, booleans are not numbers) raises
+            :class:`agents.common.ConfigTypeError`, a ``ValueError`` and a ``TypeError``, naming the field,
+            the expected type and the value.
     """
     spec = algorithm_spec(name)
     fixed = sorted(set(kwargs) & set(spec.defaults))
@@ -150,31 +154,32 @@ def make_algorithm(name: str, **kwargs: Any) -> SearchAlgorithm:
                 f"unknown option(s) {unknown} for algorithm {name!r}; valid options are "
                 f"{sorted(names - {'config'} - set(spec.defaults))}"
             )
+        check_field_types(cls, {k: v for k, v in kwargs.items() if k != "config"})
     algo = _load(spec.target)(**kwargs)
     if not isinstance(algo, SearchAlgorithm):
         raise TypeError(f"{spec.target} did not build a SearchAlgorithm (got {type(algo).__name__})")
     return algo
 
 
-# -- the built-in algorithms -----------------------------------------------------------------------------
-register_algorithm("random", "agents.baselines:RandomSearch", summary="uniform random joint actions")
-register_algorithm("evolution", "agents.baselines:RegularizedEvolution", config="agents.baselines:EvolutionConfig",
+# -- the built-in algorithms: one module each -------------------------------------------------------------
+register_algorithm("random", "agents.random_search:RandomSearch", summary="uniform random joint actions")
+register_algorithm("evolution", "agents.evolution:RegularizedEvolution", config="agents.evolution:EvolutionConfig",
                    summary="regularised (aging) evolution, tournament selection (Real et al. 2019)")
-register_algorithm("tpe", "agents.baselines:OptunaTPE", config="agents.baselines:TPEConfig", extra="optuna",
+register_algorithm("tpe", "agents.tpe:OptunaTPE", config="agents.tpe:TPEConfig", extra="optuna",
                    summary="Optuna's TPE over the joint space (one categorical per decision)")
 register_algorithm("gp", "agents.gp:GPBO", config="agents.gp:GPConfig", extra="optuna",
                    summary="Optuna's Gaussian-process Bayesian optimisation (GPSampler)")
 register_algorithm("local-search", "agents.local_search:LocalSearch", config="agents.local_search:LocalSearchConfig",
                    summary="local search over one-decision neighbours, first improvement, random restarts "
                            "(White et al. 2021)")
-register_algorithm("ppo", "agents.baselines:SB3Agent", config="agents.baselines:SB3Config", extra="sb3",
+register_algorithm("ppo", "agents.sb3:SB3Agent", config="agents.sb3:SB3Config", extra="sb3",
                    defaults={"algo": "ppo"}, summary="stable-baselines3 PPO on the joint MultiDiscrete action")
-register_algorithm("a2c", "agents.baselines:SB3Agent", config="agents.baselines:SB3Config", extra="sb3",
+register_algorithm("a2c", "agents.sb3:SB3Agent", config="agents.sb3:SB3Config", extra="sb3",
                    defaults={"algo": "a2c"}, summary="stable-baselines3 A2C on the joint MultiDiscrete action")
-register_algorithm("independent", "agents.baselines:IndependentLearners",
-                   config="agents.baselines:IndependentConfig",
+register_algorithm("independent", "agents.independent:IndependentLearners",
+                   config="agents.independent:IndependentConfig",
                    summary="one learner per agent on the shared reward (no critic, no credit assignment)")
-register_algorithm("separate", "agents.baselines:ModuleByModule", config="agents.baselines:ModuleByModuleConfig",
+register_algorithm("separate", "agents.separate:ModuleByModule", config="agents.separate:ModuleByModuleConfig",
                    summary="one module at a time, the others fixed to the best so far (paper's ablation)")
 register_algorithm("ma2ml", "agents.ma2ml:MA2ML", config="agents.ma2ml:MA2MLConfig",
                    summary="MA2ML: centralised critic, credit assignment, off-policy trust-region updates")

@@ -127,9 +127,10 @@ class JointActionCodec:
         one-element vector, as trial records store it); a ``MultiDiscrete`` agent's a vector of its length;
         integer values, or floats with integral values; every value within the space. Booleans, fractional or
         non-finite values, strings and wrong lengths are rejected."""
-        if not isinstance(action, Mapping):
-            raise ValueError(f"actions must be a dict mapping each agent in {list(self.agents)} to its action, "
-                             f"got {type(action).__name__}")
+        if not isinstance(action, Mapping):  # a ValueError, as for every other malformed joint action
+            raise ValueError(  # noqa: TRY004
+                f"actions must be a dict mapping each agent in {list(self.agents)} to its action, "
+                f"got {type(action).__name__}")
         missing = [a for a in self.agents if a not in action]
         unknown = [k for k in action if k not in self.slice_of]
         if missing or unknown:
@@ -151,10 +152,9 @@ class JointActionCodec:
         elif a.shape != nvec.shape:
             raise ValueError(f"action of agent {agent!r} has shape {a.shape}, expected {nvec.shape} "
                              f"(one integer per decision of {self.kind} {agent!r})")
-        if a.dtype.kind not in "iu":
-            if not (a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0)):
-                raise ValueError(f"action of agent {agent!r} must be integers, got dtype {a.dtype}"
-                                 + (" (booleans are not actions)" if a.dtype.kind == "b" else ""))
+        if a.dtype.kind not in "iu" and not (a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0)):
+            raise ValueError(f"action of agent {agent!r} must be integers, got dtype {a.dtype}"
+                             + (" (booleans are not actions)" if a.dtype.kind == "b" else ""))
         bad = np.flatnonzero((a < start) | (a >= start + nvec))
         if bad.size:
             i = int(bad[0])

@@ -28,13 +28,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from ma2ml_env.modules.base import AutoMLModule
 
 __all__ = [
-    "AugOp",
-    "Stage",
+    "MAGNITUDE_BINS",
     "Architecture",
-    "TrainConfig",
+    "AugOp",
     "Pipeline",
     "SearchSpace",
-    "MAGNITUDE_BINS",
+    "Stage",
+    "TrainConfig",
 ]
 
 #: Number of discrete magnitude levels of an augmentation op (AutoAugment uses 10).

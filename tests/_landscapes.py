@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from agents.base import SearchAlgorithm
-from agents.baselines import _Layout
 from agents.registry import make_algorithm
+from ma2ml_env.codec import JointActionCodec
 
 Config = tuple[int, ...]
 
@@ -33,7 +33,7 @@ def rugged(x: Config) -> float:
 
 def additive(spaces: Mapping[str, gymnasium.Space], seed: int = 0) -> tuple[Callable[[Config], float], float]:
     """A random additive score (one random table row per decision) and its maximum."""
-    nvec = _Layout(spaces).nvec
+    nvec = JointActionCodec(spaces).nvec
     table = np.random.default_rng(seed).random((nvec.size, int(nvec.max())))
     table[np.arange(table.shape[1])[None, :] >= nvec[:, None]] = 0.0
     return (lambda x: float(table[np.arange(nvec.size), list(x)].sum())), float(table.max(axis=1).sum())
@@ -44,7 +44,7 @@ def drive(algo: SearchAlgorithm, spaces: Mapping[str, gymnasium.Space], score: C
           after: Callable[[SearchAlgorithm], None] | None = None) -> list[tuple[Config, float]]:
     """Rounds of ``propose(batch)`` / ``observe`` scored by ``score`` of the flat decision indices, for
     ``budget`` evaluations; ``after(algo)`` runs after every round. Returns ``(config, score)`` in order."""
-    lay = _Layout(spaces)
+    codec = JointActionCodec(spaces)
     if setup:
         algo.setup(spaces, seed)
     out: list[tuple[Config, float]] = []
@@ -53,7 +53,7 @@ def drive(algo: SearchAlgorithm, spaces: Mapping[str, gymnasium.Space], score: C
         for a in acts:
             for agent, space in spaces.items():
                 assert space.contains(a[agent]), (agent, a[agent])
-        xs = [tuple(lay.to_index(a).tolist()) for a in acts]
+        xs = [tuple(codec.encode(a).tolist()) for a in acts]
         scores = [score(x) for x in xs]
         algo.observe(acts, scores)
         out.extend(zip(xs, scores))

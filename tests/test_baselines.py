@@ -14,13 +14,9 @@ import torch
 
 import ma2ml_env
 from agents.base import SearchAlgorithm, action_spaces_of, run
-from agents.baselines import (
-    IndependentLearners,
-    ModuleByModule,
-    OptunaTPE,
-    RandomSearch,
-    SB3Agent,
-)
+from agents.evolution import RegularizedEvolution
+from agents.independent import IndependentLearners
+from agents.random_search import RandomSearch
 from agents.registry import (
     _REGISTRY,
     config_fields,
@@ -28,6 +24,9 @@ from agents.registry import (
     register_algorithm,
     registered_algorithms,
 )
+from agents.sb3 import SB3Agent
+from agents.separate import ModuleByModule
+from agents.tpe import OptunaTPE
 
 ALGORITHMS = registered_algorithms()
 BASELINES = ("random", "evolution", "local-search", "tpe", "ppo", "a2c", "independent", "separate")
@@ -262,8 +261,6 @@ def test_independent_learners_q_variant_runs_and_learns():
 
 
 def test_evolution_children_are_one_mutation_from_a_tournament_winner():
-    from agents.baselines import RegularizedEvolution
-
     env = _env(("nas", "hpo"))
     algo = RegularizedEvolution(population_size=6, tournament_size=2)
     algo.setup(action_spaces_of(env), 0)

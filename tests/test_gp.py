@@ -14,9 +14,10 @@ import gymnasium
 import numpy as np
 import pytest
 
-from agents.baselines import OptunaTPE, _OptunaAskTell
 from agents.gp import GPBO, GPConfig
+from agents.optuna_ask_tell import OptunaAskTell
 from agents.registry import algorithm_spec, make_algorithm
+from agents.tpe import OptunaTPE
 from tests._landscapes import additive, assert_rejected, drive
 
 optuna = pytest.importorskip("optuna")
@@ -35,8 +36,9 @@ def gp_trials(seed: int) -> tuple[tuple[tuple[int, ...], float], ...]:
     ("kwargs", "match"),
     [
         ({"n_startup_trials": 0}, "n_startup_trials must be a positive integer"),
-        ({"n_startup_trials": 1.5}, "n_startup_trials must be a positive integer"),
-        ({"deterministic_objective": "yes"}, "deterministic_objective must be True or False"),
+        ({"n_startup_trials": 1.5}, r"GPConfig.n_startup_trials must be an integer, got 1.5 \(float\)"),
+        ({"torch_threads": "2"}, r"GPConfig.torch_threads must be an integer or None, got '2' \(str\)"),
+        ({"deterministic_objective": "yes"}, "deterministic_objective must be a bool \\(True or False\\)"),
         ({"torch_threads": 0}, "torch_threads must be a positive integer"),
     ],
 )
@@ -51,7 +53,7 @@ def test_registry_entry_and_unknown_options():
         make_algorithm("gp", multivariate=True)
     algo = make_algorithm("gp", n_startup_trials=3, deterministic_objective=True)
     assert isinstance(algo, GPBO) and algo.name == "gp" and algo.config == GPConfig(3, True)
-    assert issubclass(GPBO, _OptunaAskTell) and issubclass(OptunaTPE, _OptunaAskTell)  # one ask/tell part
+    assert issubclass(GPBO, OptunaAskTell) and issubclass(OptunaTPE, OptunaAskTell)  # one ask/tell part
 
 
 def test_missing_optuna_names_the_install_command(monkeypatch):

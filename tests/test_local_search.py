@@ -24,10 +24,10 @@ def hamming(x, y) -> int:
     ("kwargs", "match"),
     [
         ({"n_initial": 0}, "n_initial must be a positive integer"),
-        ({"n_initial": 2.5}, "n_initial must be a positive integer"),
-        ({"n_initial": True}, "n_initial must be a positive integer"),
-        ({"best_improvement": "yes"}, "best_improvement must be True or False"),
-        ({"best_improvement": 1}, "best_improvement must be True or False"),
+        ({"n_initial": 2.5}, r"LocalSearchConfig.n_initial must be an integer, got 2.5 \(float\)"),
+        ({"n_initial": True}, r"LocalSearchConfig.n_initial must be an integer, got True \(bool\)"),
+        ({"best_improvement": "yes"}, "best_improvement must be a bool \\(True or False\\)"),
+        ({"best_improvement": 1}, "best_improvement must be a bool \\(True or False\\)"),
     ],
 )
 def test_bad_configs_raise_clear_errors(kwargs, match):
@@ -39,7 +39,7 @@ def test_unknown_options_and_the_registry_entry():
         LocalSearch(bogus=1)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['bogus'\].*best_improvement.*n_initial"):
         make_algorithm("local-search", bogus=1)
-    with pytest.raises(TypeError, match="config must be a LocalSearchConfig"):
+    with pytest.raises(TypeError, match="config must be an instance of LocalSearchConfig"):
         LocalSearch(config={"n_initial": 3})
     algo = make_algorithm("local-search", n_initial=3, best_improvement=True)
     assert isinstance(algo, LocalSearch) and algo.name == "local-search"
@@ -68,7 +68,7 @@ def test_first_improvement_moves_at_once_best_improvement_after_the_neighbourhoo
         nbrs = []
         for k in range(9):  # 3 decisions x 3 other values
             (a,) = algo.propose(1)
-            x = tuple(algo.layout.to_index(a).tolist())
+            x = tuple(algo.codec.encode(a).tolist())
             assert hamming(x, x0) == 1 and x not in nbrs
             nbrs.append(x)
             # the third and the sixth neighbour beat the incumbent, the sixth by more
@@ -184,7 +184,7 @@ def test_state_dict_resumes_exactly(best_improvement):
 
     acts = algo.propose(8)
     state = algo.state_dict()
-    scores = [rugged(tuple(algo.layout.to_index(a).tolist())) for a in acts]
+    scores = [rugged(tuple(algo.codec.encode(a).tolist())) for a in acts]
     algo.observe(acts, scores)
     expected = rounds(algo, 3)
     resumed = fresh(state)

@@ -86,7 +86,7 @@ def test_matrix_game_payoffs_and_errors():
 # -- counterfactual advantage: exact against brute force -------------------------------------------------
 def _brute_force_advantages(algo: MA2ML, flat: torch.Tensor) -> dict[str, torch.Tensor]:
     """A_i(a) = Q(a) - sum_{a_i'} pi_i(a_i') Q(a_i', a_-i), by enumerating agent i's joint choices."""
-    lay = algo.layout
+    lay = algo.codec
     probs = algo.probabilities()
     out = {}
     with torch.no_grad():
@@ -120,11 +120,11 @@ def test_enumerated_counterfactual_matches_brute_force(critic):
     algo = MA2ML(counterfactual="enumerate", critic_ensemble=2, critic=critic)
     algo.setup(SPACES, seed=3)
     _skewed(algo)
-    flat = torch.as_tensor(np.stack([algo.layout.flatten(a) for a in algo.propose(16)]))
+    flat = torch.as_tensor(np.stack([algo.codec.encode(a) for a in algo.propose(16)]))
     adv = algo.advantages(flat)
     assert adv.shape == (16, 3)  # one credit unit per agent
     ref = _brute_force_advantages(algo, flat)
-    for u, agent in enumerate(algo.layout.agents):
+    for u, agent in enumerate(algo.codec.agents):
         torch.testing.assert_close(adv[:, u], ref[agent], rtol=1e-4, atol=1e-5)
 
 
@@ -133,14 +133,14 @@ def test_per_decision_counterfactual_is_exact_marginalisation_per_decision(criti
     algo = MA2ML(counterfactual="per_decision", critic=critic)
     algo.setup(SPACES, seed=4)
     _skewed(algo, 1)
-    lay = algo.layout
-    flat = torch.as_tensor(np.stack([lay.flatten(a) for a in algo.propose(8)]))
+    lay = algo.codec
+    flat = torch.as_tensor(np.stack([lay.encode(a) for a in algo.propose(8)]))
     adv = algo.advantages(flat)
-    assert adv.shape == (8, lay.n_dec)  # one unit per decision (y has a single decision)
+    assert adv.shape == (8, lay.size)  # one unit per decision (y has a single decision)
     probs = torch.exp(torch.log_softmax(algo.logits.detach().masked_fill(~algo._mask, -torch.inf), -1))
     with torch.no_grad():
         q = algo.critic(flat + algo._col_offset).mean(0)
-        for d in range(lay.n_dec):
+        for d in range(lay.size):
             base = torch.zeros(len(flat))
             for k in range(lay.nvec[d]):
                 alt = flat.clone()
@@ -157,7 +157,7 @@ def test_sampled_counterfactual_approaches_exact():
     for a in (exact, sampled):
         a.setup(SPACES, seed=5)
         _skewed(a, 2)
-    flat = torch.as_tensor(np.stack([exact.layout.flatten(a) for a in exact.propose(4)]))
+    flat = torch.as_tensor(np.stack([exact.codec.encode(a) for a in exact.propose(4)]))
     torch.testing.assert_close(sampled.advantages(flat), exact.advantages(flat), atol=0.02, rtol=0)
 
 
@@ -322,8 +322,12 @@ def test_state_dict_is_a_snapshot():
         ({"counterfactual": "exact"}, "counterfactual must be one of"),
         ({"shared_advantage": "value"}, "shared_advantage must be one of"),
         ({"updates_per_round": 0}, "updates_per_round must be an integer >= 1"),
-        ({"minibatch_size": 2.5}, "minibatch_size must be an integer >= 1"),
-        ({"critic_ensemble": True}, "critic_ensemble must be an integer >= 1"),
+        ({"minibatch_size": 2.5}, r"MA2MLConfig.minibatch_size must be an integer, got 2.5 \(float\)"),
+        ({"critic_ensemble": True}, r"MA2MLConfig.critic_ensemble must be an integer, got True \(bool\)"),
+        ({"policy_lr": "fast"}, r"MA2MLConfig.policy_lr must be a number, got 'fast' \(str\)"),
+        ({"policy_lr": True}, r"MA2MLConfig.policy_lr must be a number, got True \(bool\)"),
+        ({"critic_lr": "x"}, r"MA2MLConfig.critic_lr must be a number or None, got 'x'"),
+        ({"trust_region": 3}, r"MA2MLConfig.trust_region must be one of 'clip', 'kl', 'none', got 3 \(int\)"),
         ({"policy_lr": 0}, "policy_lr must be > 0"),
         ({"entropy_coef": -1}, "entropy_coef must be >= 0"),
         ({"clip_epsilon": 1.5}, r"clip_epsilon must lie in \(0, 1\)"),
@@ -344,7 +348,7 @@ def test_config_is_frozen_and_types_are_checked():
         cfg.policy_lr = 1.0  # type: ignore[misc]
     with pytest.raises(TypeError, match="credit_assignment must be a bool"):
         MA2MLConfig(credit_assignment="yes")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="config must be an MA2MLConfig"):
+    with pytest.raises(TypeError, match="config must be an instance of MA2MLConfig"):
         MA2ML(config={"policy_lr": 1})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Discrete and MultiDiscrete"):
         MA2ML().setup({"a": gymnasium.spaces.Box(0, 1, (2,))}, 0)
@@ -461,8 +465,8 @@ def test_screening_proposes_unevaluated_candidates_the_critic_ranks_highest():
     algo.observe(first, [r.score for r in env.unwrapped.evaluate(first, list(range(16)))])
     torch.manual_seed(0)
     props = algo.propose(4)
-    flat = np.stack([algo.layout.flatten(a) for a in props])
-    seen = {algo.layout.flatten(a).tobytes() for a in first}
+    flat = np.stack([algo.codec.encode(a) for a in props])
+    seen = {algo.codec.encode(a).tobytes() for a in first}
     assert len({r.tobytes() for r in flat}) == 4 and not any(r.tobytes() in seen for r in flat)
     with torch.no_grad():
         q = algo.critic(algo._cols(torch.as_tensor(flat)))
@@ -540,14 +544,14 @@ def test_mirror_step_is_the_closed_form_kl_step_on_counterfactual_values(critic)
     _skewed(algo, 3)
     with torch.no_grad():
         algo.target_logits.copy_(algo.logits)
-    lay, before = algo.layout, algo.logits.detach().clone()
+    lay, before = algo.codec, algo.logits.detach().clone()
     probs = torch.softmax(before.masked_fill(~algo._mask, -torch.inf), -1)
     rows = np.array([0, 3, 3, 5, 7, 7, 7, 11])
     algo.mirror_step(rows)
     flat = torch.as_tensor(algo.buffer.actions[rows])
     expect = torch.zeros_like(before)
     with torch.no_grad():
-        for d in range(lay.n_dec):
+        for d in range(lay.size):
             q_bar = []
             for k in range(lay.nvec[d]):
                 alt = flat.clone()
@@ -570,11 +574,11 @@ def test_fm_critic_fits_a_pairwise_reward_and_is_exact_on_swaps():
 
     algo = MA2ML(critic="fm", critic_targets="zscore", critic_l2=0.0, critic_ensemble=1, updates_per_round=200)
     algo.setup(SPACES, seed=0)
-    lay = algo.layout
+    lay = algo.codec
     g = np.random.default_rng(1)
-    w, v = g.normal(size=lay.n_cols), g.normal(size=(lay.n_cols, 2))
-    acts = [lay.unflatten(g.integers(0, lay.nvec)) for _ in range(64)]
-    cols = np.stack([lay.flatten(a) for a in acts]) + lay.col_offset
+    w, v = g.normal(size=lay.n_columns), g.normal(size=(lay.n_columns, 2))
+    acts = [lay.decode(g.integers(0, lay.nvec)) for _ in range(64)]
+    cols = np.stack([lay.encode(a) for a in acts]) + lay.column_offset
     s = v[cols].sum(1)
     r = w[cols].sum(1) + 0.5 * ((s * s).sum(1) - (v[cols] ** 2).sum((1, 2)))
     algo.observe(acts, r.tolist())
@@ -582,11 +586,11 @@ def test_fm_critic_fits_a_pairwise_reward_and_is_exact_on_swaps():
         q = algo.critic(torch.as_tensor(cols)).mean(0).numpy()
     assert spearmanr(q, r)[0] > 0.95
     c = torch.as_tensor(cols[:5])
-    every = torch.arange(lay.n_cols)
+    every = torch.arange(lay.n_columns)
     swapped = algo.critic.swap(c, every, algo._dec_of_col)  # [1, 5, n_cols]
-    for col in range(lay.n_cols):
+    for col in range(lay.n_columns):
         alt = c.clone()
-        alt[:, lay.dec_of_col[col]] = col
+        alt[:, lay.decision_of_column[col]] = col
         torch.testing.assert_close(swapped[:, :, col], algo.critic(alt), rtol=1e-4, atol=1e-4)
     sl = lay.slices[2]
     choices = torch.as_tensor([[0, 1, 0], [1, 1, 1]]) + algo._col_offset[sl]

@@ -1,0 +1,30 @@
+"""Random search: uniform joint actions, the reference every learned searcher must beat at equal
+evaluations (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agents.base import JointAction
+from agents.common import ConfiguredSearch, load_rng, rng_state
+
+__all__ = ["RandomSearch"]
+
+
+class RandomSearch(ConfiguredSearch):
+    """Uniform random joint actions: every decision of every agent drawn independently and uniformly."""
+
+    name = "random"
+
+    def propose(self, n: int) -> list[JointAction]:
+        return self.codec.decode_batch(self.codec.sample(self.rng, n))
+
+    def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_state(self.rng)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rng = load_rng(state["rng"])
