@@ -103,7 +103,8 @@ def _read_jsonl(path: Path) -> list[Trial]:
 
 def read_run(run_dir: str | Path) -> RunData:
     """Read a search run folder: its ``config.json`` and its trials (from its ``search.db`` when present,
-    else from its ``trials.jsonl``, else from the store named in ``config.json``), sorted by index.
+    else from its ``trials.jsonl``, which a search writes into its folder even with ``--store`` elsewhere),
+    sorted by index. Only files inside the folder are read.
 
     Raises:
         UsageError: not a run folder, or it holds neither a store nor ``trials.jsonl``.
@@ -112,8 +113,6 @@ def read_run(run_dir: str | Path) -> RunData:
     path = Path(run_dir)
     config = read_config(path)
     store_path = path / "search.db"
-    if not store_path.is_file() and not (path / "trials.jsonl").is_file() and isinstance(config.get("store"), str):
-        store_path = Path(config["store"])  # a search run with --store elsewhere, its trials.jsonl deleted
     if store_path.is_file():
         from agents.store import TrialStore
 

@@ -92,19 +92,22 @@ def test_train_overwrite_with_overridden_settings(run, monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(train_mod, "train_final", _fake_train_final(calls))
     (run / "final.json").write_text("{}\n")
-    assert main(["train", str(run), "--overwrite", "--seed", "3", "--epoch-scale", "0.02", "--device", "cpu"]) == 0
+    assert main(["train", str(run), "--overwrite", "--seed", "3", "--epoch-scale", "0.02",
+                 "--device", "cpu"]) == 0
     (pipeline, kw), = calls
     assert kw == {"dataset": "digits", "device": "cpu", "seed": 3, "epoch_scale": 0.02}
     final = json.loads((run / "final.json").read_text())
     assert final["settings"] == kw and final["test_accuracy"] == 0.5
-    assert final["pipeline"] == pipeline.to_dict() == json.loads((run / "best.json").read_text())["best"]["pipeline"]
+    best = json.loads((run / "best.json").read_text())["best"]
+    assert final["pipeline"] == pipeline.to_dict() == best["pipeline"]
     assert "test accuracy 0.5000 on 359 test images" in capsys.readouterr().out
 
 
 def test_final_settings_drop_search_only_options_and_keep_dataset_options():
     config = {"seed": 4, "reward_kwargs": {
         "dataset": "cifar10", "root": "/data", "max_train": 500, "epoch_scale": 0.25, "device": "cuda",
-        "time_limit": 30.0, "failure_score": 0.0, "budget": {"max_flops": 5e6, "max_params": None, "mode": "hard"},
+        "time_limit": 30.0, "failure_score": 0.0,
+        "budget": {"max_flops": 5e6, "max_params": None, "mode": "hard"},
         "split_seed": 2, "val_fraction": 0.1, "image_size": 28, "amp": False, "bn_recalibration": 0}}
     assert final_settings(config) == {
         "dataset": "cifar10", "root": "/data", "split_seed": 2, "val_fraction": 0.1, "image_size": 28,
@@ -133,8 +136,8 @@ def _refused(argv, capsys, folder, *needles):
 
 def test_train_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    _refused(["train", str(tmp_path / "empty")], capsys, tmp_path, "is not a search run folder", "no config.json",
-             "ma2ml search")
+    _refused(["train", str(tmp_path / "empty")], capsys, tmp_path, "is not a search run folder",
+             "no config.json", "ma2ml search")
     _refused(["train", str(tmp_path / "missing")], capsys, tmp_path, "no such folder")
     assert not (tmp_path / "missing").exists()
 
