@@ -198,14 +198,29 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, capsys, argv, message):
     assert re.search(message, err), err
 
 
-def test_runtime_errors_exit_1_with_a_message(tmp_path, capsys):
-    """A missing dataset is reported in one line (no traceback); the train reward is built, not run long."""
+def test_missing_dataset_is_a_usage_error_before_the_run(tmp_path, capsys):
+    """A missing dataset is found when the env is built (nothing read or written yet), in one line."""
     pytest.importorskip("torchvision")
-    code = main(["search", "--algo", "random", "--reward", "train", "--dataset", "cifar10", "--data-root",
-                 str(tmp_path / "nowhere"), "--budget", "1", "--no-progress", "--out", str(tmp_path / "o")])
-    assert code == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--algo", "random", "--reward", "train", "--dataset", "cifar10", "--data-root",
+              str(tmp_path / "nowhere"), "--budget", "1", "--no-progress", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "ma2ml: error:" in err and "nowhere" in err and "Traceback" not in err
+    assert "error:" in err and "nowhere" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_runtime_errors_exit_1_with_a_message(tmp_path, capsys):
+    """An error raised while running (here: a store locked by another search) is one line, exit code 1."""
+    from agents.store import TrialStore
+
+    out = tmp_path / "o"
+    assert search(out, budget=4) == 0
+    with TrialStore(out / "search.db", create=False) as other:
+        other.lock()
+        assert search(out, "--resume", budget=8) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ma2ml: error:") and "in use" in err and "Traceback" not in err
 
 
 def test_installed_console_script(tmp_path):

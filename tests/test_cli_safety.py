@@ -218,7 +218,7 @@ def test_resume_without_a_store_is_an_error_and_creates_nothing(tmp_path, capsys
 
 @pytest.mark.parametrize(("extra", "code", "message"), [
     (["--seed", "-1"], 2, "must be >= 0"),
-    (["--reward", "train", "--dataset", "cifar10", "--data-root", "{tmp}/nowhere"], 1, "nowhere"),
+    (["--reward", "train", "--dataset", "cifar10", "--data-root", "{tmp}/nowhere"], 2, "nowhere"),
 ])
 def test_errors_found_before_the_run_create_nothing(tmp_path, capsys, extra, code, message):
     out = tmp_path / "o"

@@ -35,7 +35,7 @@ class CrashingEvaluator(ToyEvaluator):
 
 
 def _env(evaluator=None):
-    return ma2ml_env.parallel_env(reward=evaluator if evaluator is not None else ToyEvaluator())
+    return ma2ml_env.parallel_env(reward=evaluator if evaluator is not None else CrashingEvaluator())
 
 
 def _ma2ml():
