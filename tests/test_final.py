@@ -67,7 +67,9 @@ def test_train_writes_final_json_with_the_best_pipeline_and_its_test_accuracy(ru
     # search's 200-image subset; the test split
     assert final["settings"] == {"dataset": "digits", "device": "auto", "seed": 0, "epoch_scale": 0.05}
     assert final["search_max_train"] == 200
-    assert final["dataset"] == "digits" and final["device"] == "cpu"
+    from ma2ml_env.rewards.train import resolve_device
+
+    assert final["dataset"] == "digits" and final["device"] == str(resolve_device("auto"))
     assert final["train_images"] == 1438 and final["test_images"] == 359
     assert final["steps"] > 0 and final["params"] > 0 and final["flops"] > 0
     assert f"test accuracy {final['test_accuracy']:.4f} on 359 test images" in out
