@@ -176,6 +176,10 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _abspath(text: str) -> str:
+    return str(Path(text).expanduser().resolve())
+
+
 def _nonneg_int(text: str) -> int:
     v = _int(text)
     if v < 0:
@@ -193,7 +197,7 @@ REWARD_OPTIONS = (
                  f"dataset: {', '.join(DATASETS)} (digits is built in; the others read --data-root; "
                  "fashion_mnist defaults to Debian's dataset-fashion-mnist files)", choices=DATASETS),
     RewardOption("--data-root", "train", "root", "data folder for cifar10/cifar100/imagefolder/mnist/"
-                 "fashion_mnist, or the .npz file for npz", os.path.expanduser, "PATH"),
+                 "fashion_mnist, or the .npz file for npz (stored as an absolute path)", _abspath, "PATH"),
     RewardOption("--device", "train", "device", "where children train: auto = cuda if available",
                  choices=("auto", "cpu", "cuda")),
     RewardOption("--max-train", "train", "max_train", "train on at most N images (seeded subset; quick searches)",
@@ -858,5 +862,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0  # pragma: no cover - parser.error exits
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - `python -m agents.cli`: run the package's copy of this module,
+    from agents.cli import main as _main  # so that its UsageError is the one other modules raise
+
+    sys.exit(_main())
