@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import gymnasium
 import numpy as np
 
+from ma2ml_env.codec import JointActionCodec
 from ma2ml_env.rewards.base import EvalResult
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "SearchResult",
     "StoreMismatchError",
     "Trial",
-    "action_key",
     "action_spaces_of",
     "best_trial",
     "evaluate_joint_actions",
@@ -121,6 +121,7 @@ class Trial:
         actions: the joint action, ``{agent: [ints]}``.
         result: the :class:`~ma2ml_env.EvalResult` the reward backend returned.
         seed: the evaluation seed (:func:`evaluation_seed`).
+        key: the joint action's canonical string (:meth:`~ma2ml_env.JointActionCodec.key`).
     """
 
     index: int
@@ -128,6 +129,7 @@ class Trial:
     actions: dict[str, list[int]]
     result: EvalResult
     seed: int = 0
+    key: str = ""
 
     @property
     def score(self) -> float:
@@ -157,7 +159,7 @@ class Trial:
         res = EvalResult(**{k: (math.nan if d[k] is None else d[k]) if k in ("accuracy", "flops", "params")
                             else d[k] for k in fields if k in d})
         return cls(int(d["index"]), int(d["round"]), {k: list(v) for k, v in d["actions"].items()}, res,
-                   int(d.get("seed", 0)))
+                   int(d.get("seed", 0)), str(d.get("key", "")))
 
 
 def best_trial(trials: Sequence[Trial]) -> Trial:
@@ -198,15 +200,6 @@ def action_spaces_of(env: Any) -> dict[str, gymnasium.Space]:
     """The per-agent action spaces of a PettingZoo ParallelEnv."""
     agents = list(getattr(env, "possible_agents", None) or env.agents)
     return {a: env.action_space(a) for a in agents}
-
-
-def _to_lists(action: Mapping[str, Any]) -> dict[str, list[int]]:
-    return {k: np.atleast_1d(np.asarray(v)).astype(int).tolist() for k, v in action.items()}
-
-
-def action_key(actions: Mapping[str, Any]) -> str:
-    """A canonical string of a joint action: ``{"agent": [ints], ...}`` in the given agent order."""
-    return json.dumps(_to_lists(actions), separators=(",", ":"))
 
 
 def evaluation_seed(seed: int, index: int) -> int:
@@ -310,7 +303,7 @@ class MemoryRecorder:
     def add_trial(self, trial: Trial) -> None:
         self._trials.append(trial)
         if self._dedupe and trial.status in _REUSABLE:
-            self._by_key.setdefault(action_key(trial.actions), trial)
+            self._by_key.setdefault(trial.key, trial)
 
     def find(self, key: str) -> Trial | None:
         return self._by_key.get(key)
@@ -414,9 +407,10 @@ def run(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     rec: Recorder = MemoryRecorder() if store is None else store
     rec.begin(search_config(algorithm, env, seed, batch_size), resume, budget, dedupe)
+    codec = JointActionCodec(action_spaces_of(env))
     by_index = {t.index: t for t in rec.trials()}
     rounds = rec.rounds()
-    pending = _restore(algorithm, env, seed, rounds, rec.checkpoint(), by_index)
+    pending = _restore(algorithm, env, seed, rounds, rec.checkpoint(), by_index, codec)
     if callable(getattr(callback, "resume", None)):
         done_rounds = [r for r in rounds if r.observed]
         callback.resume([by_index[i] for r in done_rounds for i in range(r.start, r.start + r.n)])
@@ -432,7 +426,7 @@ def run(
             pending = Round(next_round, next_index, n, list(actions), False)
             rec.save_proposals(pending.round, pending.start, pending.proposals,
                                _state_bytes(algorithm) if rec.durable else None)
-        new = _evaluate_round(rec, env, pending, seed, dedupe, by_index)
+        new = _evaluate_round(rec, env, pending, seed, dedupe, by_index, codec)
         algorithm.observe(pending.proposals, [t.score for t in new])
         rec.save_observed(pending.round, _state_bytes(algorithm) if rec.durable else None)
         next_round, next_index = pending.round + 1, pending.start + pending.n
@@ -457,7 +451,8 @@ def _state_bytes(algorithm: SearchAlgorithm) -> bytes | None:
 
 
 def _restore(algorithm: SearchAlgorithm, env: Any, seed: int, rounds: list[Round],
-             ck: tuple[int, str, bytes | None] | None, by_index: dict[int, Trial]) -> Round | None:
+             ck: tuple[int, str, bytes | None] | None, by_index: dict[int, Trial],
+             codec: JointActionCodec) -> Round | None:
     """Set the algorithm up (fresh, from its checkpoint, or by replaying stored rounds); returns the round
     that was proposed but not observed, if any."""
     algorithm.setup(action_spaces_of(env), seed)  # load_state_dict may expect a set-up object
@@ -470,7 +465,7 @@ def _restore(algorithm: SearchAlgorithm, env: Any, seed: int, rounds: list[Round
     for r in rounds:
         again = algorithm.propose(r.n)
         if not (len(again) == len(r.proposals) and
-                all(action_key(x) == action_key(y) for x, y in zip(again, r.proposals))):
+                all(codec.key(x) == codec.key(y) for x, y in zip(again, r.proposals))):
             warnings.warn(
                 f"{type(algorithm).__name__} proposed other actions when replaying round {r.round}: it is not "
                 "deterministic given its seed, so the resumed search differs from an uninterrupted one; "
@@ -483,13 +478,17 @@ def _restore(algorithm: SearchAlgorithm, env: Any, seed: int, rounds: list[Round
 
 
 def _evaluate_round(rec: Recorder, env: Any, pending: Round, seed: int, dedupe: bool,
-                    by_index: dict[int, Trial]) -> list[Trial]:
-    """Evaluate (or reuse, or serve from the record) every trial of one round, recording each as it ends."""
+                    by_index: dict[int, Trial], codec: JointActionCodec) -> list[Trial]:
+    """Evaluate (or reuse, or serve from the record) every trial of one round, recording each as it ends.
+    Each proposal is validated once, here, by the codec (a bad one raises before anything is evaluated)."""
     rnd, start, actions = pending.round, pending.start, pending.proposals
     seeds = [evaluation_seed(seed, start + i) for i in range(len(actions))]
+    flats = [codec.encode(a) for a in actions]
+    keys = [codec.key(f) for f in flats]
 
     def commit(i: int, res: EvalResult) -> None:
-        t = Trial(start + i, rnd, _to_lists(actions[i]), res, seeds[i])
+        lists = {a: np.atleast_1d(v).tolist() for a, v in codec.decode(flats[i]).items()}
+        t = Trial(start + i, rnd, lists, res, seeds[i], keys[i])
         rec.add_trial(t)
         by_index[t.index] = t
 
@@ -497,7 +496,6 @@ def _evaluate_round(rec: Recorder, env: Any, pending: Round, seed: int, dedupe: 
     first: dict[str, int] = {}
     evaluate = todo
     if dedupe:
-        keys = {i: action_key(actions[i]) for i in todo}
         evaluate = []
         for i in todo:
             hit = rec.find(keys[i])

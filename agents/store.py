@@ -42,12 +42,11 @@ from agents.base import (
     SearchResult,
     StoreMismatchError,
     Trial,
-    action_key,
     config_differences,
     run,
 )
 
-__all__ = ["StoreError", "StoreMismatchError", "TrialStore", "action_key", "run_durable"]
+__all__ = ["StoreError", "StoreMismatchError", "TrialStore", "run_durable"]
 
 SCHEMA_VERSION = 2
 
@@ -254,15 +253,15 @@ class TrialStore:
         with self._txn() as db:
             db.execute(
                 "INSERT OR REPLACE INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (trial.index, trial.round, int(trial.seed), action_key(trial.actions), _json(trial.actions),
+                (trial.index, trial.round, int(trial.seed), trial.key, _json(trial.actions),
                  float(trial.score), trial.status, _json(trial.result.to_dict()), time.time()),
             )
 
     def _rows(self, where: str = "", args: Sequence[Any] = ()) -> list[Trial]:
         rows = self._db.execute(
-            f"SELECT idx, round, seed, actions, result FROM trials {where}", tuple(args)).fetchall()  # noqa: S608
-        return [Trial.from_dict({"index": i, "round": r, "seed": s, "actions": json.loads(a), **json.loads(res)})
-                for i, r, s, a, res in rows]
+            f"SELECT idx, round, seed, action_key, actions, result FROM trials {where}", tuple(args)).fetchall()  # noqa: S608
+        return [Trial.from_dict({"index": i, "round": r, "seed": s, "key": k, "actions": json.loads(a),
+                                 **json.loads(res)}) for i, r, s, k, a, res in rows]
 
     def trials(self) -> list[Trial]:
         """Every stored trial, by index."""
@@ -272,7 +271,7 @@ class TrialStore:
         return self._db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
 
     def find(self, key: str, statuses: Sequence[str] = ("ok", "over_budget")) -> Trial | None:
-        """The first stored trial of a joint action (by :func:`action_key`) with one of ``statuses``."""
+        """The first stored trial of a joint action (by its codec key, ``Trial.key``) with one of ``statuses``."""
         marks = ",".join("?" * len(statuses))
         rows = self._rows(f"WHERE action_key = ? AND status IN ({marks}) ORDER BY idx LIMIT 1", (key, *statuses))
         return rows[0] if rows else None

@@ -10,7 +10,7 @@ import pytest
 
 import ma2ml_env
 from agents.base import run
-from agents.store import StoreError, StoreMismatchError, TrialStore, action_key, run_durable
+from agents.store import StoreError, StoreMismatchError, TrialStore, run_durable
 from agents.tracking import SearchLogger
 from tests._toys import RepeatSearch, ToyEvaluator, ToyRandomSearch
 
@@ -144,7 +144,7 @@ def test_dedupe_serves_identical_pipelines_from_the_store(tmp_path):
     ev = CrashingEvaluator(use_seed=False)
     res = run_durable(RepeatSearch(), _env(ev), budget=12, seed=0, batch_size=4, store_path=tmp_path / "s.db",
                       dedupe=True)
-    distinct = {action_key(t.actions) for t in res.trials}
+    distinct = {t.key for t in res.trials}
     assert len(distinct) == 2 and ev.count == 2  # two distinct pipelines, each evaluated once
     cached = [t for t in res.trials if "cached_from" in t.info]
     assert len(cached) == 10 and all(t.seconds == 0.0 for t in cached)
