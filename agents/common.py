@@ -101,9 +101,13 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(t) for t in typing.get_args(tp))
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
-    return {bool: "a bool (True or False)", int: "an integer", float: "a number", str: "a string",
-            type(None): "None"}.get(tp, "a sequence" if origin in (tuple, list, Sequence) or tp in (tuple, list)
-                                     else "a mapping" if origin in (Mapping, dict) else str(tp))
+    if origin in (tuple, list, Sequence) or tp in (tuple, list):
+        return "a sequence"
+    if origin in (Mapping, dict) or tp in (Mapping, dict):
+        return "a mapping"
+    names = {bool: "a bool (True or False)", int: "an integer", float: "a number", str: "a string",
+             type(None): "None"}
+    return names.get(tp, str(tp))
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -156,7 +160,8 @@ def make_config(config_cls: type, config: Any, overrides: Mapping[str, Any], def
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"unknown {config_cls.__name__} field(s) {unknown}; valid fields are {sorted(names)}")
+        raise ValueError(f"unknown {config_cls.__name__} field(s) {unknown}; valid fields are "
+                         f"{sorted(names)}")
     check_field_types(config_cls, overrides)
     return dataclasses.replace(config, **overrides) if overrides else config
 

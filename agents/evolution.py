@@ -36,8 +36,8 @@ class EvolutionConfig(AlgorithmConfig):
         positive_int("EvolutionConfig", "tournament_size", self.tournament_size)
         positive_int("EvolutionConfig", "mutations", self.mutations)
         if self.tournament_size > self.population_size:
-            raise ValueError(f"EvolutionConfig.tournament_size ({self.tournament_size}) must be <= population_size "
-                             f"({self.population_size})")
+            raise ValueError(f"EvolutionConfig.tournament_size ({self.tournament_size}) must be <= "
+                             f"population_size ({self.population_size})")
 
 
 class RegularizedEvolution(ConfiguredSearch):

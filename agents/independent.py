@@ -51,7 +51,8 @@ class IndependentConfig(AlgorithmConfig):
         choice("IndependentConfig", "learner", self.learner, ("reinforce", "q"))
         in_range("IndependentConfig", "lr", self.lr, 0.0, math.inf, lo_open=True, hi_open=True)
         in_range("IndependentConfig", "baseline_decay", self.baseline_decay, 0.0, 1.0, hi_open=True)
-        in_range("IndependentConfig", "temperature", self.temperature, 0.0, math.inf, lo_open=True, hi_open=True)
+        in_range("IndependentConfig", "temperature", self.temperature, 0.0, math.inf, lo_open=True,
+                 hi_open=True)
         in_range("IndependentConfig", "temperature_decay", self.temperature_decay, 0.0, 1.0, lo_open=True)
         in_range("IndependentConfig", "min_temperature", self.min_temperature, 0.0, math.inf, lo_open=True,
                   hi_open=True)
@@ -66,7 +67,8 @@ class IndependentLearners(ConfiguredSearch):
     as part of the environment. Its policy factorises over its decisions ``j``:
     ``pi_i(a_i) = prod_j pi_ij(a_ij)``.
 
-    * ``learner="reinforce"`` (default): ``theta_ij += lr * mean_b[(r - b_i) / sigma_i * (onehot(a_ij) - pi_ij)]``
+    * ``learner="reinforce"`` (default):
+      ``theta_ij += lr * mean_b[(r - b_i) / sigma_i * (onehot(a_ij) - pi_ij)]``
       with ``b_i`` agent ``i``'s own moving-average baseline and ``sigma_i`` the round's reward spread
       (REINFORCE, Williams 1992, per agent).
     * ``learner="q"``: ``Q_ij(k) <- Q_ij(k) + alpha (r - Q_ij(k))`` for the chosen ``k`` (sample
@@ -134,7 +136,8 @@ class IndependentLearners(ConfiguredSearch):
 
     def state_dict(self) -> dict[str, Any]:
         return {"params": [p.copy() for p in self.params], "counts": [c.copy() for c in self.counts],
-                "baselines": self.baselines.copy(), "temperature": self.temperature, "rng": rng_state(self.rng)}
+                "baselines": self.baselines.copy(), "temperature": self.temperature,
+                "rng": rng_state(self.rng)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.params = [np.array(p, dtype=float) for p in state["params"]]

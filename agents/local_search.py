@@ -181,7 +181,8 @@ class LocalSearch(ConfiguredSearch):
     def _update(self) -> None:
         """Move or restart while what has been observed decides it (at most one restart per call)."""
         if self.climb is None:
-            if len(self.initial) < self.config.n_initial or not all(x in self.evaluated for x in self.initial):
+            done = all(x in self.evaluated for x in self.initial)
+            if len(self.initial) < self.config.n_initial or not done:
                 return
             self._move_to(max(self.initial, key=self.evaluated.__getitem__))  # first best on ties
         restarted = False

@@ -11,8 +11,8 @@ Two readings of the method live in this one class, chosen by switches:
   KL-regularised (mirror-descent) policy step per round from the counterfactual advantage of every value
   of every decision, and proposals screened by the critic. Each is a reading of one of the paper's
   ingredients (centralised critic, counterfactual credit, off-policy reuse, trust region); rank targets,
-  the mirror step, screening and the optional factorisation-machine critic go beyond the paper and are marked so below. Chosen from
-  measurements on recorded real trainings (``benchmarks/results/REPORT.md``);
+  the mirror step, screening and the optional factorisation-machine critic go beyond the paper and are
+  marked so below. Chosen from measurements on recorded real trainings (``benchmarks/results/REPORT.md``);
 * ``MA2MLConfig.paper()``: the paper's actor-critic as first implemented here: an MLP critic on z-scored
   rewards, Adam steps on a clipped (PPO-style) objective around Polyak target policies, proposals sampled
   from the policies. ``MA2MLConfig.lite()``: MA2ML-Lite.
@@ -549,7 +549,8 @@ class MA2ML(ConfiguredSearch):
             self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr or 5e-2)
         else:
             self.critic = MLPCritic(
-                lay.n_columns, lay.size, cfg.critic_hidden, cfg.critic_layers, cfg.critic_ensemble, self.torch_gen
+                lay.n_columns, lay.size, cfg.critic_hidden, cfg.critic_layers, cfg.critic_ensemble,
+                self.torch_gen,
             )
             self.critic_opt = torch.optim.AdamW(
                 self.critic.parameters(), lr=cfg.critic_lr or 1e-2, weight_decay=cfg.critic_weight_decay
@@ -606,7 +607,8 @@ class MA2ML(ConfiguredSearch):
         agent_of_dec = np.repeat(np.arange(len(lay.agents)), lay.sizes)
         self._unit_of_col = torch.as_tensor(unit_of_dec[lay.decision_of_column])
         self._agent_of_col = torch.as_tensor(agent_of_dec[lay.decision_of_column])
-        self._cols_per_unit = torch.as_tensor(np.bincount(unit_of_dec[lay.decision_of_column], minlength=u)).float()
+        unit_of_col = unit_of_dec[lay.decision_of_column]
+        self._cols_per_unit = torch.as_tensor(np.bincount(unit_of_col, minlength=u)).float()
         self._cols_per_agent = torch.as_tensor(np.bincount(agent_of_dec[lay.decision_of_column])).float()
         self._unit_of_dec = torch.as_tensor(unit_of_dec)
         # Columns of decisions whose units are per-decision: counterfactuals swap one decision's row.
@@ -641,7 +643,8 @@ class MA2ML(ConfiguredSearch):
         lay, cfg = self.codec, self.config
         k = cfg.screening * n
         with torch_threads(cfg.torch_threads):
-            flat = self._screen(n, k) if k and cfg.uses_critic and len(self.buffer) else self._behaviour_samples(n)
+            screen = k and cfg.uses_critic and len(self.buffer)
+            flat = self._screen(n, k) if screen else self._behaviour_samples(n)
         return [lay.decode(row) for row in flat]
 
     def _behaviour_samples(self, n: int) -> np.ndarray:
@@ -730,7 +733,10 @@ class MA2ML(ConfiguredSearch):
             for _ in range(cfg.updates_per_round):
                 critic_losses.append(self.critic_step(self._uniform_rows(cfg.minibatch_size)))
         if cfg.policy_update == "mirror":
-            rows = self._policy_rows(cfg.minibatch_size) if cfg.off_policy else np.arange(start, len(self.buffer))
+            if cfg.off_policy:
+                rows = self._policy_rows(cfg.minibatch_size)
+            else:
+                rows = np.arange(start, len(self.buffer))
             policy_losses.append(self.mirror_step(rows))
         elif cfg.off_policy:
             for _ in range(cfg.updates_per_round):
@@ -832,7 +838,8 @@ class MA2ML(ConfiguredSearch):
             num = torch.zeros(lay.n_columns).index_add_(0, flat_cols, rep(wts * shared))
             den = torch.zeros(lay.n_columns).index_add_(0, flat_cols, rep(wts))
             adv = torch.where(den > 0, num / den.clamp(min=1e-12), torch.zeros(()))
-        self._adv_sums += torch.zeros(self.n_units).index_add_(0, self._unit_of_col, adv.abs()) / self._cols_per_unit
+        per_unit = torch.zeros(self.n_units).index_add_(0, self._unit_of_col, adv.abs())
+        self._adv_sums += per_unit / self._cols_per_unit
         if cfg.normalize_advantage:
             sq = torch.zeros(len(lay.agents)).index_add_(0, self._agent_of_col, adv * adv)
             rms = (sq / self._cols_per_agent).sqrt()

@@ -38,7 +38,8 @@ class OptunaAskTell(ConfiguredSearch):
         super().setup(action_spaces, seed)
         optuna = require("optuna", "optuna")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.param_names = [f"{a}.{j}" for a, s in self.codec.slice_of.items() for j in range(s.stop - s.start)]
+        self.param_names = [f"{a}.{j}" for a, size in zip(self.codec.agents, self.codec.sizes)
+                            for j in range(size)]
         self.study = optuna.create_study(direction="maximize", sampler=self._sampler(optuna, int(seed)))
         self._distributions = {
             name: optuna.distributions.CategoricalDistribution(list(range(int(n))))

@@ -2,8 +2,8 @@
 
     from agents.registry import make_algorithm, registered_algorithms
     algo = make_algorithm("tpe", n_startup_trials=20)     # config fields as keyword arguments
-    registered_algorithms()   # ('a2c', 'evolution', 'gp', 'independent', 'local-search', 'ma2ml', 'ma2ml-lite',
-                          #  'ppo', 'random', 'separate', 'tpe')
+    registered_algorithms()   # ('a2c', 'evolution', 'gp', 'independent', 'local-search', 'ma2ml',
+                              #  'ma2ml-lite', 'ppo', 'random', 'separate', 'tpe')
 
 Entries are ``"package.module:Class"`` strings imported on first use, so an algorithm whose optional
 dependency is missing or broken does not stop the others from loading. Users add their own with
@@ -163,23 +163,28 @@ def make_algorithm(name: str, **kwargs: Any) -> SearchAlgorithm:
 
 # -- the built-in algorithms: one module each -------------------------------------------------------------
 register_algorithm("random", "agents.random_search:RandomSearch", summary="uniform random joint actions")
-register_algorithm("evolution", "agents.evolution:RegularizedEvolution", config="agents.evolution:EvolutionConfig",
+register_algorithm("evolution", "agents.evolution:RegularizedEvolution",
+                   config="agents.evolution:EvolutionConfig",
                    summary="regularised (aging) evolution, tournament selection (Real et al. 2019)")
 register_algorithm("tpe", "agents.tpe:OptunaTPE", config="agents.tpe:TPEConfig", extra="optuna",
                    summary="Optuna's TPE over the joint space (one categorical per decision)")
 register_algorithm("gp", "agents.gp:GPBO", config="agents.gp:GPConfig", extra="optuna",
                    summary="Optuna's Gaussian-process Bayesian optimisation (GPSampler)")
-register_algorithm("local-search", "agents.local_search:LocalSearch", config="agents.local_search:LocalSearchConfig",
+register_algorithm("local-search", "agents.local_search:LocalSearch",
+                   config="agents.local_search:LocalSearchConfig",
                    summary="local search over one-decision neighbours, first improvement, random restarts "
                            "(White et al. 2021)")
 register_algorithm("ppo", "agents.sb3:SB3Agent", config="agents.sb3:SB3Config", extra="sb3",
-                   defaults={"algo": "ppo"}, summary="stable-baselines3 PPO on the joint MultiDiscrete action")
+                   defaults={"algo": "ppo"},
+                   summary="stable-baselines3 PPO on the joint MultiDiscrete action")
 register_algorithm("a2c", "agents.sb3:SB3Agent", config="agents.sb3:SB3Config", extra="sb3",
-                   defaults={"algo": "a2c"}, summary="stable-baselines3 A2C on the joint MultiDiscrete action")
+                   defaults={"algo": "a2c"},
+                   summary="stable-baselines3 A2C on the joint MultiDiscrete action")
 register_algorithm("independent", "agents.independent:IndependentLearners",
                    config="agents.independent:IndependentConfig",
                    summary="one learner per agent on the shared reward (no critic, no credit assignment)")
-register_algorithm("separate", "agents.separate:ModuleByModule", config="agents.separate:ModuleByModuleConfig",
+register_algorithm("separate", "agents.separate:ModuleByModule",
+                   config="agents.separate:ModuleByModuleConfig",
                    summary="one module at a time, the others fixed to the best so far (paper's ablation)")
 register_algorithm("ma2ml", "agents.ma2ml:MA2ML", config="agents.ma2ml:MA2MLConfig",
                    summary="MA2ML: centralised critic, credit assignment, off-policy trust-region updates")

@@ -90,9 +90,11 @@ class SB3Config(AlgorithmConfig):
             positive_int("SB3Config", "torch_threads", self.torch_threads)
         object.__setattr__(self, "net_arch", tuple(self.net_arch))
         if not self.net_arch or not all(isinstance(h, int) and h > 0 for h in self.net_arch):
-            raise ValueError(f"SB3Config.net_arch must be a non-empty sequence of positive ints, got {self.net_arch!r}")
+            raise ValueError(f"SB3Config.net_arch must be a non-empty sequence of positive ints, got "
+                             f"{self.net_arch!r}")
         if not isinstance(self.model_kwargs, Mapping):
-            raise TypeError(f"SB3Config.model_kwargs must be a mapping, got {type(self.model_kwargs).__name__}")
+            raise TypeError(f"SB3Config.model_kwargs must be a mapping, got "
+                            f"{type(self.model_kwargs).__name__}")
         clash = sorted(set(self.model_kwargs) & {"policy", "env", "seed", "device", "n_steps", "verbose"})
         if clash:
             raise ValueError(f"SB3Config.model_kwargs may not set {clash}: they are fixed by SB3Agent")
@@ -154,7 +156,8 @@ class SB3Agent(ConfiguredSearch):
         self.torch_gen = torch.Generator().manual_seed(int(seed))
         env = _BanditEnv(self.codec.nvec)
         kwargs: dict[str, Any] = {
-            "learning_rate": cfg.learning_rate, "n_steps": cfg.n_steps, "ent_coef": cfg.ent_coef, "gamma": 1.0,
+            "learning_rate": cfg.learning_rate, "n_steps": cfg.n_steps, "ent_coef": cfg.ent_coef,
+            "gamma": 1.0,
             "gae_lambda": 1.0, "normalize_advantage": cfg.normalize_advantage,
             "policy_kwargs": {"net_arch": list(cfg.net_arch)},
         }
@@ -164,8 +167,10 @@ class SB3Agent(ConfiguredSearch):
         cls = {"ppo": sb3.PPO, "a2c": sb3.A2C}[cfg.algo]
         with self._global_seed():  # network initialisation uses torch's global RNG
             self.model = cls("MlpPolicy", env, seed=None, device="cpu", verbose=0, **kwargs)
-        # SB3's configure(None, ...) makes a tempdir/SB3-<date> folder; a Logger without outputs writes nothing
-        self.model.set_logger(configure(cfg.log_dir, ["csv"]) if cfg.log_dir is not None else Logger(None, []))
+        # SB3's configure(None, ...) makes a tempdir/SB3-<date> folder; a Logger without outputs writes
+        # nothing
+        logger = configure(cfg.log_dir, ["csv"]) if cfg.log_dir is not None else Logger(None, [])
+        self.model.set_logger(logger)
         self._obs = torch.ones((1, 1), dtype=torch.float32)
         self._proposed: deque[tuple[tuple[int, ...], float, float]] = deque()  # (idx, value, log_prob)
         self._ready: list[tuple[np.ndarray, float, float, float]] = []  # (idx, reward, value, log_prob)
@@ -198,7 +203,8 @@ class SB3Agent(ConfiguredSearch):
             dist = policy.get_distribution(obs)
             probs = torch.cat([d.probs for d in dist.distribution], dim=1)  # [n, sum nvec]
             sections = self.codec.nvec.tolist()
-            cols = [torch.multinomial(p, 1, generator=self.torch_gen) for p in torch.split(probs, sections, dim=1)]
+            cols = [torch.multinomial(p, 1, generator=self.torch_gen)
+                    for p in torch.split(probs, sections, dim=1)]
             actions = torch.cat(cols, dim=1)
             log_probs = dist.log_prob(actions)
             values = policy.predict_values(obs).flatten()

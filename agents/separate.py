@@ -50,7 +50,8 @@ class ModuleByModuleConfig(AlgorithmConfig):
         if self.order is not None:
             object.__setattr__(self, "order", tuple(self.order))
             if not self.order or len(set(self.order)) != len(self.order):
-                raise ValueError(f"ModuleByModuleConfig.order must list distinct agent names, got {self.order!r}")
+                raise ValueError(f"ModuleByModuleConfig.order must list distinct agent names, got "
+                                 f"{self.order!r}")
 
 
 class ModuleByModule(ConfiguredSearch):
@@ -79,7 +80,8 @@ class ModuleByModule(ConfiguredSearch):
         order = self.config.order if self.config.order is not None else lay.agents
         bad = sorted(set(order) - set(lay.agents))
         if bad:
-            raise ValueError(f"ModuleByModuleConfig.order names unknown agents {bad}; agents are {list(lay.agents)}")
+            raise ValueError(f"ModuleByModuleConfig.order names unknown agents {bad}; agents are "
+                             f"{list(lay.agents)}")
         self.order = tuple(order)
         self.incumbent: np.ndarray | None = None
         self.best_score = -math.inf

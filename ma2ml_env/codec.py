@@ -78,14 +78,14 @@ class JointActionCodec:
             elif isinstance(space, gymnasium.spaces.MultiDiscrete):
                 n = np.asarray(space.nvec)
                 if n.ndim != 1:
-                    raise TypeError(f"agent {agent!r}: only 1-d MultiDiscrete spaces are supported, got nvec of "
-                                    f"shape {n.shape}")
+                    raise TypeError(f"agent {agent!r}: only 1-d MultiDiscrete spaces are supported, got nvec "
+                                    f"of shape {n.shape}")
                 nvecs.append(n.astype(np.int64))
                 starts.append(np.broadcast_to(np.asarray(space.start), n.shape).astype(np.int64))
                 self.discrete[agent] = False
             else:
-                raise TypeError(f"agent {agent!r}: joint actions support Discrete and MultiDiscrete spaces, got "
-                                f"{type(space).__name__}")
+                raise TypeError(f"agent {agent!r}: joint actions support Discrete and MultiDiscrete spaces, "
+                                f"got {type(space).__name__}")
         self.sizes: tuple[int, ...] = tuple(len(n) for n in nvecs)
         self.offsets: tuple[int, ...] = tuple(int(x) for x in np.cumsum((0, *self.sizes))[:-1])
         self.slices: tuple[slice, ...] = tuple(slice(o, o + s) for o, s in zip(self.offsets, self.sizes))
@@ -108,15 +108,17 @@ class JointActionCodec:
         self.n_columns = int(self.nvec.sum())
         self.column_offset: np.ndarray = np.concatenate([[0], np.cumsum(self.nvec)[:-1]]).astype(np.int64)
         self.decision_of_column: np.ndarray = np.repeat(np.arange(self.size), self.nvec)
-        self.value_of_column: np.ndarray = np.arange(self.n_columns) - self.column_offset[self.decision_of_column]
+        self.value_of_column: np.ndarray = (np.arange(self.n_columns)
+                                            - self.column_offset[self.decision_of_column])
         self.mask: np.ndarray = np.arange(self.max_choices)[None, :] < self.nvec[:, None]
         self.agent_cardinality: tuple[float, ...] = tuple(float(np.prod(n.astype(float))) for n in nvecs)
 
     @classmethod
     def from_nvecs(cls, nvecs: Mapping[str, Sequence[int] | np.ndarray], **kwargs: Any) -> JointActionCodec:
-        """A codec of ``MultiDiscrete(nvec)`` agents, ``{agent: nvec}`` (keyword arguments as the constructor)."""
-        return cls({a: gymnasium.spaces.MultiDiscrete(np.asarray(n, dtype=np.int64)) for a, n in nvecs.items()},
-                   **kwargs)
+        """A codec of ``MultiDiscrete(nvec)`` agents, ``{agent: nvec}`` (keyword arguments as the
+        constructor)."""
+        spaces = {a: gymnasium.spaces.MultiDiscrete(np.asarray(n, dtype=np.int64)) for a, n in nvecs.items()}
+        return cls(spaces, **kwargs)
 
     # -- validation ----------------------------------------------------------------------------------------
     def validate(self, action: Mapping[str, Any]) -> dict[str, Any]:
@@ -146,8 +148,8 @@ class JointActionCodec:
             raise ValueError(f"action of agent {agent!r} is not array-like: {exc}") from exc
         if self.discrete[agent]:
             if a.shape not in ((), (1,)):
-                raise ValueError(f"action of agent {agent!r} has shape {a.shape}, expected () (a single integer: "
-                                 f"{self.kind} {agent!r} has a Discrete space)")
+                raise ValueError(f"action of agent {agent!r} has shape {a.shape}, expected () (a single "
+                                 f"integer: {self.kind} {agent!r} has a Discrete space)")
             a = a.reshape(1)
         elif a.shape != nvec.shape:
             raise ValueError(f"action of agent {agent!r} has shape {a.shape}, expected {nvec.shape} "
@@ -185,7 +187,8 @@ class JointActionCodec:
                         flat = np.concatenate(arrs)
                         if flat.dtype == np.int64 and np.count_nonzero(flat.view(np.uint64) < self._nvec_u) \
                                 == self.size:
-                            return flat, flat.tolist()  # negatives wrap to huge unsigned values: one comparison
+                            # negatives wrap to huge unsigned values: one comparison checks both ends
+                            return flat, flat.tolist()
             except (KeyError, TypeError, AttributeError, ValueError):
                 pass
         checked = self.validate(action)
@@ -237,5 +240,6 @@ class JointActionCodec:
         return self.decode_batch(self.sample(rng, n))
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{a}:{'D' if self.discrete[a] else 'M'}{s}" for a, s in zip(self.agents, self.sizes))
+        parts = ", ".join(f"{a}:{'Discrete' if self.discrete[a] else n}"
+                          for a, n in zip(self.agents, self.sizes))
         return f"JointActionCodec({parts})"
