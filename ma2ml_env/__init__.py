@@ -47,11 +47,11 @@ __version__ = "0.1.0"
 __all__ = [
     "AUG_OPS", "BENCHMARKS", "DEFAULT_MODULES", "ENV_ID", "INFO_KEYS", "JOINT_ENV_ID", "STATUSES",
     "Architecture", "ArchitectureModule", "AugOp", "AugmentModule", "AutoMLModule", "AutoMLPipelineEnv",
-    "CostBudget", "Decision", "EvalResult", "Evaluator", "EvaluatorCheckError", "HyperParameterModule", "JointActionCodec",
-    "JointActionEnv",
-    "ModuleCheckError", "Pipeline", "SearchSpace", "Stage", "TrainConfig",
-    "benchmark_env", "check_evaluator", "check_module", "env", "make_evaluator", "make_module", "parallel_env", "register_evaluator",
-    "register_module", "registered_evaluators", "registered_modules", "unregister_module",
+    "CostBudget", "Decision", "EvalResult", "Evaluator", "EvaluatorCheckError", "HyperParameterModule",
+    "JointActionCodec", "JointActionEnv", "ModuleCheckError", "Pipeline", "SearchSpace", "Stage",
+    "TrainConfig", "benchmark_env", "check_evaluator", "check_module", "env", "make_evaluator",
+    "make_module", "parallel_env", "register_evaluator", "register_module", "registered_evaluators",
+    "registered_modules", "unregister_module",
 ]
 
 if ENV_ID not in _pettingzoo.parallel_registry:
@@ -60,7 +60,8 @@ if ENV_ID not in _pettingzoo.aec_registry:
     _pettingzoo.register("aec", ENV_ID, entry_point="ma2ml_env.env:env")
 if JOINT_ENV_ID not in _gymnasium.registry:
     _gymnasium.register(JOINT_ENV_ID, entry_point="ma2ml_env.views:JointActionEnv")
-for _spec in BENCHMARKS.values():  # the tabular tasks: ma2ml/NB201-cifar10-v0, ma2ml/FCNet-..., ma2ml/HPOBench-...
+# the tabular tasks: ma2ml/NB201-cifar10-v0, ma2ml/FCNet-..., ma2ml/HPOBench-...
+for _spec in BENCHMARKS.values():
     if _spec.env_id not in _pettingzoo.parallel_registry:
         _pettingzoo.register("parallel", _spec.env_id, entry_point="ma2ml_env.tabular:benchmark_env",
                              kwargs={"name": _spec.name})

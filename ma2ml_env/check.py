@@ -45,17 +45,30 @@ def _fields(r: EvalResult) -> tuple:
     return r.score, r.status, r.accuracy, r.flops, r.params
 
 
-def _agree(ev: Any, what: str, got: Sequence[EvalResult | tuple], want: Sequence[EvalResult], rel: float) -> None:
+def _agree(
+    ev: Any, what: str, got: Sequence[EvalResult | tuple], want: Sequence[EvalResult], rel: float
+) -> None:
     for i, (g, w) in enumerate(zip(got, want)):
         g = _fields(g) if isinstance(g, EvalResult) else tuple(g[:5])
         w = _fields(w)
-        if g[1] != w[1] or not all(_same(float(x), float(y), rel) for x, y in zip(g[:1] + g[2:], w[:1] + w[2:])):
-            _fail(ev, f"{what} disagrees with evaluate() on pipeline {i}: (score, status, accuracy, flops, params) "
-                      f"{g} != {w}")
+        if g[1] != w[1] or not all(
+            _same(float(x), float(y), rel) for x, y in zip(g[:1] + g[2:], w[:1] + w[2:])
+        ):
+            _fail(
+                ev,
+                f"{what} disagrees with evaluate() on pipeline {i}: (score, status, accuracy, flops, params) "
+                f"{g} != {w}",
+            )
 
 
-def check_evaluator(evaluator: Evaluator, modules: Sequence[Any] = DEFAULT_MODULES, base: Pipeline | None = None,
-                    num_pipelines: int = 4, seed: int = 0, rel: float = 1e-9) -> None:
+def check_evaluator(
+    evaluator: Evaluator,
+    modules: Sequence[Any] = DEFAULT_MODULES,
+    base: Pipeline | None = None,
+    num_pipelines: int = 4,
+    seed: int = 0,
+    rel: float = 1e-9,
+) -> None:
     """Check that ``evaluator`` follows the :class:`~ma2ml_env.Evaluator` contract.
 
     The evaluator is bound to a search space of ``modules`` (default: the built-in three; a tabular task
@@ -88,8 +101,12 @@ def check_evaluator(evaluator: Evaluator, modules: Sequence[Any] = DEFAULT_MODUL
     try:
         pickle.loads(pickle.dumps(ev))
     except Exception as exc:  # noqa: BLE001
-        _fail(ev, f"cannot be pickled before bind ({type(exc).__name__}: {exc}); parallel backends ship it to "
-                  "worker processes: keep open files, locks and lambdas out of its state (or drop them in __getstate__)")
+        _fail(
+            ev,
+            f"cannot be pickled before bind ({type(exc).__name__}: {exc}); parallel backends ship it to "
+            "worker processes: keep open files, locks and lambdas out of its state (or drop them in "
+            "__getstate__)",
+        )
     space = SearchSpace(resolve_modules(modules), base=base)
     try:
         ev.bind(space)
@@ -104,24 +121,36 @@ def check_evaluator(evaluator: Evaluator, modules: Sequence[Any] = DEFAULT_MODUL
         try:
             out = e.evaluate(pipelines, seeds)
         except Exception as exc:  # noqa: BLE001
-            _fail(ev, f"{what} raised {type(exc).__name__}: {exc}; a bad pipeline must be a result with a failure "
-                      "status (e.g. 'error'), never an exception")
+            _fail(
+                ev,
+                f"{what} raised {type(exc).__name__}: {exc}; a bad pipeline must be a result with a failure "
+                "status (e.g. 'error'), never an exception",
+            )
         if not isinstance(out, Sequence) or len(out) != num_pipelines:
-            _fail(ev, f"{what} must return a list of one EvalResult per pipeline ({num_pipelines}), got {out!r:.200}")
+            _fail(
+                ev,
+                f"{what} must return a list of one EvalResult per pipeline ({num_pipelines}), "
+                f"got {out!r:.200}",
+            )
         for r in out:
             if not isinstance(r, EvalResult):
                 _fail(ev, f"{what} must return ma2ml_env.EvalResult objects, got {type(r).__name__}")
             if r.status not in STATUSES:  # pragma: no cover - EvalResult refuses these
                 _fail(ev, f"{what} returned status {r.status!r}; use one of {STATUSES}")
             if r.status not in _OK and r.score != ev.failure_score:
-                _fail(ev, f"a {r.status!r} result scores {r.score}; failed evaluations must score failure_score "
-                          f"({ev.failure_score})")
+                _fail(
+                    ev,
+                    f"a {r.status!r} result scores {r.score}; failed evaluations must score failure_score "
+                    f"({ev.failure_score})",
+                )
         return list(out)
 
     first = run(ev, "evaluate()")
     deterministic = bool(ev.deterministic)
     if deterministic:
-        _agree(ev, "evaluate() again with the same seeds (deterministic=True)", run(ev, "evaluate()"), first, 0.0)
+        _agree(
+            ev, "evaluate() again with the same seeds (deterministic=True)", run(ev, "evaluate()"), first, 0.0
+        )
     try:
         clone = pickle.loads(pickle.dumps(ev))
     except Exception as exc:  # noqa: BLE001
@@ -138,8 +167,11 @@ def check_evaluator(evaluator: Evaluator, modules: Sequence[Any] = DEFAULT_MODUL
     if not isinstance(cfg, dict):
         _fail(ev, f"config() must return a dict, got {type(cfg).__name__}")
     if json.loads(text) != cfg:
-        _fail(ev, "config() must hold JSON-native values only (dicts with str keys, lists, str, numbers, bool, "
-                  f"None): a durable search compares it with the stored JSON. Got {cfg!r:.300}")
+        _fail(
+            ev,
+            "config() must hold JSON-native values only (dicts with str keys, lists, str, numbers, bool, "
+            f"None): a durable search compares it with the stored JSON. Got {cfg!r:.300}",
+        )
     if _normal(clone.config()) != _normal(cfg):
         _fail(ev, "config() of an unpickled copy differs from the original's")
 
@@ -155,8 +187,11 @@ def check_evaluator(evaluator: Evaluator, modules: Sequence[Any] = DEFAULT_MODUL
     except Exception as exc:  # noqa: BLE001
         _fail(ev, f"evaluate_streaming raised {type(exc).__name__}: {exc}")
     if sorted(seen) != list(range(num_pipelines)):
-        _fail(ev, f"evaluate_streaming must call on_result once per index 0..{num_pipelines - 1}, called it with "
-                  f"{seen}")
+        _fail(
+            ev,
+            f"evaluate_streaming must call on_result once per index 0..{num_pipelines - 1}, called it with "
+            f"{seen}",
+        )
     if len(streamed) != num_pipelines or any(streamed[i] is not reported[i] and streamed[i] != reported[i]
                                              for i in range(num_pipelines)):
         _fail(ev, "evaluate_streaming must return, in input order, the results it reported to on_result")
@@ -168,15 +203,22 @@ def check_evaluator(evaluator: Evaluator, modules: Sequence[Any] = DEFAULT_MODUL
             arrays = ev.evaluate_actions(np.stack(flats), seeds)
             fast = ev.results_from_arrays(arrays)
         except Exception as exc:  # noqa: BLE001
-            _fail(ev, f"vectorised=True but evaluate_actions/results_from_arrays raised {type(exc).__name__}: {exc}")
+            _fail(
+                ev,
+                "vectorised=True but evaluate_actions/results_from_arrays raised "
+                f"{type(exc).__name__}: {exc}",
+            )
         if len(fast) != num_pipelines or not all(isinstance(r, EvalResult) for r in fast):
             _fail(ev, "results_from_arrays(evaluate_actions(...)) must give one EvalResult per action")
         _agree(ev, "evaluate_actions + results_from_arrays", fast, first, rel)
     tuples = [ev.evaluate_one_tuple(f.tolist(), s) for f, s in zip(flats, seeds)]
     if any(t is not None for t in tuples):
         if any(t is None or len(t) != 6 for t in tuples):
-            _fail(ev, "evaluate_one_tuple must return a 6-tuple (score, status, accuracy, flops, params, seconds) "
-                      "for every action, or None for every action (no scalar path)")
+            _fail(
+                ev,
+                "evaluate_one_tuple must return a 6-tuple (score, status, accuracy, flops, params, seconds) "
+                "for every action, or None for every action (no scalar path)",
+            )
         _agree(ev, "evaluate_one_tuple", [(t[0], t[1], t[2], t[3], t[4]) for t in tuples], first, rel)
     kernel = ev.step_kernel()
     if kernel is not None:

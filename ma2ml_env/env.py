@@ -52,7 +52,8 @@ Arguments
     backend: how a batch of pipelines is evaluated: ``"serial"`` (default), ``"local"`` (worker processes,
         one per GPU on CUDA) or ``"ray"`` (Ray tasks); see :mod:`ma2ml_env.rewards.parallel`.
     workers: concurrent evaluations of the ``"local"``/``"ray"`` backend.
-    backend_kwargs: more backend options (``time_limit``, ``max_retries``, ``address``, ``num_gpus_per_trial``...).
+    backend_kwargs: more backend options (``time_limit``, ``max_retries``, ``address``,
+        ``num_gpus_per_trial``...).
     pipelines_per_episode: pipelines evaluated per episode.
     base_pipeline: the pipeline the modules start from.
     render_mode: ``None``, ``"ansi"`` (render returns the last pipeline) or ``"human"`` (prints it).
@@ -60,11 +61,26 @@ Arguments
 Speed
     With the surrogate reward and numba installed (extra ``fast``), ``step`` runs one compiled call
     (:mod:`ma2ml_env.rewards._jit`) for validation, evaluation and observation: the same numbers as the
-    Python path, several times faster. ``MA2ML_JIT=0`` in the environment switches it off.
+    Python path, several times faster. ``MA2ML_JIT=0`` in the environment switches it off. The env only
+    calls the fast paths an evaluator declares (:class:`~ma2ml_env.Evaluator`: ``step_kernel``,
+    ``evaluate_one_tuple``, ``vectorised`` with ``evaluate_actions``); any other evaluator is called through
+    ``evaluate_streaming``.
 
 Batch evaluation
-    ``env.unwrapped.evaluate(joint_actions, seeds)`` evaluates many joint actions outside the episode
-    loop (one call to the backend, which may run them in parallel); search algorithms use it.
+    ``env.unwrapped.evaluate(joint_actions, seeds, on_result=None)`` evaluates many joint actions outside
+    the episode loop (one call to the backend, which may run them in parallel); search algorithms use it.
+    ``on_result(i, result)`` is called the moment result ``i`` is final (a durable search commits it then).
+
+Failures
+    An evaluator that raises, returns a NaN score or the wrong results gives ``"error"`` results (score
+    ``failure_score``, the message in ``info["error"]``), in ``evaluate`` and in ``step`` alike: a failing
+    evaluation is a recorded outcome, never an aborted search. Invalid actions still raise ``ValueError``.
+
+Configuration
+    ``env.unwrapped.config()``: a JSON-serialisable dict of everything that determines the rewards (modules,
+    ``pipelines_per_episode``, base pipeline, ``"reward"``: the evaluator's ``config()``), equal for equal
+    set-ups; a durable search stores it and refuses to resume under a different one.
+    :func:`ma2ml_env.check_evaluator` checks a user's evaluator against the contract the env relies on.
 
 Version history
     v1: the surrogate reward re-designed to be like real training (augmentation strength no longer rounded,
@@ -98,7 +114,11 @@ INFO_KEYS = ("score", "status", "accuracy", "flops", "params", "seconds", "t")
 class AutoMLPipelineEnv(ParallelEnv):
     """The multi-agent AutoML environment; see the module docstring for the full documentation."""
 
-    metadata = {"name": "ma2ml/AutoMLPipeline-v1", "render_modes": ["ansi", "human"], "is_parallelizable": True}
+    metadata = {
+        "name": "ma2ml/AutoMLPipeline-v1",
+        "render_modes": ["ansi", "human"],
+        "is_parallelizable": True,
+    }
 
     def __init__(
         self,
@@ -112,13 +132,22 @@ class AutoMLPipelineEnv(ParallelEnv):
         workers: int | None = None,
         backend_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        if isinstance(pipelines_per_episode, bool) or not isinstance(pipelines_per_episode, (int, np.integer)) \
-                or pipelines_per_episode < 1:
-            raise ValueError(f"pipelines_per_episode must be a positive integer, got {pipelines_per_episode!r}")
+        if (
+            isinstance(pipelines_per_episode, bool)
+            or not isinstance(pipelines_per_episode, (int, np.integer))
+            or pipelines_per_episode < 1
+        ):
+            raise ValueError(
+                f"pipelines_per_episode must be a positive integer, got {pipelines_per_episode!r}"
+            )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}"
+            )
         if base_pipeline is not None and not isinstance(base_pipeline, Pipeline):
-            raise ValueError(f"base_pipeline must be a ma2ml_env.Pipeline, got {type(base_pipeline).__name__}")
+            raise ValueError(
+                f"base_pipeline must be a ma2ml_env.Pipeline, got {type(base_pipeline).__name__}"
+            )
         self.space = SearchSpace(resolve_modules(modules), base=base_pipeline)
         self._base_pipeline = base_pipeline
         self.evaluator = wrap_evaluator(make_evaluator(reward, **dict(reward_kwargs or {})), backend, workers,
@@ -284,7 +313,9 @@ class AutoMLPipelineEnv(ParallelEnv):
         if seeds is None:
             seeds = [self._next_seed() for _ in checked]
         if len(seeds) != len(checked):
-            raise ValueError(f"got {len(seeds)} seeds for {len(checked)} joint actions; pass one seed per action")
+            raise ValueError(
+                f"got {len(seeds)} seeds for {len(checked)} joint actions; pass one seed per action"
+            )
         return self._evaluate(checked, seeds, on_result)
 
     def _evaluate(self, flats: list[np.ndarray], seeds: Sequence[int],
@@ -298,15 +329,23 @@ class AutoMLPipelineEnv(ParallelEnv):
                 for i, r in enumerate(results):
                     on_result(i, r)
         else:
-            results = list(ev.evaluate_streaming([self.space.decode(f) for f in flats], [int(s) for s in seeds],
-                                                 on_result if on_result is not None else _ignore))
+            results = list(
+                ev.evaluate_streaming(
+                    [self.space.decode(f) for f in flats],
+                    [int(s) for s in seeds],
+                    on_result if on_result is not None else _ignore,
+                )
+            )
             if len(results) != len(flats):
                 raise RuntimeError(
                     f"evaluator {ev.name!r} returned {len(results)} results for {len(flats)} pipelines"
                 )
         self.evaluations += len(flats)
         r = results[-1]
-        self._last_flat, self._last_tuple = flats[-1], (r.score, r.status, r.accuracy, r.flops, r.params, r.seconds)
+        self._last_flat, self._last_tuple = (
+            flats[-1],
+            (r.score, r.status, r.accuracy, r.flops, r.params, r.seconds),
+        )
         return results
 
     def config(self) -> dict[str, Any]:

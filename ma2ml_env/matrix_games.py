@@ -160,7 +160,8 @@ class MatrixGameEnv(ParallelEnv):
             x = np.asarray(actions[a]).reshape(-1)
             if x.size != 1 or not self._action_spaces[a].contains(np.int64(x[0])):
                 raise ValueError(
-                    f"action of {a!r} must be an integer in [0, {self._action_spaces[a].n}), got {actions[a]!r}"
+                    f"action of {a!r} must be an integer in [0, {self._action_spaces[a].n}), "
+                    f"got {actions[a]!r}"
                 )
             acts.append(int(x[0]))
         r = self.reward(*acts)

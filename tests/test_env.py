@@ -65,7 +65,9 @@ def test_multi_pipeline_episodes():
 
 
 def _trajectory(seed, steps=25, noise=0.05):
-    e = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": noise}, pipelines_per_episode=5)
+    e = ma2ml_env.parallel_env(
+        reward="surrogate", reward_kwargs={"noise_std": noise}, pipelines_per_episode=5
+    )
     rng = np.random.default_rng(123)
     out = []
     e.reset(seed=seed)
@@ -134,7 +136,10 @@ def _usable(e):
         (lambda a: a.pop("nas"), "missing \\['nas'\\]"),
         (lambda a: a.update(bogus=np.zeros(2, int)), "unknown \\['bogus'\\]"),
         (lambda a: a.update(hpo=np.zeros(6, int)), "shape \\(6,\\), expected \\(7,\\)"),
-        (lambda a: a["hpo"].__setitem__(1, 99), "out of range at position 1 \\(decision 'lr'\\): got 99, allowed 0..5"),
+        (
+            lambda a: a["hpo"].__setitem__(1, 99),
+            "out of range at position 1 \\(decision 'lr'\\): got 99, allowed 0..5",
+        ),
         (lambda a: a["aug"].__setitem__(0, -1), "out of range"),
         (lambda a: a.update(nas=np.full(13, 0.5)), "must be integers"),
     ],
@@ -195,7 +200,9 @@ def test_import_is_light():
     import subprocess
     import sys
 
-    code = "import sys, ma2ml_env; e = ma2ml_env.parallel_env(reward='surrogate'); print('torch' in sys.modules)"
+    code = (
+        "import sys, ma2ml_env; e = ma2ml_env.parallel_env(reward='surrogate'); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -64,8 +64,14 @@ def test_a_new_backend_learns_every_fast_path_from_the_base_class():
     assert ev.evaluate_one_tuple([0, 1], 3) is None and ev.step_kernel() is None
     with pytest.raises(NotImplementedError, match="not vectorised"):
         ev.evaluate_actions(np.zeros((1, 3), np.int64))
-    out = {"score": np.array([0.5, 0.0]), "accuracy": np.array([0.5, 0.7]), "flops": np.array([1.0, 2.0]),
-           "params": np.array([3.0, 4.0]), "seconds": np.array([0.1, 0.2]), "over_budget": np.array([False, True])}
+    out = {
+        "score": np.array([0.5, 0.0]),
+        "accuracy": np.array([0.5, 0.7]),
+        "flops": np.array([1.0, 2.0]),
+        "params": np.array([3.0, 4.0]),
+        "seconds": np.array([0.1, 0.2]),
+        "over_budget": np.array([False, True]),
+    }
     r = ev.results_from_arrays(out)
     assert [x.status for x in r] == ["ok", "over_budget"] and r[1].accuracy == 0.7 and r[0].params == 3.0
     assert ev.config() == {"class": "tests.test_evaluator_contract.Const", "value": 0.5}
@@ -106,7 +112,10 @@ def test_cost_budget_scalar_and_vectorised_rules_agree(budget):
         s, status, info = budget.apply(float(acc[i]), float(flops[i]), float(params[i]))
         assert s == pytest.approx(score[i], rel=1e-12) and (status == "over_budget") == over[i]
         if budget.mode == "soft" and budget.active:
-            assert info["budget_factor"] == budget.factor(flops[i], params[i]) and s == acc[i] * info["budget_factor"]
+            assert (
+                info["budget_factor"] == budget.factor(flops[i], params[i])
+                and s == acc[i] * info["budget_factor"]
+            )
         elif status == "over_budget":
             assert s == budget.penalty_score and info["budget"]["max_flops"] == budget.max_flops
         else:
@@ -188,7 +197,7 @@ def test_equal_setups_give_equal_configs_and_different_rewards_different_ones(tm
     assert all(c == same[0] for c in same)
     assert _cfg(reward="surrogate", reward_kwargs={"task": 7}) == _cfg(
         reward="surrogate", reward_kwargs={"task": ma2ml_env.rewards.surrogate.SurrogateTask.random(7)})
-    train = dict(reward="train", reward_kwargs={"device": "cpu", "max_train": 100})
+    train = {"reward": "train", "reward_kwargs": {"device": "cpu", "max_train": 100}}
     variants = [
         _cfg(reward="surrogate"),
         _cfg(reward="surrogate", reward_kwargs={"task": 3}),
@@ -204,7 +213,10 @@ def test_equal_setups_give_equal_configs_and_different_rewards_different_ones(tm
         _cfg(reward="train", reward_kwargs={"device": "cpu", "max_train": 100, "epoch_scale": 1.0}),
         _cfg(reward="train", reward_kwargs={"device": "cpu", "max_train": 100, "dataset": "synthetic"}),
         _cfg(reward="train", reward_kwargs={"device": "cpu", "max_train": 100, "time_limit": 60}),
-        _cfg(reward="train", reward_kwargs={"device": "cpu", "max_train": 100, "budget": CostBudget(max_params=1e5)}),
+        _cfg(
+            reward="train",
+            reward_kwargs={"device": "cpu", "max_train": 100, "budget": CostBudget(max_params=1e5)},
+        ),
         _cfg(reward=Const(0.5)),
         _cfg(reward=Const(0.6)),
         benchmark_env("hpobench/car", table=_tiny_table()).config(),
@@ -213,7 +225,9 @@ def test_equal_setups_give_equal_configs_and_different_rewards_different_ones(tm
     texts = [json.dumps(c, sort_keys=True) for c in variants]
     assert len(set(texts)) == len(texts)
     # execution settings are not part of it
-    assert _cfg(**train) == _cfg(reward="train", reward_kwargs={"device": "cpu", "max_train": 100, "num_threads": 2})
+    assert _cfg(**train) == _cfg(
+        reward="train", reward_kwargs={"device": "cpu", "max_train": 100, "num_threads": 2}
+    )
     other = _tiny_table()
     other.score[0, 0] = 0.99
     assert benchmark_env("hpobench/car", table=other).config() != variants[-2]
@@ -314,8 +328,14 @@ class _Vectorised(Const):
 
     def evaluate_actions(self, flat_actions, seeds=None):
         k = len(flat_actions)
-        return {"score": np.full(k, 0.9), "accuracy": np.zeros(k), "flops": np.zeros(k), "params": np.zeros(k),
-                "seconds": np.zeros(k), "over_budget": np.zeros(k, bool)}
+        return {
+            "score": np.full(k, 0.9),
+            "accuracy": np.zeros(k),
+            "flops": np.zeros(k),
+            "params": np.zeros(k),
+            "seconds": np.zeros(k),
+            "over_budget": np.zeros(k, bool),
+        }
 
 
 class _Scalar(Const):

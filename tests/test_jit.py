@@ -130,7 +130,9 @@ def test_bad_input_changes_nothing(mutate, match):
     _same_step(fast.step(nxt), slow.step(nxt))
 
 
-@pytest.mark.parametrize("reward_kwargs", [{"noise_std": 0.01}, {"budget": ma2ml_env.CostBudget(max_flops=4e6)}])
+@pytest.mark.parametrize(
+    "reward_kwargs", [{"noise_std": 0.01}, {"budget": ma2ml_env.CostBudget(max_flops=4e6)}]
+)
 def test_kernel_only_where_it_computes_the_same_thing(reward_kwargs):
     env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs=reward_kwargs)
     assert env._init_kernel() is None  # noise and budgets stay on the Python path

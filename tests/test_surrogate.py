@@ -11,12 +11,31 @@ from ma2ml_env.rewards.surrogate import SurrogateEvaluator, SurrogateTask
 def small_modules():
     """A joint space small enough to enumerate (884,736 pipelines)."""
     return [
-        AugmentModule(num_subpolicies=1, ops_per_subpolicy=1, ops=("Identity", "Rotate", "Invert", "Cutout"),
-                      probs=(0.0, 0.5, 1.0), magnitudes=(0, 4, 9)),
-        ArchitectureModule(base_widths=(16, 32), strides=(1, 2), kernels=(3, 5), expansions=(1, 6),
-                           width_mults=(0.5, 1.0), depths=(1, 2), resolutions=(16, 32)),
-        HyperParameterModule(optimizer=("sgd", "adamw"), lr=(1e-3, 1e-2, 1e-1), weight_decay=(0.0, 2e-3),
-                             batch_size=(128,), schedule=("cosine",), label_smoothing=(0.0, 0.2), epochs=(1, 8)),
+        AugmentModule(
+            num_subpolicies=1,
+            ops_per_subpolicy=1,
+            ops=("Identity", "Rotate", "Invert", "Cutout"),
+            probs=(0.0, 0.5, 1.0),
+            magnitudes=(0, 4, 9),
+        ),
+        ArchitectureModule(
+            base_widths=(16, 32),
+            strides=(1, 2),
+            kernels=(3, 5),
+            expansions=(1, 6),
+            width_mults=(0.5, 1.0),
+            depths=(1, 2),
+            resolutions=(16, 32),
+        ),
+        HyperParameterModule(
+            optimizer=("sgd", "adamw"),
+            lr=(1e-3, 1e-2, 1e-1),
+            weight_decay=(0.0, 2e-3),
+            batch_size=(128,),
+            schedule=("cosine",),
+            label_smoothing=(0.0, 0.2),
+            epochs=(1, 8),
+        ),
     ]
 
 
@@ -136,7 +155,9 @@ def test_random_tasks_differ_and_are_reproducible():
 
 def test_hard_and_soft_budget_statuses():
     hard = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"budget": CostBudget(max_flops=5e6)})
-    soft = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"budget": CostBudget(max_flops=5e6, mode="soft")})
+    soft = ma2ml_env.parallel_env(
+        reward="surrogate", reward_kwargs={"budget": CostBudget(max_flops=5e6, mode="soft")}
+    )
     free = ma2ml_env.parallel_env(reward="surrogate")
     big = {a: hard.action_space(a).nvec - 1 for a in hard.possible_agents}
     rh, rs, rf = (env.evaluate([big], [0])[0] for env in (hard, soft, free))
@@ -201,11 +222,13 @@ def test_unbound_surrogate_errors():
 
 
 def test_every_magnitude_or_probability_change_of_an_applied_op_changes_the_score(senv):
-    """Augmentation strength is exact (no rounding): one step of a magnitude or probability of an op that has a
-    magnitude and is applied (p > 0) always moves the score."""
+    """Augmentation strength is exact (no rounding): one step of a magnitude or probability of an op that has
+    a magnitude and is applied (p > 0) always moves the score."""
     ev, space = senv.unwrapped.evaluator, senv.unwrapped.space
     aug = space.modules[space.names.index("aug")]
-    mag_ops = [i for i, op in enumerate(aug.ops) if op not in ("Identity", "AutoContrast", "Equalize", "Invert")]
+    mag_ops = [
+        i for i, op in enumerate(aug.ops) if op not in ("Identity", "AutoContrast", "Equalize", "Invert")
+    ]
     rng = np.random.default_rng(0)
     base = space.sample(rng, 300)
     o = space.offsets[space.names.index("aug")]

@@ -37,10 +37,14 @@ def test_batch_and_scalar_paths_reproduce_the_recorded_numbers(name, kw, modules
         assert (np.abs(got["scalar_seconds"] - want["scalar_seconds"]) <= ulp).all()
 
 
-@pytest.mark.parametrize("name, kw, modules", [c for c in CASES if not c[1].get("noise_std") and
-                                               "budget" not in c[1]], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name, kw, modules",
+    [c for c in CASES if not c[1].get("noise_std") and "budget" not in c[1]],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
 def test_step_paths_reproduce_the_recorded_numbers(name, kw, modules):
-    """env.step (Python path, and the compiled step where numba is installed) gives the scalar path's numbers."""
+    """env.step (Python path, and the compiled step where numba is installed) gives the scalar path's
+    numbers."""
     want = {k.split("/", 1)[1]: GOLDEN[k] for k in GOLDEN if k.startswith(name + "/")}
     envs = [ma2ml_env.parallel_env(reward="surrogate", reward_kwargs=kw, modules=modules,
                                    pipelines_per_episode=10**6) for _ in range(2)]
@@ -53,7 +57,9 @@ def test_step_paths_reproduce_the_recorded_numbers(name, kw, modules):
             info = env.step(env.space.unflatten(a))[4][env.agents[0]]
             assert info["score"] == want["scalar_score"][i] and info["flops"] == want["scalar_flops"][i]
             assert info["params"] == want["scalar_params"][i]
-            assert info["seconds"] == want["scalar_seconds" if name not in CLOSURE_CASES else "batch_seconds"][i]
+            assert (
+                info["seconds"] == want["scalar_seconds" if name not in CLOSURE_CASES else "batch_seconds"][i]
+            )
 
 
 def test_the_python_step_function_matches_the_scalar_path():

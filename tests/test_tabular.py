@@ -74,7 +74,9 @@ def test_tiny_table_seed_mean_and_optimum():
     assert out[0].seconds == pytest.approx(31.5)
     score, action = env.unwrapped.evaluator.optimum()
     assert score == pytest.approx(0.31)
-    assert {k: v.tolist() for k, v in action.items()} == {k: v.tolist() for k, v in _row_action(env, 31).items()}
+    assert {k: v.tolist() for k, v in action.items()} == {
+        k: v.tolist() for k, v in _row_action(env, 31).items()
+    }
     # the optimum is the best seed-mean, not the best single seed: row 30's seed 1 (0.305) is not above it
     assert _tiny_table().score[30, 1] < score
 
@@ -97,10 +99,14 @@ def test_decisions_the_table_cannot_score_are_refused():
     ev = TabularEvaluator("hpobench/car", table=_tiny_table())
     with pytest.raises(ValueError, match=r"lack \['depth', 'width', .*\] and add \['sub0_op0'.*cannot score"):
         ma2ml_env.parallel_env(modules=("aug",), reward=ev)
-    other = tabular.TabularModule("nas", [ma2ml_env.Decision("depth", (1, 2)), ma2ml_env.Decision("width", (16, 99))])
+    other = tabular.TabularModule(
+        "nas", [ma2ml_env.Decision("depth", (1, 2)), ma2ml_env.Decision("width", (16, 99))]
+    )
     hpo = ma2ml_env.benchmark_env("hpobench/car", table=_tiny_table()).unwrapped.space.modules[1]
     with pytest.raises(ValueError, match=r"decision 'width' of module 'nas' has choices \[16, 99\]"):
-        ma2ml_env.parallel_env(modules=(other, hpo), reward=TabularEvaluator("hpobench/car", table=_tiny_table()))
+        ma2ml_env.parallel_env(
+            modules=(other, hpo), reward=TabularEvaluator("hpobench/car", table=_tiny_table())
+        )
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -139,12 +145,14 @@ def test_fcnet_map_is_monotone_and_bounded():
 
 def test_search_on_the_tiny_table_is_deterministic_and_pickles():
     a = run(make_algorithm("evolution"), _tiny_env(), budget=30, seed=4, batch_size=3)
-    b = run(make_algorithm("evolution"), pickle.loads(pickle.dumps(_tiny_env())), budget=30, seed=4, batch_size=3)
+    b = run(
+        make_algorithm("evolution"), pickle.loads(pickle.dumps(_tiny_env())), budget=30, seed=4, batch_size=3
+    )
     assert [t.score for t in a.trials] == [t.score for t in b.trials]
     assert a.best_score >= 0.25
 
 
-# -- the real recorded tables ---------------------------------------------------------------------------------
+# -- the real recorded tables ------------------------------------------------------------------------------
 def test_all_fifteen_tasks_are_listed_and_registered():
     assert len(BENCHMARKS) == 15
     fam = [n.split("/")[0] for n in BENCHMARKS]
@@ -191,7 +199,11 @@ def test_real_task_optimum_is_the_best_seed_mean_of_the_package_table(name):
 @needs_tables
 def test_published_nb201_optima():
     # DESIGN.md section 7: seed-mean validation accuracy optima 91.61 / 73.49 / 46.73
-    for name, want in (("nb201/cifar10", 0.9161), ("nb201/cifar100", 0.7349), ("nb201/imagenet16-120", 0.4673)):
+    for name, want in (
+        ("nb201/cifar10", 0.9161),
+        ("nb201/cifar100", 0.7349),
+        ("nb201/imagenet16-120", 0.4673),
+    ):
         assert benchmark_env(name).unwrapped.evaluator.optimum()[0] == pytest.approx(want, abs=6e-5)
 
 
@@ -227,8 +239,12 @@ def test_real_query_matches_the_package_call():
              for ag in env.possible_agents}
         pipe = env.unwrapped.decode(a)
         params = {n: pipe.extras[n] for n in bench.search_space}
-        recorded = bench._dataset["".join(str(list(c).index(params[n])) for n, c in bench.search_space.items())]
+        recorded = bench._dataset[
+            "".join(str(list(c).index(params[n])) for n, c in bench.search_space.items())
+        ]
         out = env.unwrapped.evaluate([a], seeds=[int(rng.integers(1 << 30))])[0]
         assert out.score == recorded["val_acc"][out.info["recorded_seed"]]
         assert out.seconds == recorded["train_time"][out.info["recorded_seed"]]
-        assert bench(params)["val_acc"] in recorded["val_acc"]  # the package's own call: one of the same seeds
+        assert (
+            bench(params)["val_acc"] in recorded["val_acc"]
+        )  # the package's own call: one of the same seeds

@@ -75,7 +75,13 @@ def widen_head(model):
         (Architecture(), 3, 10),
         (Architecture(), 1, 10),
         (TINY, 1, 10),
-        (Architecture(resolution=15, stages=(Stage(5, 6, 24, 2, 2), Stage(7, 1, 24, 3, 1), Stage(3, 3, 40, 1, 2))), 3, 100),
+        (
+            Architecture(
+                resolution=15, stages=(Stage(5, 6, 24, 2, 2), Stage(7, 1, 24, 3, 1), Stage(3, 3, 40, 1, 2))
+            ),
+            3,
+            100,
+        ),
         (Architecture(resolution=24, dropout=0.2, stages=(Stage(7, 3, 8, 3, 1),)), 3, 7),
     ],
 )
@@ -113,7 +119,9 @@ def test_aug_probability_is_honoured(op):
     y = augment_batch(x, policy1, g)
     assert y.dtype == torch.uint8 and y.shape == x.shape
     changed = (y != x).flatten(1).any(1)
-    assert changed.float().mean() > 0.9, f"{op} with p=1 left {int((~changed).sum())} of {len(x)} images unchanged"
+    assert changed.float().mean() > 0.9, (
+        f"{op} with p=1 left {int((~changed).sum())} of {len(x)} images unchanged"
+    )
 
 
 def test_aug_partial_probability_and_signs():
@@ -140,7 +148,9 @@ def test_aug_per_sample_subpolicies_differ():
 
 def test_aug_ops_apply_in_order_within_subpolicy():
     x = _images(n=8, c=1)
-    y = augment_batch(x, ((AugOp("Invert", 1.0, 0), AugOp("Invert", 1.0, 0)),), torch.Generator().manual_seed(0))
+    y = augment_batch(
+        x, ((AugOp("Invert", 1.0, 0), AugOp("Invert", 1.0, 0)),), torch.Generator().manual_seed(0)
+    )
     assert torch.equal(y, x)
 
 
@@ -223,7 +233,7 @@ def test_missing_dataset_names_path_and_download(tmp_path):
 ])
 def test_missing_data_is_a_construction_error_naming_the_path(kwargs, where, tmp_path, monkeypatch):
     import ma2ml_env
-    import ma2ml_env.rewards.train as train
+    from ma2ml_env.rewards import train
 
     monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("the data must not be loaded"))
     fill = (lambda v: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else
@@ -233,7 +243,9 @@ def test_missing_data_is_a_construction_error_naming_the_path(kwargs, where, tmp
     assert fill(where) in str(info.value)
     # and through the env: before any evaluation
     with pytest.raises(ValueError, match="root|unknown"):
-        ma2ml_env.parallel_env(reward="train", reward_kwargs={"device": "cpu", **{k: fill(v) for k, v in kwargs.items()}})
+        ma2ml_env.parallel_env(
+            reward="train", reward_kwargs={"device": "cpu", **{k: fill(v) for k, v in kwargs.items()}}
+        )
 
 
 def test_cifar_with_download_is_not_an_error_before_the_run(tmp_path):
@@ -268,7 +280,9 @@ def test_imagefolder_from_pngs(tmp_path):
 
 
 def test_synthetic_is_learnable():
-    ev = TrainEvaluator(dataset={"name": "synthetic", "size": 600, "shape": (3, 8, 8)}, device="cpu", epoch_scale=1)
+    ev = TrainEvaluator(
+        dataset={"name": "synthetic", "size": 600, "shape": (3, 8, 8)}, device="cpu", epoch_scale=1
+    )
     r = ev.evaluate([GOOD], [0])[0]
     assert r.status == "ok" and r.accuracy > 0.5, r
 
@@ -295,7 +309,9 @@ def test_recipe_options_run(ev):
         GOOD.with_train(optimizer="sgd", schedule="step", warmup_epochs=1.0, label_smoothing=0.1),
         GOOD.with_train(optimizer="rmsprop", lr=1e-3, schedule="constant", mixup_alpha=0.4),
         GOOD.with_extras(cutout=3, hflip=True, crop_padding=2, grad_clip=1.0),
-        GOOD.replace(augment=((AugOp("Rotate", 0.8, 5), AugOp("Cutout", 0.5, 5)), (AugOp("Equalize", 0.6, 0),))),
+        GOOD.replace(
+            augment=((AugOp("Rotate", 0.8, 5), AugOp("Cutout", 0.5, 5)), (AugOp("Equalize", 0.6, 0),))
+        ),
         GOOD.replace(batch_hooks=(soft_label_hook,)),
     ]
     results = ev.evaluate(pipes, [0] * len(pipes))
@@ -334,7 +350,9 @@ def test_failures_become_statuses(ev, pipeline, status):
 
 
 def test_time_limit(ev):
-    limited = TrainEvaluator(dataset="digits", device="cpu", max_train=400, time_limit=0.5, failure_score=-1.0)
+    limited = TrainEvaluator(
+        dataset="digits", device="cpu", max_train=400, time_limit=0.5, failure_score=-1.0
+    )
     r = limited.evaluate([GOOD.replace(batch_hooks=(slow_hook,)), GOOD.with_train(epochs=1)], [0, 0])
     assert r[0].status == "timeout" and r[0].score == -1.0
     assert r[1].status == "ok"
@@ -342,7 +360,9 @@ def test_time_limit(ev):
 
 def test_threads_restored():
     old = torch.get_num_threads()
-    TrainEvaluator(device="cpu", max_train=100, num_threads=old + 1).evaluate([GOOD.with_train(epochs=1)], [0])
+    TrainEvaluator(device="cpu", max_train=100, num_threads=old + 1).evaluate(
+        [GOOD.with_train(epochs=1)], [0]
+    )
     assert torch.get_num_threads() == old
 
 
@@ -397,7 +417,9 @@ def test_hard_budget_skips_training():
     r = ev.evaluate([GOOD.with_train(epochs=8)], [0])[0]
     assert r.status == "over_budget" and r.score == 0.0 and r.flops == flops and r.params > 0
     assert time.perf_counter() - t0 < 1.0
-    ok = TrainEvaluator(device="cpu", max_train=200, budget=CostBudget(max_flops=flops)).evaluate([GOOD], [0])[0]
+    ok = TrainEvaluator(device="cpu", max_train=200, budget=CostBudget(max_flops=flops)).evaluate(
+        [GOOD], [0]
+    )[0]
     assert ok.status == "ok"
 
 

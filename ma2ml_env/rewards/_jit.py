@@ -47,9 +47,10 @@ _DISABLED = False  # set after a failed compile (numba present but broken): neve
 
 # Layout of the int table I (the float table F holds the lookup tables at the offsets stored here).
 (HAS_AUG, HAS_NAS, HAS_HPO, N_SLOTS, P, M, NS, RES_COL, NAS_OFF, HPO_OFF, HW, O_S, O_Q, O_STEM_M,
- O_STEM_P, O_HEAD_M, O_HEAD_P, O_HPO, N_AGENTS, R0, R1, R2, R3, R4, R5, R6) = range(26)
+ O_STEM_P, O_HEAD_M, O_HEAD_P, O_HPO, N_AGENTS, SIZES, OP_COLS, R0, R1, R2, R3, R4, R5, R6) = range(28)
 #: Then per stage ``STAGE_LEN`` entries: offset of its MACs table, of its params table, 5 strides, its first
-#: action column; then one size per agent, then the op column of every augmentation slot. The HPO table
+#: action column; then one size per agent (from ``I[SIZES]``), then the op column of every augmentation slot
+#: (from ``I[OP_COLS]``). The HPO table
 #: ``F[I[O_HPO]:]`` holds ``(hz, e, w, ls, epochs)`` per combination of the 7 decisions (place values
 #: ``I[R0..R6]``).
 STAGES, STAGE_LEN = R6 + 1, 8
@@ -65,7 +66,7 @@ class SurrogateTables(NamedTuple):
 
     nvec: np.ndarray
     F: np.ndarray
-    I: np.ndarray  # noqa: E741 - the int table
+    I: np.ndarray
     C: np.ndarray
     f: list
     i: list
@@ -75,8 +76,7 @@ class SurrogateTables(NamedTuple):
 # -- the formula (one source; see the module docstring for how each path runs it) ---------------------------
 def slot_sums(x, F, I):
     """Sums over the augmentation slots of ``p * strength`` and ``p * utility``."""
-    pp, mm, o_s, dq = I[P], I[M], I[O_S], I[O_Q] - I[O_S]
-    cols = STAGES + STAGE_LEN * I[NS] + I[N_AGENTS]
+    pp, mm, o_s, dq, cols = I[P], I[M], I[O_S], I[O_Q] - I[O_S], I[OP_COLS]
     ssum = 0.0
     qsum = 0.0
     for j in I[cols:cols + I[N_SLOTS]]:
@@ -90,7 +90,7 @@ def _slot_sums_numpy(x, F, I):
     """:func:`slot_sums` of the numpy binding: ``x`` is ``A.T``; one gather and one reduction per table
     (numpy sums the slots in its own order, as the batch path always did)."""
     A = x.T
-    cols = STAGES + STAGE_LEN * I[NS] + I[N_AGENTS]
+    cols = I[OP_COLS]
     c = np.asarray(I[cols: cols + I[N_SLOTS]], dtype=np.int64)
     idx = (A[:, c] * I[P] + A[:, c + 1]) * I[M] + A[:, c + 2]
     return F[I[O_S]:].take(idx).sum(axis=1), F[I[O_Q]:].take(idx).sum(axis=1)
@@ -140,7 +140,9 @@ def score(x, F, I, C):
         for b in range(STAGES, STAGES + STAGE_LEN * I[NS], STAGE_LEN):
             j = I[b + 7]
             w = x[j + 2]
-            li = r * I[b + 2] + wp * I[b + 3] + x[j] * I[b + 4] + x[j + 1] * I[b + 5] + w * I[b + 6] + x[j + 3]
+            li = (
+                r * I[b + 2] + wp * I[b + 3] + x[j] * I[b + 4] + x[j + 1] * I[b + 5] + w * I[b + 6] + x[j + 3]
+            )
             macs = macs + F[I[b] + li]
             params = params + F[I[b + 1] + li]
             wp = w
@@ -171,14 +173,14 @@ def _step(arrs, nvec, F, I, C, flat, obs, scale):
     na = 0
     for a in arrs:  # pass 1: shapes and bounds, before anything is written
         n = a.shape[0]
-        if n != I[STAGES + STAGE_LEN * I[NS] + na]:
+        if n != I[I[SIZES] + na]:
             return -1.0, 0.0, 0.0, 0.0
         for j in range(n):
             v = a[j]
             if v < 0 or v >= nvec[k + j]:
                 return -1.0, 0.0, 0.0, 0.0
         k += n
-        na += 1  # noqa: SIM113 - numba: no enumerate over a tuple of arrays needed
+        na += 1
     k = 0
     for a in arrs:  # pass 2: the flat action and the observation's action part
         for j in range(a.shape[0]):
@@ -221,7 +223,12 @@ def score_functions(kind: str) -> types.SimpleNamespace:
 
 
 def _enabled() -> bool:
-    return not _DISABLED and os.environ.get("MA2ML_JIT", "1").strip().lower() not in ("0", "false", "no", "off")
+    return not _DISABLED and os.environ.get("MA2ML_JIT", "1").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )
 
 
 def available() -> bool:
@@ -262,7 +269,7 @@ def step_kernel(n_agents: int):
                 kern = _compile(n_agents, cache=True)
             except RuntimeError:  # no writable cache location (read-only install): compile without one
                 kern = _compile(n_agents, cache=False)
-        except Exception as exc:  # noqa: BLE001 - a broken numba install must not break the env: fall back, say so once
+        except Exception as exc:
             _DISABLED = True
             warnings.warn(f"ma2ml: numba kernel unavailable ({type(exc).__name__}: {exc}); using the Python "
                           "step path", RuntimeWarning, stacklevel=2)

@@ -287,7 +287,9 @@ class Evaluator:
         """Release resources (worker pools, device memory)."""
 
 
-def evaluate_guarded(evaluator: Evaluator, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
+def evaluate_guarded(
+    evaluator: Evaluator, pipelines: Sequence[Pipeline], seeds: Sequence[int]
+) -> list[EvalResult]:
     """``evaluator.evaluate(pipelines, seeds)``, with every way user code can fail turned into results: an
     exception (including an :class:`EvalResult` built with a NaN score), a wrong number of results or
     something that is not an :class:`EvalResult` gives each pipeline an ``"error"`` result with the
@@ -344,7 +346,8 @@ def make_evaluator(reward: str | Evaluator, **kwargs: Any) -> Evaluator:
     if isinstance(reward, Evaluator):
         if kwargs:
             raise ValueError(
-                f"reward_kwargs {sorted(kwargs)} were given with an evaluator instance; configure the instance"
+                f"reward_kwargs {sorted(kwargs)} were given with an evaluator instance; "
+                "configure the instance"
             )
         return reward
     if not isinstance(reward, str) or reward not in _EVALUATORS:

@@ -13,7 +13,8 @@ others fixed can get stuck below the joint optimum, as in real pipelines.
   has K*J slots;
 * augmentation quality ``q = mean_slots p * u[op]``, ``u`` the task's per-op utility in [-1, 1];
 * training length in steps ``e = (log2(epochs / batch_size) + 8) / 6`` (the optimiser steps per training
-  image: 1 epoch of batches of 256 is 0, 8 epochs of batches of 32 is 1); weight decay ``w = log10(1 + wd / 1e-5) / log10(201)``;
+  image: 1 epoch of batches of 256 is 0, 8 epochs of batches of 32 is 1); weight decay
+  ``w = log10(1 + wd / 1e-5) / log10(201)``;
   label smoothing ``l = ls / 0.2``.
 
 ``c`` is rounded to multiples of 1/40: with it the exact global optimum is a product over 41 capacity
@@ -25,13 +26,14 @@ optimum enumerates; every change of a probability or magnitude of an applied op 
 
 .. code-block:: text
 
-    z = a_c c - b_c c^2                         capacity helps, then hurts (optimum c* = a_c / 2 b_c)  [1.258, 2.53]
-      + a_e e + a_q q                           more optimiser steps, useful ops                   [2.458, 3.243]
+    z = a_c c - b_c c^2                         capacity helps, then hurts                      [1.258, 2.53]
+                                                (optimum c* = a_c / 2 b_c)
+      + a_e e + a_q q                           more optimiser steps, useful ops               [2.458, 3.243]
       + g_sc (2s - 1)(2c - 1)                   strong augmentation needs capacity                 [0]
       + g_se (2s - 1)(2e - 1)                   strong augmentation needs long training            [0.019]
       - kappa (s + omega w + lam l - rho c)^2   augmentation, weight decay and label smoothing
                                                 substitute for one another; the regularisation
-                                                needed grows with capacity               [2.154, 0.5, 0.6, 1.5]
+                                                needed grows with capacity            [2.154, 0.5, 0.6, 1.5]
       - a_lr log10(lr / lr*)^2,  lr* = lr0[opt] sqrt(batch / 128)
                                                 learning rate vs batch size and optimizer  [0.496; lr0 0.3,
                                                                                            0.003, 0.003]
@@ -68,6 +70,12 @@ training time ``epochs * dataset_size * 3 * FLOPs / throughput + overhead``.
 **Budget.** An optional :class:`~ma2ml_env.rewards.base.CostBudget`: hard (over budget -> status
 ``"over_budget"``, ``penalty_score``) or soft (MnasNet ``accuracy * (FLOPs / target) ** w``).
 
+**One formula, every path.** The score of one flat joint action is written once,
+:func:`ma2ml_env.rewards._jit.score`, over the tables :meth:`SurrogateEvaluator.tables` packs at ``bind``;
+the batch path (``evaluate_actions``), the scalar path (``evaluate_one_tuple``, ``env.step``) and the
+compiled env step (numba) all run it (see :mod:`ma2ml_env.rewards._jit`). The budget is
+:meth:`CostBudget.apply` / :meth:`CostBudget.apply_arrays`.
+
 **Tasks.** ``task="default"`` or ``task=<int>``: a randomly generated task (coefficients, op utilities,
 optimal learning rates) drawn from that seed, so algorithms are not tuned to one function.
 """
@@ -77,10 +85,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
 import numpy as np
 
 from ma2ml_env.modules.aug import AUG_OPS, AugmentModule
@@ -126,7 +134,9 @@ class SurrogateTask:
     lr0: tuple[float, ...] = (0.3, 0.003, 0.003)  # per OPTIMIZERS
     b_opt: tuple[float, ...] = (0.0, 0.056, -0.16)
     b_sched: tuple[float, ...] = (0.0, 0.129, 0.133)  # per SCHEDULES
-    op_utility: tuple[float, ...] = field(default_factory=lambda: tuple(_DEFAULT_UTILITY[o] for o in _OP_NAMES))
+    op_utility: tuple[float, ...] = field(
+        default_factory=lambda: tuple(_DEFAULT_UTILITY[o] for o in _OP_NAMES)
+    )
 
     @classmethod
     def random(cls, seed: int) -> SurrogateTask:
@@ -143,9 +153,13 @@ class SurrogateTask:
             return float(v + rng.uniform(-w, w))
 
         return cls(
-            **{k: scale(getattr(d, k)) for k in ("a_c", "b_c", "a_e", "a_q", "g_sc", "g_se", "kappa", "omega", "lam",
-                                                  "rho", "a_lr")},
-            z0=shift(d.z0, 0.5), floor=d.floor, ceil=d.ceil,
+            **{
+                k: scale(getattr(d, k))
+                for k in ("a_c", "b_c", "a_e", "a_q", "g_sc", "g_se", "kappa", "omega", "lam", "rho", "a_lr")
+            },
+            z0=shift(d.z0, 0.5),
+            floor=d.floor,
+            ceil=d.ceil,
             lr0=tuple(float(v) * 10 ** rng.uniform(-0.5, 0.5) for v in d.lr0),
             b_opt=tuple(shift(v, 0.2) for v in d.b_opt),
             b_sched=tuple(shift(v, 0.2) for v in d.b_sched),
@@ -160,7 +174,8 @@ def _op_strength(op: str, mag: int) -> float:
 
 def _steps_level(epochs: float, batch_size: float) -> float:
     """Training length in optimiser steps per image: ``log2(epochs / batch_size)`` mapped from
-    ``[log2(1/256), log2(8/32)]`` to ``[0, 1]`` (on real training, fewer steps is what a large batch costs)."""
+    ``[log2(1/256), log2(8/32)]`` to ``[0, 1]`` (on real training, fewer steps is what a large batch
+    costs)."""
     return min(max((math.log2(max(epochs, 1e-9) / max(batch_size, 1e-9)) + 8.0) / 6.0, 0.0), 1.0)
 
 
@@ -265,7 +280,8 @@ class SurrogateEvaluator(Evaluator):
                 probs = self._aug["probs"][None, :, None]
                 self._aug["s_flat"] = (probs * strength[:, None, :]).reshape(-1)
                 self._aug["q_flat"] = np.broadcast_to(
-                    probs * self._aug["util"][:, None, None], (len(mod.ops), len(mod.probs), strength.shape[1])
+                    probs * self._aug["util"][:, None, None],
+                    (len(mod.ops), len(mod.probs), strength.shape[1]),
                 ).reshape(-1)
                 self._aug["flat_lists"] = (self._aug["s_flat"].tolist(), self._aug["q_flat"].tolist(),
                                            len(mod.probs), strength.shape[1])
@@ -284,13 +300,20 @@ class SurrogateEvaluator(Evaluator):
                     e=np.array([[_steps_level(v, b) for b in ch["batch_size"]] for v in ch["epochs"]]),
                     epochs=np.array(ch["epochs"], dtype=float),
                 )
-                self._hpo["radix"] = [int(v) for v in np.cumprod([1, *space.nvecs[mod.name][:0:-1].tolist()])[::-1]]
+                self._hpo["radix"] = [
+                    int(v) for v in np.cumprod([1, *space.nvecs[mod.name][:0:-1].tolist()])[::-1]
+                ]
         # Features of absent modules are constants read off the base pipeline.
         slots = [op for sub in base.augment for op in sub]
-        self._base_s = float(np.mean([op.prob * _op_strength(op.op, op.magnitude) for op in slots])) if slots else 0.0
+        self._base_s = (
+            float(np.mean([op.prob * _op_strength(op.op, op.magnitude) for op in slots])) if slots else 0.0
+        )
         self._base_q = float(np.mean([op.prob * util.get(op.op, 0.0) for op in slots])) if slots else 0.0
         a = base.arch
-        self._base_arch = (a.flops(self.in_channels, self.num_classes), a.params(self.in_channels, self.num_classes))
+        self._base_arch = (
+            a.flops(self.in_channels, self.num_classes),
+            a.params(self.in_channels, self.num_classes),
+        )
         tr = base.train
         self._base_train = dict(
             opt=OPTIMIZERS.index(tr.optimizer), log_lr=math.log10(tr.lr), w=_wd_level(tr.weight_decay),
@@ -307,8 +330,11 @@ class SurrogateEvaluator(Evaluator):
             Ah[:, g["off"]: g["off"] + 7] = np.stack(np.unravel_index(np.arange(len(Ah)), nvec), axis=1)
             f = self._hpo_features(Ah)
             g["hz_list"] = self._hz(f["opt"], f["log_lr"], f["bs"], f["sched"], f["e"]).tolist()
-            g["e_list"], g["w_list"], g["ls_list"], g["ep_list"] = (f[k].tolist() for k in ("e", "w", "ls", "epochs"))
+            g["e_list"], g["w_list"], g["ls_list"], g["ep_list"] = (
+                f[k].tolist() for k in ("e", "w", "ls", "epochs")
+            )
         self._tables = self._pack_tables(space)
+        self._py_tables = (self._tables.f, self._tables.i, self._tables.c)  # the scalar path's arguments
         self._jit_ok = self.noise_std == 0 and not self._budget_active
 
     def tables(self) -> SurrogateTables:
@@ -354,12 +380,32 @@ class SurrogateEvaluator(Evaluator):
             head[J.O_HPO] = add([v for row in rows for v in row])
             head[J.R0:J.R6 + 1] = h["radix"]
         head[J.N_AGENTS] = len(space.names)
+        head[J.SIZES] = J.STAGES + len(stage_rows)
+        head[J.OP_COLS] = head[J.SIZES] + len(space.names)
         ints = head + stage_rows + [int(v) for v in space.sizes] + cols
         bh = self._base_hpo
-        consts = [t.a_c, t.b_c, t.a_q, t.g_sc, t.g_se, t.kappa, t.omega, t.lam, t.rho, t.floor, t.ceil - t.floor,
-                  *self._log_f, float(self.dataset_size), float(self.throughput), float(self.overhead),
-                  self._base_s, self._base_q, float(self._base_arch[0]), float(self._base_arch[1]),
-                  *(float(v) for v in bh)]
+        consts = [
+            t.a_c,
+            t.b_c,
+            t.a_q,
+            t.g_sc,
+            t.g_se,
+            t.kappa,
+            t.omega,
+            t.lam,
+            t.rho,
+            t.floor,
+            t.ceil - t.floor,
+            *self._log_f,
+            float(self.dataset_size),
+            float(self.throughput),
+            float(self.overhead),
+            self._base_s,
+            self._base_q,
+            float(self._base_arch[0]),
+            float(self._base_arch[1]),
+            *(float(v) for v in bh),
+        ]
         consts = [float(v) for v in consts]
         if not table:
             table = [0.0]
@@ -369,7 +415,8 @@ class SurrogateEvaluator(Evaluator):
 
     def step_kernel(self) -> tuple[Any, tuple[np.ndarray, ...]] | None:
         """``(kernel, tables)`` for the env's compiled step (see :mod:`ma2ml_env.rewards._jit`), or ``None``
-        where it does not apply (numba missing or disabled; noise or a budget: those stay on the Python path)."""
+        where it does not apply (numba missing or disabled; noise or a budget: those stay on the Python
+        path)."""
         self._require_bound()
         if not self._jit_ok:
             return None
@@ -401,33 +448,54 @@ class SurrogateEvaluator(Evaluator):
         ns = len(mod.base_widths)
         ch = {d.name: np.array(d.choices) for d in mod.decisions}
         first = {d.name: d.choices[0] for d in mod.decisions}
-        widths = np.array([
-            [mod.apply({**first, f"stage{s}_width": w}, Pipeline()).arch.stages[s].width for w in ch[f"stage{s}_width"]]
-            for s in range(ns)
-        ], dtype=np.float64)
+        widths = np.array(
+            [
+                [
+                    mod.apply({**first, f"stage{s}_width": w}, Pipeline()).arch.stages[s].width
+                    for w in ch[f"stage{s}_width"]
+                ]
+                for s in range(ns)
+            ],
+            dtype=np.float64,
+        )
         res = ch["resolution"].astype(np.float64)
         stem_m, stem_p = stem_costs(res, base.arch.stem_width, self.in_channels)
         size, c_prev = res, np.array([float(base.arch.stem_width)])
         macs, params = [], []
         for s in range(ns):
             m, p, out = stage_costs(
-                size.reshape(-1, 1, 1, 1, 1, 1), c_prev.reshape(1, -1, 1, 1, 1, 1),
-                ch[f"stage{s}_kernel"].reshape(1, 1, -1, 1, 1, 1), ch[f"stage{s}_expansion"].reshape(1, 1, 1, -1, 1, 1),
-                widths[s].reshape(1, 1, 1, 1, -1, 1), ch[f"stage{s}_depth"].reshape(1, 1, 1, 1, 1, -1),
+                size.reshape(-1, 1, 1, 1, 1, 1),
+                c_prev.reshape(1, -1, 1, 1, 1, 1),
+                ch[f"stage{s}_kernel"].reshape(1, 1, -1, 1, 1, 1),
+                ch[f"stage{s}_expansion"].reshape(1, 1, 1, -1, 1, 1),
+                widths[s].reshape(1, 1, 1, 1, -1, 1),
+                ch[f"stage{s}_depth"].reshape(1, 1, 1, 1, 1, -1),
                 mod.strides[s],
             )
             macs.append(m)
             params.append(p)
             size = np.ceil(size / mod.strides[s])
             c_prev = widths[s]
-        head_m, head_p = head_costs(size[:, None], widths[-1][None, :], base.arch.head_width, self.num_classes)
+        head_m, head_p = head_costs(
+            size[:, None], widths[-1][None, :], base.arch.head_width, self.num_classes
+        )
         head_m, head_p = (np.broadcast_to(x, (len(res), widths.shape[1])).copy() for x in (head_m, head_p))
         return dict(
-            off=off, ns=ns, stem=(stem_m, stem_p), stages=(macs, params), head=(head_m, head_p),
-            flat_lists=(stem_m.tolist(), stem_p.tolist(), [m.reshape(-1).tolist() for m in macs],
-                        [p.reshape(-1).tolist() for p in params], head_m.reshape(-1).tolist(),
-                        head_p.reshape(-1).tolist(),
-                        [tuple(int(v) for v in np.cumprod(m.shape[:0:-1])[::-1]) for m in macs], head_m.shape[1]),
+            off=off,
+            ns=ns,
+            stem=(stem_m, stem_p),
+            stages=(macs, params),
+            head=(head_m, head_p),
+            flat_lists=(
+                stem_m.tolist(),
+                stem_p.tolist(),
+                [m.reshape(-1).tolist() for m in macs],
+                [p.reshape(-1).tolist() for p in params],
+                head_m.reshape(-1).tolist(),
+                head_p.reshape(-1).tolist(),
+                [tuple(int(v) for v in np.cumprod(m.shape[:0:-1])[::-1]) for m in macs],
+                head_m.shape[1],
+            ),
         )
 
     def _nas_costs(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -492,7 +560,9 @@ class SurrogateEvaluator(Evaluator):
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         t = self._tables
         C = t.c
-        if self._aug is None or self._nas is None or self._hpo is None:  # the base pipeline's constants, per row
+        if (
+            self._aug is None or self._nas is None or self._hpo is None
+        ):  # the base pipeline's constants, per row
             C = [np.full(len(A), v) if _jit.BASE_S <= j <= _jit.BASE_EP else v for j, v in enumerate(C)]
         acc, flops, params, seconds = _jit.NP.score(np.ascontiguousarray(A).T, t.F, t.i, C)
         if self.noise_std > 0 and noise:
@@ -516,8 +586,7 @@ class SurrogateEvaluator(Evaluator):
         uses: building a frozen dataclass costs as much as the evaluation itself): the score function of
         :mod:`ma2ml_env.rewards._jit` on Python numbers, noise, then the budget's
         :meth:`~ma2ml_env.rewards.base.CostBudget.apply`."""
-        t = self._tables
-        acc, flops, params, seconds = _score_py(x, t.f, t.i, t.c)
+        acc, flops, params, seconds = _score_py(x, *self._py_tables)
         if self._jit_ok:
             return acc, "ok", acc, flops, params, seconds
         if self.noise_std > 0:
@@ -529,7 +598,9 @@ class SurrogateEvaluator(Evaluator):
 
     def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
         space = self._require_bound()
-        flat = np.stack([space.flatten(space.encode(p)) for p in pipelines]) if pipelines else np.zeros((0, 0))
+        flat = (
+            np.stack([space.flatten(space.encode(p)) for p in pipelines]) if pipelines else np.zeros((0, 0))
+        )
         return self.results_from_arrays(self.evaluate_actions(flat, seeds)) if pipelines else []
 
     def evaluate_streaming(self, pipelines: Sequence[Pipeline], seeds: Sequence[int],
@@ -615,9 +686,15 @@ class SurrogateEvaluator(Evaluator):
             best_in_group[gid[j]] = j
         hj = best_in_group
         # product of levels: [arch level, strength level, hpo group]
-        z = self._hz(h["opt"][hj], h["log_lr"][hj], h["bs"][hj], h["sched"][hj], h["e"][hj])[None, None, :] + self._cz(
-            arch_c[:, None, None], s_lv[None, :, None], q_lv[None, :, None],
-            h["e"][hj][None, None, :], h["w"][hj][None, None, :], h["ls"][hj][None, None, :],
+        z = self._hz(h["opt"][hj], h["log_lr"][hj], h["bs"][hj], h["sched"][hj], h["e"][hj])[
+            None, None, :
+        ] + self._cz(
+            arch_c[:, None, None],
+            s_lv[None, :, None],
+            q_lv[None, :, None],
+            h["e"][hj][None, None, :],
+            h["w"][hj][None, None, :],
+            h["ls"][hj][None, None, :],
         )
         val = self._accuracy(z) * arch_f[:, None, None]
         ia, isv, ih = np.unravel_index(int(np.argmax(val)), val.shape)
@@ -643,7 +720,9 @@ class SurrogateEvaluator(Evaluator):
             total = _place(g["stem"][which], [res], nd)
             for s in range(ns):
                 prev = 4 * s - 2 if s > 0 else None
-                total = total + _place(g["stages"][which][s], [res, prev, 4 * s, 4 * s + 1, 4 * s + 2, 4 * s + 3], nd)
+                total = total + _place(
+                    g["stages"][which][s], [res, prev, 4 * s, 4 * s + 1, 4 * s + 2, 4 * s + 3], nd
+                )
             total = total + _place(g["head"][which], [res, 4 * ns - 2], nd)
             out.append(np.broadcast_to(total, sizes).reshape(-1))
         return 2.0 * out[0], out[1]
@@ -659,7 +738,9 @@ class SurrogateEvaluator(Evaluator):
             return {float(self._base_s): (self._base_q, np.zeros(0, dtype=np.int64))}
         # per slot option (op, prob, mag): strength and quality; keep the best quality per strength value
         options: dict[float, tuple[float, tuple[int, int, int]]] = {}
-        for o, pi, mi in itertools.product(range(len(g["util"])), range(len(g["probs"])), range(g["strength"].shape[1])):
+        for o, pi, mi in itertools.product(
+            range(len(g["util"])), range(len(g["probs"])), range(g["strength"].shape[1])
+        ):
             p = g["probs"][pi]
             st, qu = round(float(p * g["strength"][o, mi]), 12), float(p * g["util"][o])
             if st not in options or qu > options[st][0]:

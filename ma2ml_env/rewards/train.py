@@ -42,8 +42,8 @@ import math
 import os
 import time
 import traceback
-from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -79,7 +79,9 @@ def _plain(v: Any) -> Any:
     return repr(v)
 
 
-def check_dataset_location(dataset: Any, root: str | os.PathLike | None = None, download: bool = False) -> None:
+def check_dataset_location(
+    dataset: Any, root: str | os.PathLike | None = None, download: bool = False
+) -> None:
     """Check, without loading anything, that a dataset argument of :class:`TrainEvaluator` can be found:
     a known name, and for file-backed datasets a ``root`` that exists (CIFAR: unless ``download=True``).
 
@@ -96,31 +98,43 @@ def check_dataset_location(dataset: Any, root: str | os.PathLike | None = None, 
     else:
         name = dataset
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; use one of {list(DATASETS)}, a spec dict or an ImageData")
-    how = "pass root=<folder> (reward_kwargs={'dataset': %r, 'root': ...}; CLI: --data-root)" % (name,)
+        raise ValueError(
+            f"unknown dataset {name!r}; use one of {list(DATASETS)}, a spec dict or an ImageData"
+        )
+    how = f"pass root=<folder> (reward_kwargs={{'dataset': {name!r}, 'root': ...}}; CLI: --data-root)"
     if name in ("cifar10", "cifar100"):
         folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
         if root is None:
-            raise ValueError(f"dataset {name!r} needs the folder that holds {folder}/: {how}, and download=True "
-                             "to fetch it there")
+            raise ValueError(
+                f"dataset {name!r} needs the folder that holds {folder}/: {how}, and download=True "
+                "to fetch it there"
+            )
         path = Path(root).expanduser() / folder
         if not path.is_dir() and not download:
-            raise ValueError(f"dataset {name!r} not found: {str(path)!r} does not exist. Put the data there, point "
-                             f"root=... at the folder that holds {folder}/, or pass download=True to download it")
+            raise ValueError(
+                f"dataset {name!r} not found: {str(path)!r} does not exist. Put the data there, point "
+                f"root=... at the folder that holds {folder}/, or pass download=True to download it"
+            )
     elif name == "imagefolder":
         if root is None:
             raise ValueError(f"dataset 'imagefolder' needs root=<folder of class sub-folders>: {how}")
         path = Path(root).expanduser()
         if not path.is_dir():
-            raise ValueError(f"dataset 'imagefolder' not found: {str(path)!r} is not a folder; point root=... at "
-                             "the folder of class sub-folders (ImageFolder data cannot be downloaded)")
+            raise ValueError(
+                f"dataset 'imagefolder' not found: {str(path)!r} is not a folder; point root=... at "
+                "the folder of class sub-folders (ImageFolder data cannot be downloaded)"
+            )
     elif name == "npz":
         if root is None:
-            raise ValueError("dataset 'npz' needs root=<path of an .npz file with x_train, y_train, x_test, y_test>")
+            raise ValueError(
+                "dataset 'npz' needs root=<path of an .npz file with x_train, y_train, x_test, y_test>"
+            )
         path = Path(root).expanduser()
         if not path.is_file():
-            raise ValueError(f"dataset 'npz' not found: no file at {str(path)!r}; root must be the path of an "
-                             ".npz file with x_train, y_train, x_test, y_test")
+            raise ValueError(
+                f"dataset 'npz' not found: no file at {str(path)!r}; root must be the path of an "
+                ".npz file with x_train, y_train, x_test, y_test"
+            )
     elif name in ("mnist", "fashion_mnist"):
         if root is None:
             if name == "fashion_mnist" and Path(FASHION_MNIST_ROOT).is_dir():
@@ -131,8 +145,10 @@ def check_dataset_location(dataset: Any, root: str | os.PathLike | None = None, 
         folder = Path(root).expanduser()
         stem = "train-images-idx3-ubyte"
         if not any((folder / f).is_file() for f in (stem + ".gz", stem)):
-            raise ValueError(f"dataset {name!r} not found: no {stem}.gz (or {stem}) in {str(folder)!r}; point "
-                             "root=... at the folder of the four IDX files")
+            raise ValueError(
+                f"dataset {name!r} not found: no {stem}.gz (or {stem}) in {str(folder)!r}; point "
+                "root=... at the folder of the four IDX files"
+            )
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -315,9 +331,11 @@ class TrainEvaluator(Evaluator):
             FileNotFoundError: the dataset is missing (a configuration error, not a child's failure).
         """
         if len(pipelines) != len(seeds):
-            raise ValueError(f"got {len(pipelines)} pipelines but {len(seeds)} seeds; pass one seed per pipeline")
+            raise ValueError(
+                f"got {len(pipelines)} pipelines but {len(seeds)} seeds; pass one seed per pipeline"
+            )
         with _num_threads(self.num_threads if self.device.type == "cpu" else None):
-            self.data  # noqa: B018 - load once, outside the per-child error handling
+            self.data
             return [self._evaluate_one(p, int(s)) for p, s in zip(pipelines, seeds)]
 
     def _evaluate_one(self, pipeline: Pipeline, seed: int) -> EvalResult:
@@ -363,7 +381,13 @@ class TrainEvaluator(Evaluator):
             if deadline is not None and time.perf_counter() > deadline:
                 raise TrainingTimeout("time limit reached at the end of training")
             acc = evaluate_accuracy(
-                model, val_x, data.val_y, mean=data.mean, std=data.std, channels_last=self.channels_last, amp=self.amp
+                model,
+                val_x,
+                data.val_y,
+                mean=data.mean,
+                std=data.std,
+                channels_last=self.channels_last,
+                amp=self.amp,
             )
             if deadline is not None and time.perf_counter() > deadline:
                 raise TrainingTimeout("time limit reached during validation")
@@ -377,7 +401,7 @@ class TrainEvaluator(Evaluator):
                 score=float(score), status=status, accuracy=float(acc), flops=flops, params=params,
                 seconds=time.perf_counter() - t0, info=info,
             )
-        except Exception as exc:  # noqa: BLE001 - every failure of a child is an ordinary outcome
+        except Exception as exc:
             status = failure_status(exc)
             info.update(error=f"{type(exc).__name__}: {exc}", traceback=_tail(exc))
             return EvalResult(
@@ -474,8 +498,17 @@ def train_final(
 
 
 def _train_final(
-    pipeline: Pipeline, dataset: Any, root: Any, download: bool, dev: torch.device, seed: int, epoch_scale: float,
-    channels_last: bool, amp: bool, bn_recalibration: int, dataset_kwargs: dict[str, Any],
+    pipeline: Pipeline,
+    dataset: Any,
+    root: Any,
+    download: bool,
+    dev: torch.device,
+    seed: int,
+    epoch_scale: float,
+    channels_last: bool,
+    amp: bool,
+    bn_recalibration: int,
+    dataset_kwargs: dict[str, Any],
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = load_dataset(dataset, root=root, download=download, **dataset_kwargs)
@@ -483,7 +516,9 @@ def _train_final(
     x, y = data.merged_train()
     x, y = resize_images(x, res).to(dev), y.to(dev)
     test_x, test_y = resize_images(data.test_x, res).to(dev), data.test_y.to(dev)
-    model = build_model(pipeline.arch, data.channels, data.num_classes, generator=torch.Generator().manual_seed(seed))
+    model = build_model(
+        pipeline.arch, data.channels, data.num_classes, generator=torch.Generator().manual_seed(seed)
+    )
     for hook in pipeline.model_hooks:
         model = hook(model)
     params = count_params(model)
@@ -500,7 +535,9 @@ def _train_final(
         model, pipeline, x, y, num_classes=data.num_classes, mean=mean, std=std, seed=seed,
         epoch_scale=epoch_scale, channels_last=channels_last, amp=amp,
     )
-    recalibrate_bn(model, x, mean=mean, std=std, channels_last=channels_last, amp=amp, max_images=bn_recalibration)
+    recalibrate_bn(
+        model, x, mean=mean, std=std, channels_last=channels_last, amp=amp, max_images=bn_recalibration
+    )
     acc = evaluate_accuracy(model, test_x, test_y, mean=mean, std=std, channels_last=channels_last, amp=amp)
     return {
         "test_accuracy": acc,
