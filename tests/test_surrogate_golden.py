@@ -75,3 +75,19 @@ def test_the_python_step_function_matches_the_scalar_path():
         want = ev.evaluate_one_tuple(f.tolist(), 0)
         assert got == (want[2], want[3], want[4], want[5])
         assert np.array_equal(flat, f) and np.array_equal(obs[3:], f.astype(np.float32) * env._scale)
+
+
+def test_the_feature_helpers_of_the_calibration_script_agree_with_the_batch_path():
+    """benchmarks/calibrate_surrogate.py reads the features through _aug_features/_nas_costs/_hpo_features."""
+    env = ma2ml_env.parallel_env(reward="surrogate")
+    ev, space = env.evaluator, env.space
+    A = space.sample(np.random.default_rng(5), 64)
+    s, q = ev._aug_features(A)
+    g = ev._aug
+    idx = (A[:, g["op"]] * len(g["probs"]) + A[:, g["prob"]]) * g["strength"].shape[1] + A[:, g["mag"]]
+    assert np.array_equal(s, g["s_flat"].take(idx).mean(axis=1))
+    assert np.array_equal(q, g["q_flat"].take(idx).mean(axis=1))
+    flops, params = ev._nas_costs(A)
+    out = ev.evaluate_actions(A)
+    assert np.array_equal(flops, out["flops"]) and np.array_equal(params, out["params"])
+    assert np.array_equal(ev.capacity(flops) * _jit.LEVELS % 1, np.zeros(64))

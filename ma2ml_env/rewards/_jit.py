@@ -198,7 +198,7 @@ def _bind(functions: dict, wrap=None) -> types.SimpleNamespace:
     """The formula's code objects bound to ``functions`` (the elementary functions and the slot sum).
     ``wrap`` (numba.njit) is applied to every function; names resolve through the shared namespace."""
     ns: dict = {**globals(), **functions}
-    out = {}
+    out = {k: v for k, v in functions.items() if k == "slot_sums"}
     for fn in _FORMULA:
         name = fn.__name__
         if name in functions:
