@@ -46,7 +46,8 @@ def _env(modules=("aug", "nas", "hpo")):
 
 
 def test_registry_lists_every_algorithm():
-    assert set(ALGORITHMS) >= {"random", "tpe", "ppo", "a2c", "independent", "separate", "ma2ml", "ma2ml-lite"}
+    assert set(ALGORITHMS) >= {"random", "tpe", "ppo", "a2c", "independent", "separate", "ma2ml",
+                               "ma2ml-lite"}
     assert list(ALGORITHMS) == sorted(ALGORITHMS)
 
 
@@ -69,7 +70,8 @@ def test_unknown_algorithm_lists_the_names():
         ("separate", {"inner": "bayes"}, "inner must be one of"),
         ("random", {"x": 1}, "takes no configuration"),
         ("evolution", {"population_size": 0}, "population_size must be a positive integer"),
-        ("evolution", {"population_size": 4, "tournament_size": 5}, r"tournament_size \(5\) must be <= population_size"),
+        ("evolution", {"population_size": 4, "tournament_size": 5},
+         r"tournament_size \(5\) must be <= population_size"),
     ],
 )
 def test_bad_configs_raise_clear_errors(name, kwargs, match):
@@ -280,3 +282,113 @@ def test_evolution_children_are_one_mutation_from_a_tournament_winner():
     # aging: observing six more members pushes the first six out
     algo.observe(algo.propose(6), [0.0] * 6)
     assert [m[1] for m in algo.population] == [0.0] * 6
+
+
+# -- SB3 leaves nothing in the temp folder ---------------------------------------------------------------
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """The system temp folder (``tempfile.gettempdir()``, ``TMPDIR``) pointed at an empty pytest folder."""
+    import tempfile
+
+    folder = tmp_path / "systemp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["ppo", "a2c"])
+def test_sb3_searches_leave_no_log_folder(private_tmp, name):
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3.common.logger import configure
+
+    configure(None, [])  # what SB3 does by default: a tempdir/SB3-<date> folder ...
+    made = list(private_tmp.glob("SB3-*"))
+    assert len(made) == 1  # ... so this test sees such folders
+    made[0].rmdir()
+    algo = make_algorithm(name, n_steps=4, batch_size=4, n_epochs=1)
+    run(algo, _env(("hpo",)), budget=12, seed=0, batch_size=4)
+    assert algo.updates == 3  # SB3's train() ran, and with it SB3's logger
+    assert list(private_tmp.glob("SB3-*")) == []
+
+
+def test_sb3_logs_where_asked(private_tmp, tmp_path):
+    pytest.importorskip("stable_baselines3")
+    logs = tmp_path / "sb3-logs"
+    algo = make_algorithm("ppo", n_steps=4, batch_size=4, n_epochs=1, log_dir=str(logs))
+    run(algo, _env(("hpo",)), budget=8, seed=0, batch_size=4)
+    rows = (logs / "progress.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2 and "train/loss" in rows[0]  # a header and one row per update
+    assert list(private_tmp.glob("SB3-*")) == []
+
+
+# -- config values against the config's field types -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("ma2ml", {"policy_lr": "fast"}, r"MA2MLConfig.policy_lr must be a number, got 'fast' \(str\)"),
+        ("ma2ml-lite", {"updates_per_round": 2.0}, r"MA2MLConfig.updates_per_round must be an integer, got"),
+        ("ma2ml", {"off_policy": 1}, r"MA2MLConfig.off_policy must be a bool \(True or False\), got 1 \("),
+        ("ma2ml", {"torch_threads": "1"}, r"MA2MLConfig.torch_threads must be an integer or None, got '1'"),
+        ("tpe", {"n_startup_trials": True}, r"TPEConfig.n_startup_trials must be an integer, got True \("),
+        ("tpe", {"multivariate": "no"}, r"TPEConfig.multivariate must be a bool"),
+        ("ppo", {"learning_rate": True}, r"SB3Config.learning_rate must be a number, got True \(bool\)"),
+        ("ppo", {"net_arch": 64}, r"SB3Config.net_arch must be a sequence, got 64 \(int\)"),
+        ("ppo", {"model_kwargs": [1]}, r"SB3Config.model_kwargs must be a mapping, got \[1\] \(list\)"),
+        ("ppo", {"log_dir": 3}, r"SB3Config.log_dir must be a string or None, got 3 \(int\)"),
+        ("independent", {"learner": 1}, r"IndependentConfig.learner must be one of 'reinforce', 'q', got 1"),
+        ("independent", {"lr": np.bool_(True)}, r"IndependentConfig.lr must be a number, got (np.)?True"),
+        ("separate", {"order": "nas"}, r"ModuleByModuleConfig.order must be a sequence or None, got 'nas'"),
+        ("evolution", {"mutations": 1.5}, r"EvolutionConfig.mutations must be an integer, got 1.5 \(float\)"),
+        ("local-search", {"n_initial": "3"}, r"LocalSearchConfig.n_initial must be an integer, got '3' \("),
+    ],
+)
+def test_config_values_of_the_wrong_type_name_field_type_and_value(name, kwargs, match):
+    from agents.common import ConfigTypeError
+    from agents.registry import algorithm_spec
+
+    with pytest.raises(ConfigTypeError, match=match) as info:
+        make_algorithm(name, **kwargs)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
+    if name in ("tpe", "ppo"):
+        pytest.importorskip(NEEDS[name])
+    cls = _load_target(algorithm_spec(name).target)
+    with pytest.raises(ConfigTypeError, match=match):
+        cls(**kwargs)  # the algorithm's own constructor: the same check
+
+
+def _load_target(target):
+    import importlib
+
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def test_right_types_pass_numbers_widen_to_float():
+    assert make_algorithm("ma2ml", policy_lr=1).config.policy_lr == 1  # an int is a number
+    assert make_algorithm("evolution", population_size=np.int64(5)).config.population_size == 5
+    assert make_algorithm("independent", lr=np.float32(0.5)).config.lr == 0.5
+    assert make_algorithm("separate", order=["hpo", "nas"]).config.order == ("hpo", "nas")
+    assert make_algorithm("ma2ml", critic_lr=None).config.critic_lr is None
+
+
+def test_user_registered_configs_are_type_checked_too():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class StepConfig:
+        step: float = 0.1
+        rounds: int = 2
+
+    register_algorithm("typed-user-algo", "agents.random_search:RandomSearch",
+                       config=f"{__name__}:_StepConfig")
+    globals()["_StepConfig"] = StepConfig
+    try:
+        with pytest.raises(ValueError, match=r"StepConfig.step must be a number, got 'big' \(str\)"):
+            make_algorithm("typed-user-algo", step="big")
+        with pytest.raises(ValueError, match=r"StepConfig.rounds must be an integer, got False \(bool\)"):
+            make_algorithm("typed-user-algo", rounds=False)
+    finally:
+        _REGISTRY.pop("typed-user-algo")
+        globals().pop("_StepConfig")
