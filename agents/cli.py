@@ -599,7 +599,8 @@ def write_best(out: Path, trials: Sequence[Trial], env: Any, meta: Mapping[str, 
 
 
 def _best_text(best: Trial, pipeline: Any, n: int) -> str:
-    return (f"best score {best.score:.4f} (status {best.status}; trial {best.index} of {n})\n"
+    return (f"best score {best.score:.4f} (status {best.status}; trial {best.index + 1} of {n}, "
+            f"index {best.index})\n"
             f"{pipeline.describe()}")
 
 
@@ -835,6 +836,27 @@ def load_plugin(spec: str) -> Any:
         raise UsageError(f"--plugin {spec} failed to import: {type(exc).__name__}: {exc}") from None
 
 
+def _attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--max-flops -3M`` -> ``--max-flops=-3M``: argparse takes a value that starts with ``-`` for an
+    option unless it is a plain number, and would say "expected one argument" instead of what is wrong."""
+    takes_value = set()
+    stack = [parser]
+    while stack:
+        p = stack.pop()
+        for a in p._actions:  # noqa: SLF001 - argparse has no public list of a parser's options
+            if isinstance(a, argparse._SubParsersAction):  # noqa: SLF001
+                stack.extend(a.choices.values())
+            elif a.option_strings and a.nargs is None and a.const is None:
+                takes_value.update(a.option_strings)
+    out: list[str] = []
+    for a in argv:
+        if out and out[-1] in takes_value and len(a) > 1 and a[0] == "-" and (a[1].isdigit() or a[1] == "."):
+            out[-1] = f"{out[-1]}={a}"
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ma2ml`` command line; returns the exit code (argparse usage errors exit with 2)."""
     raw = sys.argv[1:] if argv is None else list(argv)
@@ -844,7 +866,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         build_parser().error(str(exc))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_values(parser, raw))
     args.argv = None if argv is None else list(argv)
     try:
         return int(args.func(args))

@@ -174,6 +174,8 @@ def test_reward_option_defaults_in_help_are_read_from_the_backends():
         (["search", "--reward", "surrogate", "--noise", "-1"], "must be a finite number >= 0"),
         (["search", "--reward", "surrogate", "--task", "hard"], "expected 'default' or an integer"),
         (["search", "--reward", "surrogate", "--max-flops", "lots"], "expected a positive number"),
+        (["search", "--reward", "surrogate", "--max-flops", "-3M"], "--max-flops: must be > 0, got '-3M'"),
+        (["search", "--reward", "surrogate", "--seed", "-1"], "--seed: must be >= 0, got -1"),
         (["search", "--reward", "surrogate", "--dataset", "digits"], "--dataset applies to --reward train only"),
         (["search", "--reward", "train", "--noise", "0.1"], "--noise applies to --reward surrogate only"),
         (["search", "--reward", "surrogate", "--budget-mode", "soft"], "--budget-mode needs a budget"),
