@@ -180,6 +180,16 @@ def _abspath(text: str) -> str:
     return str(Path(text).expanduser().resolve())
 
 
+def _backend_default(backend: str, kwarg: str) -> str:
+    """The default of ``kwarg`` of evaluation backend ``backend`` (``--backend``), for help texts."""
+    import inspect
+
+    from ma2ml_env.rewards.parallel import BACKENDS
+
+    default = inspect.signature(BACKENDS[backend]).parameters[kwarg].default
+    return "none" if default is None else str(default)
+
+
 def _nonneg_int(text: str) -> int:
     v = _int(text)
     if v < 0:
@@ -235,7 +245,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         source = getattr(action, "code_default", None)
         if source is None:
             return action.help
-        return f"{action.help} (default: {_code_default(*source)})"
+        return f"{action.help} (default: {source() if callable(source) else _code_default(*source)})"
 
 
 def add_algorithm_arguments(p: argparse.ArgumentParser) -> None:
@@ -307,13 +317,14 @@ def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="Ray cluster: auto (this machine's cluster) or ray://HEAD:10001 (default: a local Ray)")
     g.add_argument("--gpus-per-trial", type=_nonneg_float, default=None, metavar="G",
-                   help="GPUs of each Ray task (default: 0)")
-    g.add_argument("--max-retries", type=_int, default=None, metavar="N",
+                   help="GPUs of each Ray task").code_default = lambda: _backend_default("ray", "num_gpus_per_trial")
+    g.add_argument("--max-retries", type=_nonneg_int, default=None, metavar="N",
                    help="retries of a pipeline whose worker crashed, hung past --trial-timeout or ran out of "
-                        "memory (default: 2 with --backend local/ray, 0 with serial)")
+                        "memory").code_default = lambda: (
+        f"{_backend_default('local', 'max_retries')} with --backend local/ray, none with serial")
     g.add_argument("--trial-timeout", type=_positive_float, default=None, metavar="SECONDS",
-                   help="hard time limit per evaluation with --backend local/ray: the worker is killed "
-                        "(default: none)")
+                   help="hard time limit per evaluation with --backend local/ray: the worker is killed"
+                   ).code_default = lambda: _backend_default("local", "time_limit")
     g.add_argument("--store", default=None, metavar="PATH",
                    help="SQLite file of the search: every evaluation committed as it completes, the algorithm's "
                         "state after every round; trials.jsonl and best.json are derived from it "
