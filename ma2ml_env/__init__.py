@@ -13,7 +13,7 @@ import pettingzoo as _pettingzoo
 
 from ma2ml_env.codec import JointActionCodec
 from ma2ml_env.check import EvaluatorCheckError, check_evaluator
-from ma2ml_env.env import ENV_ID, INFO_KEYS, AutoMLPipelineEnv, env, parallel_env
+from ma2ml_env.env import ENV_ID, INFO_KEYS, INFO_MISSING, AutoMLPipelineEnv, env, parallel_env
 from ma2ml_env.modules import (
     AUG_OPS,
     DEFAULT_MODULES,
@@ -39,13 +39,15 @@ from ma2ml_env.rewards import (
     register_evaluator,
     registered_evaluators,
 )
+from ma2ml_env.rewards.base import STATUS_CODES
 from ma2ml_env.tabular import BENCHMARKS, benchmark_env
 from ma2ml_env.views import JOINT_ENV_ID, JointActionEnv
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AUG_OPS", "BENCHMARKS", "DEFAULT_MODULES", "ENV_ID", "INFO_KEYS", "JOINT_ENV_ID", "STATUSES",
+    "AUG_OPS", "BENCHMARKS", "DEFAULT_MODULES", "ENV_ID", "INFO_KEYS", "INFO_MISSING", "JOINT_ENV_ID",
+    "STATUS_CODES", "STATUSES",
     "Architecture", "ArchitectureModule", "AugOp", "AugmentModule", "AutoMLModule", "AutoMLPipelineEnv",
     "CostBudget", "Decision", "EvalResult", "Evaluator", "EvaluatorCheckError", "HyperParameterModule",
     "JointActionCodec", "JointActionEnv", "ModuleCheckError", "Pipeline", "SearchSpace", "Stage",

@@ -39,10 +39,31 @@ Termination and truncation
     All agents terminate after ``pipelines_per_episode`` steps (default 1: one pipeline per episode, as
     in the paper). Truncation is never set.
 
-Infos (per agent; the same keys after ``reset`` with neutral values)
-    ``score, status, accuracy, flops, params, seconds, t`` (pipelines evaluated in this episode;
-    ``env.unwrapped.evaluations`` counts them over the env's life).
-    ``status`` is one of ``ok, over_budget, diverged, oom, timeout, error``.
+Infos (per agent; the keys ``INFO_KEYS`` after ``reset`` and after every ``step``)
+    Numbers only, never NaN, and equal for equal seeds, so that every client can take them (TorchRL builds
+    tensor specs from them, PettingZoo's seed tests compare them with ``==``):
+
+    ============ ======= ===========================================================================
+    key          type    value
+    ============ ======= ===========================================================================
+    ``score``    float   the reward (``0.0`` after ``reset``)
+    ``status``   int     the result's status as a code: ``ma2ml_env.STATUSES[code]`` is its name,
+                         ``ma2ml_env.STATUS_CODES[name]`` the code: ok 0, over_budget 1, diverged 2,
+                         oom 3, timeout 4, error 5; ``-1`` after ``reset`` (nothing evaluated yet)
+    ``accuracy`` float   accuracy before any cost penalty; ``-1.0`` when not measured (an over-budget
+                         child is not trained, a failed one has none, a user evaluator may give none)
+    ``flops``    float   forward FLOPs of one image of the child; ``-1.0`` when not measured
+    ``params``   float   parameters of the child; ``-1.0`` when not measured
+    ``seconds``  float   the evaluation's cost when it is reproducible (the surrogate's simulated
+                         training time, a tabular task's recorded one); ``-1.0`` when the backend
+                         measures wall time (``reward="train"``: :attr:`Evaluator.wall_clock_seconds`)
+    ``t``        int     pipelines evaluated in this episode (``env.unwrapped.evaluations`` counts
+                         them over the env's life)
+    ============ ======= ===========================================================================
+
+    ``-1.0`` (``ma2ml_env.INFO_MISSING``) is never a measured value (they are all >= 0). The full result,
+    with NaN for what was not measured, the measured wall time and the backend's details (error messages,
+    losses...), is ``env.unwrapped.last_result`` (an :class:`EvalResult`).
 
 Arguments
     modules: module names and/or :class:`AutoMLModule` instances, applied in this order.
@@ -73,14 +94,21 @@ Batch evaluation
 
 Failures
     An evaluator that raises, returns a NaN score or the wrong results gives ``"error"`` results (score
-    ``failure_score``, the message in ``info["error"]``), in ``evaluate`` and in ``step`` alike: a failing
-    evaluation is a recorded outcome, never an aborted search. Invalid actions still raise ``ValueError``.
+    ``failure_score``, the message in the result's ``info["error"]``; after a ``step``:
+    ``env.unwrapped.last_result.info``), in ``evaluate`` and in ``step`` alike: a failing evaluation is a
+    recorded outcome, never an aborted search. Invalid actions (out of range, wrong shape, non-integer,
+    booleans) still raise ``ValueError``.
 
 Configuration
     ``env.unwrapped.config()``: a JSON-serialisable dict of everything that determines the rewards (modules,
     ``pipelines_per_episode``, base pipeline, ``"reward"``: the evaluator's ``config()``), equal for equal
     set-ups; a durable search stores it and refuses to resume under a different one.
     :func:`ma2ml_env.check_evaluator` checks a user's evaluator against the contract the env relies on.
+
+Clients
+    Tested with PettingZoo's ``parallel_api_test``, ``api_test`` (the AEC ``env()``) and
+    ``parallel_seed_test``, and TorchRL's ``PettingZooWrapper`` (``check_env_specs``, rollouts), on the
+    surrogate, a tabular task and real training (``tests/test_clients.py``).
 
 Version history
     v1: the surrogate reward re-designed to be like real training (augmentation strength no longer rounded,
@@ -102,13 +130,19 @@ from pettingzoo.utils import parallel_to_aec
 
 from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
 from ma2ml_env.pipeline import Pipeline, SearchSpace
-from ma2ml_env.rewards.base import EvalResult, Evaluator, make_evaluator
+from ma2ml_env.rewards.base import STATUS_CODES, EvalResult, Evaluator, make_evaluator
 from ma2ml_env.rewards.parallel import wrap_evaluator
 
-__all__ = ["AutoMLPipelineEnv", "parallel_env", "env", "ENV_ID", "INFO_KEYS"]
+__all__ = ["AutoMLPipelineEnv", "parallel_env", "env", "ENV_ID", "INFO_KEYS", "INFO_MISSING"]
 
 ENV_ID = "ma2ml/AutoMLPipeline-v1"
+#: The keys of every info dict (after ``reset`` and after each ``step``); see the module docstring.
 INFO_KEYS = ("score", "status", "accuracy", "flops", "params", "seconds", "t")
+#: The value of ``accuracy``, ``flops``, ``params`` and ``seconds`` in infos when not measured (and of
+#: ``seconds`` for wall-clock backends); ``status`` is -1 after ``reset``.
+INFO_MISSING = -1.0
+_STATUS_CODES = STATUS_CODES
+_BOOL = np.dtype(bool)
 
 
 class AutoMLPipelineEnv(ParallelEnv):
@@ -161,6 +195,9 @@ class AutoMLPipelineEnv(ParallelEnv):
         d = int(self.space.joint_nvec.size)
         self.state_space = gymnasium.spaces.Box(0.0, 1.0, (3 + d,), np.float32)
         self._scale = (1.0 / np.maximum(self.space.joint_nvec - 1, 1)).astype(np.float32)
+        inner = getattr(self.evaluator, "inner", self.evaluator)  # a parallel backend: the evaluator it runs
+        self._wall_seconds = bool(getattr(self.evaluator, "wall_clock_seconds", False)
+                                  or getattr(inner, "wall_clock_seconds", False))
         self._fast = bool(self.evaluator.vectorised)  # evaluate_actions + results_from_arrays
         self._one = True  # evaluate_one_tuple offered: until it answers None once
         self._flat_buf = np.zeros(d, np.int64)
@@ -219,8 +256,8 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._best = 0.0
         self._needs_reset = False
         self._obs = np.zeros_like(self._obs)
-        info = {"score": 0.0, "status": "", "accuracy": 0.0, "flops": 0.0, "params": 0.0, "seconds": 0.0,
-                "t": 0}
+        info = {"score": 0.0, "status": -1, "accuracy": -1.0, "flops": -1.0, "params": -1.0, "seconds": -1.0,
+                "t": 0}  # INFO_KEYS; nothing evaluated yet
         return {a: self._obs.copy() for a in self.agents}, {a: dict(info) for a in self.agents}
 
     def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
@@ -247,9 +284,13 @@ class AutoMLPipelineEnv(ParallelEnv):
                 self._next_seed()  # the evaluation seed stream is the same on both paths
                 self.evaluations += 1
                 self._last_flat = self._flat_buf
-                self._last_tuple = res = (acc, "ok", acc, flops, params, seconds)
-                return self._finish_step(obs, res)
+                self._last_tuple = (acc, "ok", acc, flops, params, seconds)
+                # an "ok" result of the surrogate: every value is measured and deterministic
+                return self._finish_step(obs, acc, {"score": acc, "status": 0, "accuracy": acc,
+                                                    "flops": flops, "params": params, "seconds": seconds,
+                                                    "t": self._t + 1})
         flat, x = self.space.validate_fast(actions)  # raises before any state changes
+        self._reject_bools(actions)
         seed = self._next_seed()
         res = self.evaluator.evaluate_one_tuple(x, seed) if self._one else None
         if res is not None:  # scalar fast path (surrogate): a tuple in EvalResult field order
@@ -263,17 +304,23 @@ class AutoMLPipelineEnv(ParallelEnv):
         tail = obs[3:]
         tail[:] = flat
         tail *= self._scale
-        return self._finish_step(obs, res)
+        score, status, acc, flops, params, seconds = res
+        # the info convention (module docstring): numbers only, -1.0 for a value not measured (NaN in the
+        # result) and for wall-clock seconds (not reproducible; env.last_result keeps them)
+        acc, flops, params, seconds = float(acc), float(flops), float(params), float(seconds)
+        info = {"score": float(score), "status": _STATUS_CODES[status],
+                "accuracy": acc if acc == acc else -1.0, "flops": flops if flops == flops else -1.0,
+                "params": params if params == params else -1.0,
+                "seconds": seconds if seconds == seconds and not self._wall_seconds else -1.0,
+                "t": self._t + 1}
+        return self._finish_step(obs, info["score"], info)
 
-    def _finish_step(self, obs: np.ndarray, res: tuple) -> tuple[dict, dict, dict, dict, dict]:
-        score = res[0]
+    def _finish_step(self, obs: np.ndarray, score: float, info: dict) -> tuple[dict, dict, dict, dict, dict]:
         self._t += 1
         self._best = max(self._best, score)
         self._obs = obs
         obs[:3] = (self._t / self.pipelines_per_episode, score, self._best)
         done = self._t >= self.pipelines_per_episode
-        info = {"score": score, "status": res[1], "accuracy": res[2], "flops": res[3], "params": res[4],
-                "seconds": res[5], "t": self._t}  # INFO_KEYS
         agents = self.agents
         obs = dict.fromkeys(agents, obs)  # one fresh array per step, shared by the agents (read-only use)
         rewards = dict.fromkeys(agents, score)
@@ -285,6 +332,13 @@ class AutoMLPipelineEnv(ParallelEnv):
         if self.render_mode == "human":
             self.render()
         return obs, rewards, terms, truncs, infos
+
+    def _reject_bools(self, actions: Mapping[str, Any]) -> None:
+        # numpy promotes a bool array concatenated with int arrays to int: the codec's fast path would take
+        # it; booleans are not actions (the codec's full check says so for the agent concerned)
+        for v in actions.values():
+            if getattr(v, "dtype", None) is _BOOL:
+                self.space.validate(actions)
 
     def _next_seed(self) -> int:
         # evaluation seeds come from the env's RNG, drawn in blocks (Generator.integers costs ~us a call)
@@ -310,6 +364,8 @@ class AutoMLPipelineEnv(ParallelEnv):
             result (a NaN score, the wrong number of results) gives ``"error"`` results instead.
         """
         checked = [self.space.validate_flat(a) for a in joint_actions]
+        for a in joint_actions:
+            self._reject_bools(a)
         if seeds is None:
             seeds = [self._next_seed() for _ in checked]
         if len(seeds) != len(checked):

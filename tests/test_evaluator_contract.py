@@ -123,13 +123,60 @@ def test_cost_budget_scalar_and_vectorised_rules_agree(budget):
     assert over.any() == (budget.active and budget.mode == "hard")
 
 
-def test_bad_budget_arguments_are_value_errors_on_every_backend():
-    with pytest.raises(ValueError, match="CostBudget"):
-        SurrogateEvaluator(budget={"max_flops": 1})
+_BAD_BUDGETS = [
+    (5e6, r"budget must be a ma2ml_env.CostBudget, a dict of its fields \[.*\] or None, got float 5000000.0"),
+    ("max_flops=5e6", r"budget must be a ma2ml_env.CostBudget, a dict .* got str 'max_flops=5e6'"),
+    ({"max_flops": -1}, r"CostBudget.max_flops must be > 0 or None, got -1"),
+    ({"max_flops": 0.0, "mode": "soft"}, r"CostBudget.max_flops must be > 0 or None, got 0.0"),
+    ({"max_flop": 5e6}, r"unknown CostBudget field\(s\) \['max_flop'\]; the fields are \['max_flops', "),
+    ({"max_flops": 5e6, "mode": "medium"}, r"CostBudget.mode must be 'hard' or 'soft', got 'medium'"),
+    ({"max_params": "4e4"}, r"CostBudget.max_params must be a number or None, got str '4e4'"),
+    ({"max_flops": True}, r"CostBudget.max_flops must be a number or None, got bool True"),
+    ({"max_flops": float("nan")}, r"CostBudget.max_flops must be a number, got nan"),
+    ({"max_flops": 5e6, "weight": 0.5}, r"CostBudget.weight must be <= 0 \(a penalty\), got 0.5"),
+]
+
+
+@pytest.mark.parametrize("budget, message", _BAD_BUDGETS, ids=[m.split(" ")[0] for _, m in _BAD_BUDGETS])
+def test_a_bad_budget_is_the_same_value_error_on_every_backend(budget, message):
+    """The same mistake, the same ValueError and message: surrogate, training, through the env, and
+    CostBudget.from_dict / CostBudget(**fields) directly."""
     from ma2ml_env.rewards.train import TrainEvaluator
 
-    with pytest.raises(ValueError, match="CostBudget"):
-        TrainEvaluator(device="cpu", budget=5e6)
+    makers = [lambda: SurrogateEvaluator(budget=budget), lambda: TrainEvaluator(device="cpu", budget=budget),
+              lambda: ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"budget": budget}),
+              lambda: ma2ml_env.parallel_env(reward="train",
+                                             reward_kwargs={"device": "cpu", "budget": budget})]
+    if isinstance(budget, dict):
+        makers.append(lambda: CostBudget.from_dict(budget))
+    messages = set()
+    for make in makers:
+        with pytest.raises(ValueError, match=message) as err:
+            make()
+        messages.add(str(err.value))
+    assert len(messages) == 1, messages
+
+
+def test_a_budget_as_a_dict_is_the_budget_on_every_backend():
+    """JSON in, the same budget out: the dict of fields builds the CostBudget its config() describes."""
+    from ma2ml_env.rewards.train import TrainEvaluator
+
+    fields = json.loads('{"max_flops": 5000000, "mode": "soft", "weight": -0.3}')
+    want = CostBudget(max_flops=5e6, mode="soft", weight=-0.3)
+    assert CostBudget.from_dict(fields) == want and CostBudget.from_dict(want.config()) == want
+    assert SurrogateEvaluator(budget=fields).budget == want
+    assert TrainEvaluator(device="cpu", budget=fields).budget == want
+    a = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"budget": fields})
+    b = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"budget": want})
+    assert a.config() == b.config()
+    acts = [a.space.unflatten(f) for f in a.space.sample(np.random.default_rng(0), 20)]
+    assert a.evaluate(acts, seeds=list(range(20))) == b.evaluate(acts, seeds=list(range(20)))
+    # a hard budget from JSON on the training backend: every child over it, none trained
+    env = ma2ml_env.parallel_env(reward="train", reward_kwargs={"device": "cpu", "max_train": 64,
+                                                                "budget": {"max_flops": 1}})
+    res = env.evaluate(acts[:2], seeds=[0, 1])
+    assert [r.status for r in res] == ["over_budget"] * 2 and all(r.score == 0.0 for r in res)
+    assert env.config()["reward"]["budget"] == CostBudget(max_flops=1).config()
 
 
 # -- streaming and failures ---------------------------------------------------------------------------------
@@ -165,7 +212,10 @@ def test_a_failing_user_evaluator_gives_error_results_in_evaluate_and_step(bad):
     assert ("cluster is down" if bad is Raises else "finite") in results[0].info["error"]
     env.reset(seed=0)
     _, rew, terms, _, infos = env.step(actions[0])
-    assert infos["aug"]["status"] == "error" and rew["nas"] == 0.0 and not terms["hpo"]
+    assert ma2ml_env.STATUSES[infos["aug"]["status"]] == "error" and rew["nas"] == 0.0 and not terms["hpo"]
+    assert infos["aug"]["status"] == ma2ml_env.STATUS_CODES["error"] == 5
+    # an error result measured nothing: -1.0, never NaN, in the infos
+    assert [infos["aug"][k] for k in ("accuracy", "flops", "params")] == [-1.0, -1.0, -1.0]
     assert env.last_result.status == "error" and env.evaluations == 4
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "STATUSES",
+    "STATUS_CODES",
     "EvalResult",
     "evaluate_guarded",
     "Evaluator",
@@ -30,8 +31,12 @@ __all__ = [
     "registered_evaluators",
 ]
 
-#: Every status an evaluation can end with.
+#: Every status an evaluation can end with; a status's position is its integer code in the env's infos
+#: (``STATUSES[info["status"]]`` is the name).
 STATUSES = ("ok", "over_budget", "diverged", "oom", "timeout", "error")
+#: Status name -> integer code (the env's ``info["status"]``): ok 0, over_budget 1, diverged 2, oom 3,
+#: timeout 4, error 5.
+STATUS_CODES = {s: i for i, s in enumerate(STATUSES)}
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,10 @@ class EvalResult:
         }
 
 
+_BUDGET_FIELDS = ("max_flops", "max_params", "mode", "weight", "penalty_score")
+_OR_NONE = {"max_flops": " or None", "max_params": " or None"}
+
+
 @dataclass(frozen=True)
 class CostBudget:
     """A FLOPs / parameter budget, as in the paper's "< 600M FLOPs" setting.
@@ -96,13 +105,51 @@ class CostBudget:
     penalty_score: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("hard", "soft"):
+        if not isinstance(self.mode, str) or self.mode not in ("hard", "soft"):
             raise ValueError(f"CostBudget.mode must be 'hard' or 'soft', got {self.mode!r}")
+        for label in ("max_flops", "max_params", "weight", "penalty_score"):
+            v = getattr(self, label)
+            if v is None and label in ("max_flops", "max_params"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ValueError(f"CostBudget.{label} must be a number{_OR_NONE.get(label, '')}, "
+                                 f"got {type(v).__name__} {v!r}")
+            if math.isnan(v):
+                raise ValueError(f"CostBudget.{label} must be a number, got nan")
+            if isinstance(v, np.integer):  # JSON-serialisable in config()
+                object.__setattr__(self, label, int(v))
         for label, v in (("max_flops", self.max_flops), ("max_params", self.max_params)):
             if v is not None and not v > 0:
                 raise ValueError(f"CostBudget.{label} must be > 0 or None, got {v}")
         if self.weight > 0:
             raise ValueError(f"CostBudget.weight must be <= 0 (a penalty), got {self.weight}")
+        if not math.isfinite(self.penalty_score):
+            raise ValueError(f"CostBudget.penalty_score must be finite, got {self.penalty_score}")
+
+    @classmethod
+    def from_dict(cls, fields: Mapping[str, Any]) -> CostBudget:
+        """A budget from a mapping of its fields (e.g. parsed JSON: ``{"max_flops": 5e6, "mode": "soft"}``);
+        the inverse of :meth:`config`. Raises ``ValueError`` for anything that is not a mapping, an unknown
+        field, or a field value :class:`CostBudget` refuses."""
+        if not isinstance(fields, Mapping):
+            raise ValueError(f"CostBudget.from_dict needs a dict of fields {list(_BUDGET_FIELDS)}, "
+                             f"got {type(fields).__name__} {fields!r}")
+        unknown = sorted(str(k) for k in fields if k not in _BUDGET_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown CostBudget field(s) {unknown}; the fields are {list(_BUDGET_FIELDS)}")
+        return cls(**fields)
+
+    @classmethod
+    def coerce(cls, budget: CostBudget | Mapping[str, Any] | None) -> CostBudget | None:
+        """What every reward backend does with its ``budget`` argument: ``None`` and a :class:`CostBudget`
+        unchanged, a mapping through :meth:`from_dict`; anything else raises ``ValueError``. One rule, so
+        every backend gives the same error for the same mistake."""
+        if budget is None or isinstance(budget, CostBudget):
+            return budget
+        if isinstance(budget, Mapping):
+            return cls.from_dict(budget)
+        raise ValueError(f"budget must be a ma2ml_env.CostBudget, a dict of its fields "
+                         f"{list(_BUDGET_FIELDS)} or None, got {type(budget).__name__} {budget!r}")
 
     def config(self) -> dict[str, Any]:
         """The budget's fields, JSON-serialisable (for evaluators' :meth:`Evaluator.config`)."""
@@ -197,6 +244,7 @@ class Evaluator:
         device: see below.
         vectorised: see below.
         deterministic: see below.
+        wall_clock_seconds: see below.
     """
 
     name: str = "evaluator"
@@ -212,6 +260,11 @@ class Evaluator:
     #: and what lets a durable search trust a re-evaluation); set it to False for wall-clock-limited or
     #: otherwise non-reproducible backends.
     deterministic: bool = True
+    #: True when the results' ``seconds`` are measured wall time (never reproducible; the training backend):
+    #: the env then reports ``-1.0`` as ``info["seconds"]`` so that equal seeds give equal infos, and the
+    #: measured time stays in ``env.unwrapped.last_result.seconds``. False (the default) when ``seconds`` is
+    #: a deterministic cost (the surrogate's simulated training time, a table's recorded one).
+    wall_clock_seconds: bool = False
 
     def bind(self, space: SearchSpace) -> None:
         """Called by the env with its search space; backends that need the module tables keep them."""

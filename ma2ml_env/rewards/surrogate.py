@@ -85,7 +85,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,7 +211,8 @@ class SurrogateEvaluator(Evaluator):
     Args:
         task: ``"default"``, an int (a random task from that seed) or a :class:`SurrogateTask`.
         noise_std: standard deviation of the Gaussian evaluation noise (seeded by the evaluation seed).
-        budget: optional FLOPs/params budget.
+        budget: optional FLOPs/params budget: a :class:`~ma2ml_env.CostBudget` or a dict of its fields
+            (``{"max_flops": 5e6}``; JSON works).
         in_channels, num_classes: the child's input channels and classes (for the FLOPs count).
         dataset_size, throughput, overhead: the simulated training time model.
     """
@@ -223,7 +224,7 @@ class SurrogateEvaluator(Evaluator):
         self,
         task: str | int | SurrogateTask = "default",
         noise_std: float = 0.0,
-        budget: CostBudget | None = None,
+        budget: CostBudget | Mapping[str, Any] | None = None,
         in_channels: int = 3,
         num_classes: int = 10,
         dataset_size: int = 50_000,
@@ -240,8 +241,7 @@ class SurrogateEvaluator(Evaluator):
             raise ValueError(f"task must be 'default', an int seed or a SurrogateTask, got {task!r}")
         if not (isinstance(noise_std, (int, float)) and noise_std >= 0):
             raise ValueError(f"noise_std must be a number >= 0, got {noise_std!r}")
-        if budget is not None and not isinstance(budget, CostBudget):
-            raise ValueError(f"budget must be a ma2ml_env.CostBudget or None, got {budget!r}")
+        budget = CostBudget.coerce(budget)  # the one rule of every backend (a dict of fields too)
         self.noise_std = float(noise_std)
         self.budget = budget or CostBudget()
         self._budget_active = self.budget.active

@@ -200,8 +200,8 @@ class TrainEvaluator(Evaluator):
         root: data folder (CIFAR / ImageFolder).
         download: allow downloading CIFAR into ``root``.
         device: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        budget: FLOPs / parameter budget (hard: over-budget children are not trained; soft: the MnasNet
-            factor multiplies the accuracy).
+        budget: FLOPs / parameter budget, a :class:`CostBudget` or a dict of its fields (hard: over-budget
+            children are not trained; soft: the MnasNet factor multiplies the accuracy).
         time_limit: seconds per evaluation (``None``: no limit); checked between training steps.
         val_fraction: fraction of the training part held out as the validation split.
         split_seed: seed of that split (fixed across evaluations; the evaluation seed does not move it).
@@ -227,6 +227,7 @@ class TrainEvaluator(Evaluator):
     """
 
     name = "train"
+    wall_clock_seconds = True  # ``seconds`` is the measured time of the evaluation
 
     def __init__(
         self,
@@ -234,7 +235,7 @@ class TrainEvaluator(Evaluator):
         root: str | os.PathLike | None = None,
         download: bool = False,
         device: str | torch.device = "auto",
-        budget: CostBudget | None = None,
+        budget: CostBudget | Mapping[str, Any] | None = None,
         time_limit: float | None = None,
         val_fraction: float = 0.2,
         split_seed: int = 0,
@@ -247,8 +248,7 @@ class TrainEvaluator(Evaluator):
         failure_score: float = 0.0,
         **dataset_kwargs: Any,
     ) -> None:
-        if budget is not None and not isinstance(budget, CostBudget):
-            raise ValueError(f"budget must be a ma2ml_env.CostBudget or None, got {budget!r}")
+        budget = CostBudget.coerce(budget)  # the one rule of every backend (a dict of fields too)
         if time_limit is not None and not time_limit > 0:
             raise ValueError(f"time_limit must be > 0 seconds or None, got {time_limit}")
         if not epoch_scale > 0:
