@@ -72,6 +72,7 @@ def _start(out: Path, budget: int) -> subprocess.Popen:
         env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
     budget, out, rng = 40, tmp_path / "killed", random.Random(2026)
     kills = 0

@@ -39,6 +39,7 @@ def _reference(acts, seeds):
     [("raise", "error"), ("exit", "crash"), ("kill", "crash"), ("oom", "oom"), ("cuda_oom", "oom"),
      ("oom_status", "oom"), ("hang", "timeout")],
 )
+@pytest.mark.slow
 def test_failed_attempt_is_retried_and_the_batch_completes(mode, kind, tmp_path):
     """Pipeline 1 fails on its first attempt; it is retried (same seed) and every result is correct."""
     ev = LocalPoolEvaluator(FaultyEvaluator(mode, str(tmp_path), only_seeds=[1]), workers=2,
@@ -167,6 +168,7 @@ def _search(store: Path, log: Path, backend: str) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("backend", ["local", "serial"])
+@pytest.mark.slow
 def test_search_killed_with_sigkill_resumes_without_losing_or_recomputing(backend, tmp_path):
     store, log = tmp_path / "search.db", tmp_path / "evals.jsonl"
     proc = _search(store, log, backend)

@@ -191,6 +191,7 @@ def test_actions_respect_spaces_including_start():
 #   on-policy                                0/10       0/10
 #   MA2ML-Lite                               0/10       0/10   (settles on the safe action)
 @pytest.mark.parametrize("game", ["climbing", "penalty"])
+@pytest.mark.slow
 def test_ma2ml_finds_the_optimum_where_lite_fails(game):
     full = _successes(game, MA2ML)  # the defaults, nothing tuned for the games
     lite = _successes(game, MA2MLLite)
@@ -490,6 +491,7 @@ def test_screening_on_a_space_it_has_fully_evaluated_falls_back_to_policy_sample
     assert len(res.trials) == 48 and len(joint) == 9  # screening prefers the unevaluated: all nine are tried
 
 
+@pytest.mark.slow
 def test_same_trials_at_any_thread_count_from_python_and_the_cli(tmp_path):
     """Two torch threads split reductions differently from one: with ``torch_threads=None`` the paper's MLP
     critic diverged from the one-thread run at trial 256 of 400 (measured). MA2ML computes on one thread

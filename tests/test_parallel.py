@@ -237,6 +237,7 @@ def ray_local():
 
 
 @pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip install \"ma2ml[ray]\")")
+@pytest.mark.slow
 def test_ray_matches_serial_and_recovers_from_a_killed_worker(ray_local, tmp_path):
     from tests._toys import FaultyEvaluator
 
@@ -265,6 +266,7 @@ def test_ray_matches_serial_and_recovers_from_a_killed_worker(ray_local, tmp_pat
 
 @pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip install \"ma2ml[ray]\")")
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.slow
 def test_ray_failing_user_evaluator_is_an_error_trial(ray_local, mode):
     env = ma2ml_env.parallel_env(reward=FailingEvaluator(mode), backend="ray", workers=2,
                                  backend_kwargs={"max_retries": 1})

@@ -19,6 +19,7 @@ def suite():
     return mod
 
 
+@pytest.mark.slow
 def test_smoke_run_resume_and_report(suite, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     args = ["all", "--preset", "smoke", "--budget", "8", "--out", str(tmp_path)]
