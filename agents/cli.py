@@ -36,8 +36,8 @@ from agents.base import SearchAlgorithm, Trial, best_trial, run, search_config
 from agents.registry import algorithm_spec, config_fields, make_algorithm, registered_algorithms
 
 __all__ = [
-    "Callbacks",
     "REWARD_OPTIONS",
+    "Callbacks",
     "TrialsFile",
     "UsageError",
     "build_algorithm",
@@ -260,7 +260,6 @@ def add_algorithm_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_env_arguments(p: argparse.ArgumentParser) -> None:
     from ma2ml_env import DEFAULT_MODULES, registered_evaluators
-
     from ma2ml_env.tabular import BENCHMARKS
 
     g = p.add_argument_group("environment")
@@ -854,8 +853,8 @@ def _attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) ->
     stack = [parser]
     while stack:
         p = stack.pop()
-        for a in p._actions:  # noqa: SLF001 - argparse has no public list of a parser's options
-            if isinstance(a, argparse._SubParsersAction):  # noqa: SLF001
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
                 stack.extend(a.choices.values())
             elif a.option_strings and a.nargs is None and a.const is None:
                 takes_value.update(a.option_strings)

@@ -158,7 +158,7 @@ class TrialStore:
         self.unlock()
         self._db.close()
 
-    def __enter__(self) -> TrialStore:  # noqa: PYI034
+    def __enter__(self) -> TrialStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -206,7 +206,7 @@ class TrialStore:
         self.lock()
         with self._txn() as db:
             for t in _TABLES:
-                db.execute(f"DELETE FROM {t}")  # noqa: S608 - fixed table names
+                db.execute(f"DELETE FROM {t}")
             db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (_json(SCHEMA_VERSION),))
 
     # -- meta ------------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ class TrialStore:
 
     def _rows(self, where: str = "", args: Sequence[Any] = ()) -> list[Trial]:
         rows = self._db.execute(
-            f"SELECT idx, round, seed, action_key, actions, result FROM trials {where}", tuple(args)).fetchall()  # noqa: S608
+            f"SELECT idx, round, seed, action_key, actions, result FROM trials {where}", tuple(args)).fetchall()
         return [Trial.from_dict({"index": i, "round": r, "seed": s, "key": k, "actions": json.loads(a),
                                  **json.loads(res)}) for i, r, s, k, a, res in rows]
 

@@ -154,13 +154,13 @@ class SearchLogger:
                         p = p[p > 0]
                         ent -= float((p * np.log(p)).sum())
                     out[f"policy/entropy/{agent}"] = ent
-            except Exception:  # noqa: BLE001, S110 - logging must never stop a search
+            except Exception:  # noqa: BLE001 - logging must never stop a search
                 pass
         metrics = getattr(algo, "metrics", None)
         if callable(metrics):
             try:
                 out.update(_scalars(metrics() or {}, "algo"))
-            except Exception:  # noqa: BLE001, S110 - logging must never stop a search
+            except Exception:  # noqa: BLE001 - logging must never stop a search
                 pass
         return out
 
@@ -173,7 +173,7 @@ class SearchLogger:
             self.writer.close()
             self.writer = None
 
-    def __enter__(self) -> SearchLogger:  # noqa: PYI034
+    def __enter__(self) -> SearchLogger:
         return self
 
     def __exit__(self, *exc: object) -> None:

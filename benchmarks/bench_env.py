@@ -42,13 +42,13 @@ class BareEnv(ParallelEnv):
     def reset(self, seed=None, options=None):
         self.agents = list(self.possible_agents)
         z = np.zeros(4, np.float32)
-        return {a: z for a in self.agents}, {a: {} for a in self.agents}
+        return dict.fromkeys(self.agents, z), {a: {} for a in self.agents}
 
     def step(self, actions):
         r = float(self._table[int(actions["hpo"][0]) % 64])
         z = np.zeros(4, np.float32)
-        return ({a: z for a in self.agents}, {a: r for a in self.agents}, {a: False for a in self.agents},
-                {a: False for a in self.agents}, {a: {} for a in self.agents})
+        return (dict.fromkeys(self.agents, z), dict.fromkeys(self.agents, r), dict.fromkeys(self.agents, False),
+                dict.fromkeys(self.agents, False), {a: {} for a in self.agents})
 
 
 def steps_per_second(env, actions) -> float:

@@ -394,7 +394,7 @@ def tabular_section(out: Path, cells: dict[tuple[str, str], list[dict]], plt: An
     for a, cols in sorted(rows, key=lambda r: sum(c[0] for c in r[1])):
         lines.append(f"| {a} | " + " | ".join(_fmt(c) for c in cols) + " |")
     contenders = [a for a in algos if a not in ALGORITHMS or ALGORITHMS[a].in_presets]
-    wins = {a: 0 for a in contenders}
+    wins = dict.fromkeys(contenders, 0)
     for t in tasks:
         mean = {a: np.mean([normalised_regret(r, tables[t], budget) for r in cells[(t, a)]]) for a in contenders}
         wins[min(mean, key=mean.get)] += 1

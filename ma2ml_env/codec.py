@@ -130,7 +130,7 @@ class JointActionCodec:
         integer values, or floats with integral values; every value within the space. Booleans, fractional or
         non-finite values, strings and wrong lengths are rejected."""
         if not isinstance(action, Mapping):  # a ValueError, as for every other malformed joint action
-            raise ValueError(  # noqa: TRY004
+            raise ValueError(
                 f"actions must be a dict mapping each agent in {list(self.agents)} to its action, "
                 f"got {type(action).__name__}")
         missing = [a for a in self.agents if a not in action]

@@ -130,7 +130,7 @@ class ToyRandomSearch(SearchAlgorithm):
         self.total += float(sum(scores))
 
     def metrics(self) -> dict[str, Any]:
-        return {"mean_score": self.total / max(self.observed, 1), "per_agent": {a: 1.0 for a in self.agents}}
+        return {"mean_score": self.total / max(self.observed, 1), "per_agent": dict.fromkeys(self.agents, 1.0)}
 
     def state_dict(self) -> dict[str, Any]:
         if not self.checkpointing:

@@ -32,13 +32,13 @@ import numpy as np
 from ma2ml_env.pipeline import Pipeline
 
 __all__ = [
-    "Decision",
     "AutoMLModule",
-    "register_module",
-    "unregister_module",
+    "Decision",
     "make_module",
+    "register_module",
     "registered_modules",
     "resolve_modules",
+    "unregister_module",
 ]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from ma2ml_env.modules.base import AutoMLModule, Decision, register_module
 from ma2ml_env.pipeline import Pipeline
 
-__all__ = ["HyperParameterModule", "OPTIMIZERS", "SCHEDULES"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "HyperParameterModule"]
 
 OPTIMIZERS = ("sgd", "adamw", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")

@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["available", "score_functions", "step_kernel", "SurrogateTables", "PY", "NP", "LEVELS"]
+__all__ = ["LEVELS", "NP", "PY", "SurrogateTables", "available", "score_functions", "step_kernel"]
 
 #: ``c`` is rounded to multiples of ``1 / LEVELS`` (what keeps the surrogate's exact optimum enumerable).
 LEVELS = 40
