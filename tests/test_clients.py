@@ -138,7 +138,7 @@ def test_infos_are_numbers_without_nan_and_equal_for_equal_seeds(kind, kw):
 
 def test_status_codes_table():
     assert STATUSES == ("ok", "over_budget", "diverged", "oom", "timeout", "error")
-    assert STATUS_CODES == {s: i for i, s in enumerate(STATUSES)}
+    assert [STATUS_CODES[s] for s in STATUSES] == [0, 1, 2, 3, 4, 5] and len(STATUS_CODES) == 6
     assert ma2ml_env.INFO_MISSING == -1.0
     env = make("surrogate")
     _, infos = env.reset(seed=0)
@@ -151,14 +151,14 @@ def test_matrix_games_pass_the_pettingzoo_tests():
     parallel_seed_test(lambda: matrix_game("penalty"), num_cycles=5)
 
 
-# -- TorchRL ---------------------------------------------------------------------------------------------------
+# -- TorchRL -------------------------------------------------------------------------------------------------
 def _torchrl_env(kind: str, pipelines_per_episode: int = 3):
     pytest.importorskip("torchrl")
     from torchrl.envs.libs.pettingzoo import PettingZooWrapper
     from torchrl.envs.utils import MarlGroupMapType
 
-    # TorchRL groups agents named <prefix>_<n> and stacks their specs: NB201's node_1..node_3 choose 1, 2 and 3
-    # edges, so they need one group each (see ma2ml_env.tabular)
+    # TorchRL groups agents named <prefix>_<n> and stacks their specs: NB201's node_1..node_3 choose 1, 2
+    # and 3 edges, so they need one group each (see ma2ml_env.tabular)
     kw = {"group_map": MarlGroupMapType.ONE_GROUP_PER_AGENT} if kind == "tabular" else {}
     return PettingZooWrapper(env=make(kind, pipelines_per_episode=pipelines_per_episode), seed=0, **kw)
 
