@@ -108,7 +108,9 @@ Configuration
 Clients
     Tested with PettingZoo's ``parallel_api_test``, ``api_test`` (the AEC ``env()``) and
     ``parallel_seed_test``, and TorchRL's ``PettingZooWrapper`` (``check_env_specs``, rollouts), on the
-    surrogate, a tabular task and real training (``tests/test_clients.py``).
+    surrogate, a tabular task and real training (``tests/test_clients.py``). TorchRL casts every info
+    value to ``float32``. NB201's agents need ``group_map=MarlGroupMapType.ONE_GROUP_PER_AGENT`` in TorchRL
+    (see :mod:`ma2ml_env.tabular`).
 
 Version history
     v1: the surrogate reward re-designed to be like real training (augmentation strength no longer rounded,

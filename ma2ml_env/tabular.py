@@ -39,6 +39,13 @@ Protocol
     ``seed_mean``), so the sum over a search is its simulated GPU time; ``optimum()`` is exact: the best
     seed-mean score of the table and its joint action.
 
+Clients
+    Infos follow the env's convention (:mod:`ma2ml_env.env`): ``flops`` and ``params`` are ``-1.0`` (the
+    tables record neither), ``seconds`` the recorded training time. TorchRL's ``PettingZooWrapper`` puts
+    agents named ``<prefix>_<n>`` in one group and stacks their specs; NB201's ``node_1``, ``node_2`` and
+    ``node_3`` choose 1, 2 and 3 edges, so wrap it with one group per agent:
+    ``PettingZooWrapper(env, group_map=MarlGroupMapType.ONE_GROUP_PER_AGENT)``.
+
 The tables need the optional package: ``pip install "ma2ml[tabular]"``; it is imported when a task is
 first built, and each table is converted to arrays once per process.
 """
