@@ -1,5 +1,7 @@
 """The surrogate reward: exact optimum (checked by brute force), interactions, budget, noise, tasks."""
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -245,3 +247,129 @@ def test_every_magnitude_or_probability_change_of_an_applied_op_changes_the_scor
         moved.append(ev.evaluate_actions(np.stack([x, y, z]))["accuracy"])
     moved = np.array(moved)
     assert np.all(moved[:, 0] != moved[:, 1]) and np.all(moved[:, 0] != moved[:, 2])
+
+
+# -- modules the score does not model: declared effects, or refused at bind ----------------------------------
+class Regularise(ma2ml_env.AutoMLModule):
+    """The README's user module (dropout and mixup), without a declared surrogate effect."""
+
+    name = "reg"
+    decisions = (ma2ml_env.Decision("dropout", (0.0, 0.1, 0.3)), ma2ml_env.Decision("mixup", (0.0, 0.2)))
+
+    def apply(self, choice, pipeline):
+        return pipeline.with_arch(dropout=choice["dropout"]).with_train(mixup_alpha=choice["mixup"])
+
+
+class DeclaredRegularise(Regularise):
+    surrogate_effects: ClassVar = {"dropout": (0.0, 0.08, -0.05), "mixup": (0.0, 0.1)}
+
+
+def test_a_user_module_without_a_declared_effect_is_refused_with_what_to_do():
+    """Never a silent constant: building the env fails, naming the module, its decisions and the ways out."""
+    with pytest.raises(ValueError, match="does not model module 'reg'") as err:
+        ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "nas", "hpo", Regularise()))
+    msg = str(err.value)
+    assert "reward='train'" in msg and "surrogate_effects" in msg and "['dropout', 'mixup']" in msg
+    assert "whose choices change the pipeline's arch, train" in msg
+    assert "every choice of 'reg' would get the same reward" in msg
+    with pytest.raises(ValueError, match="does not model module 'reg'"):  # alone, or with any built-ins
+        ma2ml_env.parallel_env(reward="surrogate", modules=[Regularise(), "hpo"])
+    # real training takes it as it is
+    env = ma2ml_env.parallel_env(reward="train", reward_kwargs={"device": "cpu"},
+                                 modules=("aug", "nas", "hpo", Regularise()))
+    assert env.possible_agents == ["aug", "nas", "hpo", "reg"]
+
+
+@pytest.mark.parametrize(
+    "effects, message",
+    [({"dropout": (0.0, 0.1, 0.2)}, r"must map each of its decisions \['dropout', 'mixup'\]"),
+     ({"dropout": (0.0, 0.1), "mixup": (0.0, 0.1)}, r"surrogate_effects\['dropout'\] .* must hold 3 numbers"),
+     ({"dropout": (0.0, 0.1, "x"), "mixup": (0.0, 0.1)}, r"must hold 3 numbers in \[-10, 10\]"),
+     ({"dropout": (0.0, 0.1, 11.0), "mixup": (0.0, 0.1)}, r"must hold 3 numbers in \[-10, 10\]"),
+     ({"dropout": (0.0, 0.1, float("nan")), "mixup": (0.0, 0.1)}, r"must hold 3 numbers"),
+     ([0.1, 0.2], r"must map each of its decisions .* got list")],
+)
+def test_a_malformed_effect_declaration_is_refused(effects, message):
+    mod = Regularise()
+    mod.surrogate_effects = effects
+    with pytest.raises(ValueError, match=message):
+        ma2ml_env.parallel_env(reward="surrogate", modules=("hpo", mod))
+
+
+def _logit(env, acc):
+    t = env.evaluator.task
+    u = (np.asarray(acc) - t.floor) / (t.ceil - t.floor)
+    return np.log(u) - np.log1p(-u)
+
+
+def test_declared_effects_move_the_logit_by_the_declared_offsets_on_every_path():
+    env = ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "nas", "hpo", DeclaredRegularise()),
+                                 pipelines_per_episode=100)
+    ev, space = env.evaluator, env.space
+    assert env._init_kernel() is None  # the compiled step does not know the effects: the Python path
+    base = space.sample(np.random.default_rng(5), 40)
+    base[:, -2:] = 0
+    z0 = _logit(env, ev.evaluate_actions(base)["accuracy"])
+    scores = set()
+    for d, dropout in enumerate((0.0, 0.08, -0.05)):
+        for m, mixup in enumerate((0.0, 0.1)):
+            A = base.copy()
+            A[:, -2:] = (d, m)
+            out = ev.evaluate_actions(A, list(range(40)))
+            np.testing.assert_allclose(_logit(env, out["accuracy"]) - z0, dropout + mixup, atol=1e-9)
+            env.reset(seed=0)
+            for i, row in enumerate(A[:10]):  # env.step (scalar path) == batch path
+                assert ev.evaluate_one_tuple(row.tolist(), i)[0] == pytest.approx(out["score"][i], abs=1e-12)
+                info = env.step(space.unflatten(row))[4]["reg"]
+                assert info["score"] == pytest.approx(out["score"][i], abs=1e-12)
+            scores.add(round(float(out["score"][0]), 12))
+    assert len(scores) == 6  # every joint choice of the user module gives its own reward
+    cfg = env.config()["reward"]
+    assert cfg["module_effects"] == {"reg": {"dropout": [0.0, 0.08, -0.05], "mixup": [0.0, 0.1]}}
+    assert "module_effects" not in ma2ml_env.parallel_env(reward="surrogate").config()["reward"]
+
+
+def test_optimum_with_a_declared_module_matches_brute_force():
+    class Flag(ma2ml_env.AutoMLModule):
+        name = "flag"
+        decisions = (ma2ml_env.Decision("on", (False, True)),)
+        surrogate_effects: ClassVar = {"on": (0.0, 0.3)}
+
+        def apply(self, choice, pipeline):
+            return pipeline.with_extras(flag=choice["on"])
+
+    for kw in ({}, {"budget": {"max_flops": 2.0e6, "mode": "soft"}}):
+        e = ma2ml_env.parallel_env(reward="surrogate", modules=[*small_modules(), Flag()], reward_kwargs=kw)
+        ev, space = e.evaluator, e.space
+        scores = ev.evaluate_actions(all_actions(space.joint_nvec))["score"]
+        best, action = ev.optimum()
+        assert best == pytest.approx(scores.max(), abs=1e-10)
+        assert action["flag"].tolist() == [1]
+        assert best > small_env(**kw).evaluator.optimum()[0]
+
+
+def test_a_module_that_changes_nothing_or_declares_no_effect_is_accepted_as_it_is():
+    """A module none of whose choices changes the pipeline cannot change any reward; declared all-zero
+    effects say "no effect" explicitly. Both keep the built-ins' numbers, config and compiled step."""
+
+    class Label(ma2ml_env.AutoMLModule):
+        name = "label"
+        decisions = (ma2ml_env.Decision("tag", ("a", "b", "c")),)
+
+        def apply(self, choice, pipeline):
+            return pipeline
+
+    zero = Regularise()
+    zero.surrogate_effects = {"dropout": (0, 0, 0), "mixup": (0, 0)}
+    plain = ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo"))
+    A = plain.space.sample(np.random.default_rng(2), 50)
+    want = plain.evaluator.evaluate_actions(A)["score"]
+    for extra in (Label(), zero):
+        env = ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo", extra))
+        assert env.config()["reward"] == plain.config()["reward"]
+        k = env.space.nvecs[extra.name].size
+        for c in range(int(env.space.nvecs[extra.name][0])):
+            B = np.concatenate([A, np.full((len(A), k), 0)], axis=1)
+            B[:, -k] = c
+            assert np.array_equal(env.evaluator.evaluate_actions(B)["score"], want)
+        assert env.evaluator._jit_ok

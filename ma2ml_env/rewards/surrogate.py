@@ -76,6 +76,26 @@ the batch path (``evaluate_actions``), the scalar path (``evaluate_one_tuple``, 
 compiled env step (numba) all run it (see :mod:`ma2ml_env.rewards._jit`). The budget is
 :meth:`CostBudget.apply` / :meth:`CostBudget.apply_arrays`.
 
+**Other modules.** The score models the built-in modules: the first :class:`AugmentModule`,
+:class:`ArchitectureModule` and :class:`HyperParameterModule` of the env (absent ones are read off the
+base pipeline). Any other module (a user's, a second copy of a built-in) whose choices change the pipeline
+must declare its effect on the score, or ``bind`` (building the env) raises ``ValueError`` naming it and
+the pipeline fields it changes: its choices would otherwise all get the same reward. (A module none of
+whose choices changes the pipeline, checked at ``bind`` with the other modules at their first choices,
+cannot change any reward and is accepted as it is.) The declaration is a class (or instance) attribute
+``surrogate_effects``, mapping each of the module's decisions to one logit offset per choice (numbers in
+[-10, 10]; all zeros declares "no effect"); the offsets of the chosen values are added to ``z``::
+
+    class Regularise(AutoMLModule):
+        name = "reg"
+        decisions = (Decision("dropout", (0.0, 0.1, 0.3)), Decision("mixup", (0.0, 0.2)))
+        surrogate_effects = {"dropout": (0.0, 0.08, -0.05), "mixup": (0.0, 0.1)}
+
+The offsets are the user's model, not a prediction of ours (``reward="train"`` measures the real effect).
+They are additive and independent of the other modules, so :meth:`SurrogateEvaluator.optimum` stays exact
+(each such decision takes its largest offset), and they are part of :meth:`SurrogateEvaluator.config`.
+With such modules ``env.step`` runs the Python path (no compiled step).
+
 **Tasks.** ``task="default"`` or ``task=<int>``: a randomly generated task (coefficients, op utilities,
 optimal learning rates) drawn from that seed, so algorithms are not tuned to one function.
 """
@@ -99,9 +119,10 @@ from ma2ml_env.rewards import _jit
 from ma2ml_env.rewards._jit import LEVELS, SurrogateTables
 from ma2ml_env.rewards.base import CostBudget, EvalResult, Evaluator
 
-__all__ = ["SurrogateTask", "SurrogateEvaluator", "LEVELS"]
+__all__ = ["LEVELS", "SurrogateEvaluator", "SurrogateTask"]
 
 _CHUNK = 16384
+_MAX_EFFECT = 10.0  # bound of a declared logit offset (exp stays finite for any sum of them)
 _score_py, _add_noise_py = _jit.PY.score, _jit.PY.add_noise
 _OP_NAMES = tuple(AUG_OPS)
 _NO_MAGNITUDE = {"AutoContrast": 0.5, "Equalize": 0.5, "Invert": 0.5, "Identity": 0.0}
@@ -165,6 +186,26 @@ class SurrogateTask:
             b_sched=tuple(shift(v, 0.2) for v in d.b_sched),
             op_utility=tuple(0.0 if o == "Identity" else float(rng.uniform(-1.0, 1.0)) for o in _OP_NAMES),
         )
+
+
+def _changed_fields(space: SearchSpace, mod: Any, off: int, max_joint: int = 256) -> list[str]:
+    """The :class:`Pipeline` fields that some choice of ``mod`` changes, with the other modules at their first
+    choices: every choice of each decision, and every combination when there are at most ``max_joint``."""
+    nvec = [int(v) for v in space.nvecs[mod.name]]
+    flat = np.zeros(space.joint_nvec.size, dtype=np.int64)
+    ref = space.decode(flat)
+    if math.prod(nvec) <= max_joint:
+        rows = itertools.product(*(range(n) for n in nvec))
+    else:
+        rows = (tuple(c if k == j else 0 for k in range(len(nvec)))
+                for j, n in enumerate(nvec) for c in range(n))
+    changed: set[str] = set()
+    for row in rows:
+        flat[off: off + len(nvec)] = row
+        p = space.decode(flat)
+        changed.update(f.name for f in dataclasses.fields(p)
+                       if f.name != "choices" and getattr(p, f.name) != getattr(ref, f.name))
+    return sorted(changed)
 
 
 # -- feature maps of single decision values (vectorised through per-choice tables) -------------------
@@ -287,6 +328,7 @@ class SurrogateEvaluator(Evaluator):
                                            len(mod.probs), strength.shape[1])
             elif isinstance(mod, ArchitectureModule) and self._nas is None:
                 self._nas = self._nas_tables(mod, off, space.base)
+                self._nas["mod"] = mod
             elif isinstance(mod, HyperParameterModule) and self._hpo is None:
                 ch = {d.name: d.choices for d in mod.decisions}
                 self._hpo = dict(
@@ -303,6 +345,7 @@ class SurrogateEvaluator(Evaluator):
                 self._hpo["radix"] = [
                     int(v) for v in np.cumprod([1, *space.nvecs[mod.name][:0:-1].tolist()])[::-1]
                 ]
+        self._bind_effects(space)
         # Features of absent modules are constants read off the base pipeline.
         slots = [op for sub in base.augment for op in sub]
         self._base_s = (
@@ -335,7 +378,68 @@ class SurrogateEvaluator(Evaluator):
             )
         self._tables = self._pack_tables(space)
         self._py_tables = (self._tables.f, self._tables.i, self._tables.c)  # the scalar path's arguments
-        self._jit_ok = self.noise_std == 0 and not self._budget_active
+        self._jit_ok = self.noise_std == 0 and not self._budget_active and not self._effects
+
+    def _bind_effects(self, space: SearchSpace) -> None:
+        """The declared effects of the modules the score does not model (module docstring, "Other modules");
+        a module that declares none is refused: its choices would not change the score."""
+        modelled = {id(g["mod"]) for g in (self._aug, self._nas, self._hpo) if g is not None}
+        cols: list[int] = []
+        tables: list[list[float]] = []
+        self._effects: dict[str, dict[str, list[float]]] = {}
+        for mod, off in zip(space.modules, space.offsets):
+            if id(mod) in modelled:
+                continue
+            names = [d.name for d in mod.decisions]
+            declared = getattr(mod, "surrogate_effects", None)
+            if declared is None:
+                changed = _changed_fields(space, mod, off)
+                if not changed:  # no choice of it changes the pipeline: no reward can depend on it
+                    continue
+                raise ValueError(
+                    f"the surrogate reward does not model module {mod.name!r} ({type(mod).__name__}), whose "
+                    f"choices change the pipeline's {', '.join(changed)}: it scores the built-in "
+                    "AugmentModule, ArchitectureModule and HyperParameterModule (one of each), so every "
+                    f"choice of {mod.name!r} would get the same reward. Use reward='train' (real training) "
+                    "or an Evaluator of your own, or declare the module's effect on the surrogate's logit: "
+                    "a class attribute surrogate_effects = {decision: (offset per choice, ...)} for each of "
+                    f"its decisions {names} (see ma2ml_env.rewards.surrogate, 'Other modules')")
+            if not isinstance(declared, Mapping) or sorted(declared) != sorted(names):
+                got = sorted(declared) if isinstance(declared, Mapping) else type(declared).__name__
+                raise ValueError(f"surrogate_effects of module {mod.name!r} must map each of its decisions "
+                                 f"{names} to one logit offset per choice, got {got}")
+            self._effects[mod.name] = {}
+            for j, d in enumerate(mod.decisions):
+                try:
+                    row = [float(v) for v in declared[d.name]]
+                except (TypeError, ValueError):
+                    row = []
+                if len(row) != len(d.choices) or not all(abs(v) <= _MAX_EFFECT for v in row):
+                    raise ValueError(
+                        f"surrogate_effects[{d.name!r}] of module {mod.name!r} must hold {len(d.choices)} "
+                        f"numbers in [-{_MAX_EFFECT:g}, {_MAX_EFFECT:g}] (one logit offset per choice of "
+                        f"{list(d.choices)}), got {declared[d.name]!r}")
+                self._effects[mod.name][d.name] = row
+                if any(row):  # all zeros: declared to have no effect
+                    cols.append(off + j)
+                    tables.append(row)
+        if not cols:
+            self._effects = {}  # nothing changes a score: the built-ins' paths (and config) as they are
+        self._eff_cols = np.array(cols, dtype=np.int64)
+        self._eff_tables = [np.array(r) for r in tables]
+        self._eff_pairs = list(zip(cols, tables))  # the scalar path's
+
+    def _apply_effects(self, acc: Any, delta: Any) -> Any:
+        """``floor + span * sigmoid(z + delta)`` from ``acc = floor + span * sigmoid(z)`` (arrays or floats):
+        ``sigmoid(z + d) = u e^d / (1 - u + u e^d)`` with ``u = sigmoid(z)``."""
+        t = self.task
+        span = t.ceil - t.floor
+        u = (acc - t.floor) / span
+        if isinstance(delta, np.ndarray):
+            k = np.exp(np.clip(delta, -700.0, 700.0))
+        else:
+            k = math.exp(min(max(delta, -700.0), 700.0))
+        return t.floor + span * (u * k / (1.0 - u + u * k))
 
     def tables(self) -> SurrogateTables:
         """The bound space's lookup tables and coefficients in the layout of the one score function
@@ -463,7 +567,7 @@ class SurrogateEvaluator(Evaluator):
         size, c_prev = res, np.array([float(base.arch.stem_width)])
         macs, params = [], []
         for s in range(ns):
-            m, p, out = stage_costs(
+            m, p, _out = stage_costs(
                 size.reshape(-1, 1, 1, 1, 1, 1),
                 c_prev.reshape(1, -1, 1, 1, 1, 1),
                 ch[f"stage{s}_kernel"].reshape(1, 1, -1, 1, 1, 1),
@@ -565,6 +669,11 @@ class SurrogateEvaluator(Evaluator):
         ):  # the base pipeline's constants, per row
             C = [np.full(len(A), v) if _jit.BASE_S <= j <= _jit.BASE_EP else v for j, v in enumerate(C)]
         acc, flops, params, seconds = _jit.NP.score(np.ascontiguousarray(A).T, t.F, t.i, C)
+        if self._effects:
+            delta = np.zeros(len(A))
+            for c, tab in zip(self._eff_cols, self._eff_tables):
+                delta += tab[A[:, c]]
+            acc = self._apply_effects(acc, delta)
         if self.noise_std > 0 and noise:
             if seeds is None:
                 raise ValueError("noise_std > 0 needs one seed per evaluation")
@@ -589,6 +698,8 @@ class SurrogateEvaluator(Evaluator):
         acc, flops, params, seconds = _score_py(x, *self._py_tables)
         if self._jit_ok:
             return acc, "ok", acc, flops, params, seconds
+        if self._effects:
+            acc = float(self._apply_effects(acc, math.fsum(tab[x[c]] for c, tab in self._eff_pairs)))
         if self.noise_std > 0:
             if seed is None:
                 raise ValueError("noise_std > 0 needs a seed per evaluation")
@@ -618,7 +729,8 @@ class SurrogateEvaluator(Evaluator):
         return {**super().config(), "task": task, "noise_std": self.noise_std, "budget": self.budget.config(),
                 "in_channels": self.in_channels, "num_classes": self.num_classes,
                 "dataset_size": self.dataset_size, "throughput": self.throughput, "overhead": self.overhead,
-                "failure_score": self.failure_score}
+                "failure_score": self.failure_score,
+                **({"module_effects": self._effects} if getattr(self, "_effects", None) else {})}
 
     # -- the exact global optimum ------------------------------------------------------------------------
     def optimum(self, max_architectures: int = 20_000_000) -> tuple[float, dict[str, np.ndarray]]:
@@ -629,8 +741,9 @@ class SurrogateEvaluator(Evaluator):
         quality a sum over slots, and on the hyper-parameters through ``hz`` plus the (e, w, l) levels.
         We enumerate every architecture (from the per-stage cost tables) and every hyper-parameter
         combination, find the best quality per strength level by dynamic programming over the slots,
-        and maximise over the product of the levels. Decisions of modules the surrogate does not model
-        do not change the score and are returned as 0. The result is cached.
+        and maximise over the product of the levels; the declared effects of other modules are additive
+        and independent of the rest, so each of their decisions takes its largest offset. The result is
+        cached.
         """
         space = self._require_bound()
         if self._optimum is None:
@@ -696,7 +809,8 @@ class SurrogateEvaluator(Evaluator):
             h["w"][hj][None, None, :],
             h["ls"][hj][None, None, :],
         )
-        val = self._accuracy(z) * arch_f[:, None, None]
+        best_delta = sum(float(tab.max()) for tab in self._eff_tables)  # additive and separate from the rest
+        val = self._accuracy(z + best_delta) * arch_f[:, None, None]
         ia, isv, ih = np.unravel_index(int(np.argmax(val)), val.shape)
         if self._nas is not None:
             flat[cols] = np.unravel_index(int(arch_rows[ia]), sizes)
@@ -704,6 +818,8 @@ class SurrogateEvaluator(Evaluator):
             flat[self._aug_cols()] = aug_levels[float(s_lv[isv])][1]
         if self._hpo is not None:
             flat[hcols] = hidx[hj[ih]]
+        for c, tab in zip(self._eff_cols, self._eff_tables):
+            flat[c] = int(np.argmax(tab))
         # the score of that action as every path computes it (the enumeration sums strengths in another
         # order, which can differ in the last bits)
         return float(self.evaluate_actions(flat[None], noise=False)["score"][0]), flat
