@@ -55,7 +55,7 @@ class _Neighbourhood:
 
     @classmethod
     def around(cls, centre: Config, nvec: np.ndarray, rng: np.random.Generator) -> _Neighbourhood:
-        nbrs = [centre[:d] + (v,) + centre[d + 1:] for d, n in enumerate(nvec) for v in range(int(n))
+        nbrs = [(*centre[:d], v, *centre[d + 1:]) for d, n in enumerate(nvec) for v in range(int(n))
                 if v != centre[d]]
         return cls(centre, [nbrs[int(i)] for i in rng.permutation(len(nbrs))])
 

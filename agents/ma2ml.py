@@ -733,10 +733,7 @@ class MA2ML(ConfiguredSearch):
             for _ in range(cfg.updates_per_round):
                 critic_losses.append(self.critic_step(self._uniform_rows(cfg.minibatch_size)))
         if cfg.policy_update == "mirror":
-            if cfg.off_policy:
-                rows = self._policy_rows(cfg.minibatch_size)
-            else:
-                rows = np.arange(start, len(self.buffer))
+            rows = self._policy_rows(cfg.minibatch_size) if cfg.off_policy else np.arange(start, len(self.buffer))
             policy_losses.append(self.mirror_step(rows))
         elif cfg.off_policy:
             for _ in range(cfg.updates_per_round):

@@ -28,6 +28,7 @@ are imported only when used.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -146,7 +147,7 @@ class SearchLogger:
             return out
         probs = getattr(algo, "probabilities", None)
         if callable(probs):
-            try:
+            with contextlib.suppress(Exception):  # logging must never stop a search
                 for agent, dists in probs().items():
                     ent = 0.0
                     for p in dists:
@@ -154,14 +155,10 @@ class SearchLogger:
                         p = p[p > 0]
                         ent -= float((p * np.log(p)).sum())
                     out[f"policy/entropy/{agent}"] = ent
-            except Exception:  # noqa: BLE001 - logging must never stop a search
-                pass
         metrics = getattr(algo, "metrics", None)
         if callable(metrics):
-            try:
+            with contextlib.suppress(Exception):  # logging must never stop a search
                 out.update(_scalars(metrics() or {}, "algo"))
-            except Exception:  # noqa: BLE001 - logging must never stop a search
-                pass
         return out
 
     def close(self) -> None:

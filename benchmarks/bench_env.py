@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import ClassVar
 
 import gymnasium
 import numpy as np
@@ -25,7 +26,7 @@ import ma2ml_env
 class BareEnv(ParallelEnv):
     """Reference: same agents and spaces, reward = a table lookup, no validation, no features."""
 
-    metadata = {"name": "bare"}
+    metadata: ClassVar[dict[str, str]] = {"name": "bare"}
 
     def __init__(self, spaces):
         self.possible_agents = list(spaces)

@@ -26,7 +26,12 @@ TASK = "nb201-cifar10"
 CHECKPOINTS = (50, 100, 200)
 #: published medians of the best validation error (%), DESIGN.md section 7 (TPE: 15 runs, 10 initial points;
 #: random search and regularised evolution: 300 reference runs on the same tables)
-PUBLISHED = {"tpe": (8.444, 8.444, 8.404), "tpe-univariate": (8.444, 8.444, 8.404), "random": (9.114, 8.920, 8.824), "evolution": (8.824, 8.504, 8.404)}
+PUBLISHED = {
+    "tpe": (8.444, 8.444, 8.404),
+    "tpe-univariate": (8.444, 8.444, 8.404),
+    "random": (9.114, 8.920, 8.824),
+    "evolution": (8.824, 8.504, 8.404),
+}
 
 
 def median_ci(x: np.ndarray) -> tuple[float, float, float]:
@@ -71,8 +76,12 @@ def table(out: Path) -> str:
             ours.append(f"{m:.2f} [{lo:.2f}, {hi:.2f}] ({np.median(true):.2f})")
         pub = [f"{v:.2f}" for v in PUBLISHED[algo]]
         lines.append(f"| {algo} | {len(recs)} | " + " | ".join(ours) + " | " + " | ".join(pub) + " |")
-    lines += ["", "The published TPE figures are medians of 15 runs of another TPE implementation. How far a 15-run median",
-              "of ours moves (95% range over 5,000 random 15-run subsets of our runs):", ""]
+    lines += [
+        "",
+        "The published TPE figures are medians of 15 runs of another TPE implementation. How far a 15-run median",
+        "of ours moves (95% range over 5,000 random 15-run subsets of our runs):",
+        "",
+    ]
     rng = np.random.default_rng(0)
     for algo in ("tpe", "tpe-univariate"):
         recs = cells.get((TASK, algo))

@@ -173,11 +173,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the committed report (CPU)
     "paper": dict(tasks=["surrogate", "surrogate-flops", "surrogate-noise", "surrogate-random"],
                   algos=PRESET_ALGOS, seeds=10, budget=200, batch_size=8),
-    "train": dict(tasks=["train-digits"], algos=["ma2ml", "ma2ml-paper", "separate", "tpe", "random"], seeds=3, budget=24,
-                  batch_size=4),
+    "train": dict(tasks=["train-digits"], algos=["ma2ml", "ma2ml-paper", "separate", "tpe", "random"], seeds=3,
+                  budget=24, batch_size=4),
     # real images (CPU): each search's final pick is trained on train + validation and tested
-    "images": dict(tasks=["train-fashion", "train-cifar10"], algos=["ma2ml", "ma2ml-paper", "separate", "tpe", "random"], seeds=3,
-                   budget=32, batch_size=4),
+    "images": dict(tasks=["train-fashion", "train-cifar10"],
+                   algos=["ma2ml", "ma2ml-paper", "separate", "tpe", "random"], seeds=3, budget=32, batch_size=4),
     # CI smoke run
     "smoke": dict(tasks=["surrogate", "surrogate-noise"], algos=["ma2ml", "random"], seeds=2, budget=16,
                   batch_size=4),
@@ -308,7 +308,7 @@ def bootstrap_ci(x: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, fl
 def iqm(x: np.ndarray) -> float:
     """Interquartile mean (Agarwal et al. 2021)."""
     x = np.sort(np.asarray(x, dtype=float))
-    lo, hi = int(math.floor(len(x) * 0.25)), int(math.ceil(len(x) * 0.75))
+    lo, hi = math.floor(len(x) * 0.25), math.ceil(len(x) * 0.75)
     return float(x[lo:hi].mean()) if hi > lo else float(x.mean())
 
 
@@ -537,7 +537,8 @@ def write_report(out: Path, command: str, throughput: str | None = None) -> Path
         if (out / "surrogate-realism.md").exists():
             runs.append("python benchmarks/surrogate_realism.py" + (f" --out {out}" if out_arg else ""))
         if (out / "nb201-repro" / "nb201-repro.md").exists():
-            runs.append("python benchmarks/nb201_repro.py --jobs 2" + (f" --out {out / 'nb201-repro'}" if out_arg else ""))
+            nb201_out = f" --out {out / 'nb201-repro'}" if out_arg else ""
+            runs.append("python benchmarks/nb201_repro.py --jobs 2" + nb201_out)
         command = " && ".join([*runs, command])
     lines = [
         "# Benchmark report",

@@ -120,7 +120,10 @@ def report(out: Path, n_sobol: int, n_real: int) -> str:
     env = ma2ml_env.parallel_env(reward="surrogate")
     ev, space = env.unwrapped.evaluator, env.unwrapped.space
     groups = {m: np.arange(o, o + s) for m, o, s in zip(space.names, space.offsets, space.sizes)}
-    f = (lambda A: ev.evaluate_actions(A)["accuracy"])
+
+    def f(A):
+        return ev.evaluate_actions(A)["accuracy"]
+
     sob = sobol_groups(f, space.joint_nvec, groups, n_sobol)
     hpo = space.modules[space.names.index("hpo")]
     o = space.offsets[space.names.index("hpo")]

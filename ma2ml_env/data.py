@@ -228,7 +228,9 @@ def _load_cifar(
         train = cls(str(Path(root).expanduser()), train=True, download=download)
         test = cls(str(Path(root).expanduser()), train=False, download=download)
     except RuntimeError as exc:
-        raise _missing(name, folder, f" or corrupted ({exc}; pass check_md5=False for copies with other checksums)") from exc
+        raise _missing(
+            name, folder, f" or corrupted ({exc}; pass check_md5=False for copies with other checksums)"
+        ) from exc
 
     def tensors(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2)  # HWC -> CHW
@@ -435,9 +437,9 @@ def load_dataset(
     if isinstance(name_or_spec, ImageData):
         return name_or_spec if device is None else name_or_spec.to(device)
     kwargs: dict[str, Any] = {
-        "root": root, "download": download, "val_fraction": val_fraction, "split_seed": split_seed, "max_train": max_train,
-        "image_size": image_size, "check_md5": check_md5, "size": size, "shape": shape, "num_classes": num_classes,
-        "test_size": test_size, "noise": noise, "device": device,
+        "root": root, "download": download, "val_fraction": val_fraction, "split_seed": split_seed,
+        "max_train": max_train, "image_size": image_size, "check_md5": check_md5, "size": size, "shape": shape,
+        "num_classes": num_classes, "test_size": test_size, "noise": noise, "device": device,
     }
     if isinstance(name_or_spec, Mapping):
         spec = dict(name_or_spec)

@@ -203,7 +203,9 @@ class _Normalize:
 def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
     # Dropout (and any op without a generator argument) draws from the global RNG: fork it so that the
     # caller's RNG state is untouched, and seed it so that training is reproducible.
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
@@ -320,7 +322,8 @@ def fit(
                     worst = float(s.max()) if bool(torch.isfinite(s).all()) else math.inf
                     if not worst <= DIVERGED_LOSS:
                         raise TrainingDiverged(
-                            f"training loss {worst:.3g} at step {step} of {total} (diverged: NaN/inf or > {DIVERGED_LOSS:g})"
+                            f"training loss {worst:.3g} at step {step} of {total} "
+                            f"(diverged: NaN/inf or > {DIVERGED_LOSS:g})"
                         )
                     losses.append(s)
                     recent = []

@@ -52,7 +52,7 @@ def test_registry_lists_every_algorithm():
 
 
 def test_unknown_algorithm_lists_the_names():
-    with pytest.raises(ValueError, match="unknown search algorithm 'nope'.*'random'.*'tpe'"):
+    with pytest.raises(ValueError, match=r"unknown search algorithm 'nope'.*'random'.*'tpe'"):
         make_algorithm("nope")
 
 

@@ -142,7 +142,7 @@ def test_checkpointing_is_optional():
 def test_wrong_arguments():
     with pytest.raises(AlgorithmCheckError, match="needs a SearchAlgorithm instance, class or factory, got"):
         check_algorithm(3)
-    with pytest.raises(AlgorithmCheckError, match="built a dict, not an agents.SearchAlgorithm"):
+    with pytest.raises(AlgorithmCheckError, match=r"built a dict, not an agents.SearchAlgorithm"):
         check_algorithm(dict)
     used = Uniform()
     used.setup({"x": gymnasium.spaces.Discrete(2)}, 0)

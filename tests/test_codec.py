@@ -155,7 +155,7 @@ def test_fast_path_agrees_with_the_full_validation():
         action = space.unflatten(flat)
         fast, as_list = space.validate_fast(action)
         assert fast.tolist() == as_list == flat.tolist()
-        slow = np.concatenate([v for v in space.validate(action).values()])
+        slow = np.concatenate(list(space.validate(action).values()))
         assert np.array_equal(slow, fast)
         assert space.flatten(action).tolist() == flat.tolist()
         assert space.decode(flat).key() == space.decode(action).key()

@@ -90,11 +90,12 @@ def test_bad_npz_arrays_are_refused_with_the_rule(tmp_path, override, match):
 
 def test_npz_missing_keys_and_file(tmp_path):
     np.savez(tmp_path / "bad.npz", images=np.zeros((4, 8, 8), np.uint8))
-    with pytest.raises(ValueError, match=r"lacks arrays \['x_train', 'y_train', 'x_test', 'y_test'\]; it has \['images'\]"):
+    with pytest.raises(ValueError,
+                       match=r"lacks arrays \['x_train', 'y_train', 'x_test', 'y_test'\]; it has \['images'\]"):
         load_dataset("npz", root=tmp_path / "bad.npz")
     with pytest.raises(FileNotFoundError, match="no file at"):
         load_dataset("npz", root=tmp_path / "nope.npz")
-    with pytest.raises(ValueError, match="needs root=<path of an .npz file"):
+    with pytest.raises(ValueError, match=r"needs root=<path of an .npz file"):
         load_dataset("npz")
 
 

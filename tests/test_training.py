@@ -236,13 +236,15 @@ def test_missing_data_is_a_construction_error_naming_the_path(kwargs, where, tmp
     from ma2ml_env.rewards import train
 
     monkeypatch.setattr(train, "load_dataset", lambda *a, **k: pytest.fail("the data must not be loaded"))
-    fill = (lambda v: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else
-            {k: fill(x) for k, x in v.items()})
+
+    def fill(v):
+        return v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else {k: fill(x) for k, x in v.items()}
+
     with pytest.raises(ValueError) as info:
         TrainEvaluator(device="cpu", **{k: fill(v) for k, v in kwargs.items()})
     assert fill(where) in str(info.value)
     # and through the env: before any evaluation
-    with pytest.raises(ValueError, match="root|unknown"):
+    with pytest.raises(ValueError, match=r"root|unknown"):
         ma2ml_env.parallel_env(
             reward="train", reward_kwargs={"device": "cpu", **{k: fill(v) for k, v in kwargs.items()}}
         )

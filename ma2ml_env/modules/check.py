@@ -68,7 +68,7 @@ def check_module(module: AutoMLModule, base: Pipeline | None = None, num_samples
         before = base.key()
         try:
             out = module.apply(choice, base)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported
             _fail(module, f"apply raised {type(exc).__name__}: {exc} for choice {choice}")
         if not isinstance(out, Pipeline):
             _fail(module, f"apply must return a Pipeline, got {type(out).__name__}")
@@ -77,7 +77,7 @@ def check_module(module: AutoMLModule, base: Pipeline | None = None, num_samples
         again = module.apply(choice, base)
         try:
             key = out.key()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported
             _fail(module, f"the pipeline apply returns is not serialisable ({exc}); keep extras JSON-able")
         if again.key() != key:
             _fail(module, f"apply is not deterministic for choice {choice}")
@@ -87,5 +87,5 @@ def check_module(module: AutoMLModule, base: Pipeline | None = None, num_samples
     try:
         pickle.loads(pickle.dumps(module))
         pickle.loads(pickle.dumps(out))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's module is reported
         _fail(module, f"module or its pipeline cannot be pickled ({exc}); define classes and hooks at module level")

@@ -12,7 +12,7 @@ __all__ = ["ArchitectureModule"]
 
 
 def _round8(x: float) -> int:
-    return max(8, int(round(x / 8.0)) * 8)
+    return max(8, round(float(x) / 8.0) * 8)
 
 
 @register_module
@@ -59,7 +59,8 @@ class ArchitectureModule(AutoMLModule):
             decisions += [
                 Decision(f"stage{s}_kernel", tuple(kernels), f"depthwise kernel size of stage {s}"),
                 Decision(f"stage{s}_expansion", tuple(expansions), f"expansion ratio of stage {s}"),
-                Decision(f"stage{s}_width", tuple(width_mults), f"width multiplier of stage {s} (base {base_widths[s]})"),
+                Decision(f"stage{s}_width", tuple(width_mults),
+                         f"width multiplier of stage {s} (base {base_widths[s]})"),
                 Decision(f"stage{s}_depth", tuple(depths), f"number of blocks of stage {s}"),
             ]
         decisions.append(Decision("resolution", tuple(resolutions), "input resolution in pixels"))

@@ -45,7 +45,8 @@ LEVELS = 40
 _KERNELS: dict[int, object] = {}
 _DISABLED = False  # set after a failed compile (numba present but broken): never retried
 
-# Layout of the int table I (the float table F holds the lookup tables at the offsets stored here).
+# Layout of the int table I (``SurrogateTables.I``, the formula's ``itab`` argument; the float table F holds
+# the lookup tables at the offsets stored here).
 (HAS_AUG, HAS_NAS, HAS_HPO, N_SLOTS, P, M, NS, RES_COL, NAS_OFF, HPO_OFF, HW, O_S, O_Q, O_STEM_M,
  O_STEM_P, O_HEAD_M, O_HEAD_P, O_HPO, N_AGENTS, SIZES, OP_COLS, R0, R1, R2, R3, R4, R5, R6) = range(28)
 #: Then per stage ``STAGE_LEN`` entries: offset of its MACs table, of its params table, 5 strides, its first
@@ -66,7 +67,7 @@ class SurrogateTables(NamedTuple):
 
     nvec: np.ndarray
     F: np.ndarray
-    I: np.ndarray
+    I: np.ndarray  # noqa: E741 - the int table, read as ``tables.I`` by the evaluator and the tests
     C: np.ndarray
     f: list
     i: list
@@ -74,26 +75,26 @@ class SurrogateTables(NamedTuple):
 
 
 # -- the formula (one source; see the module docstring for how each path runs it) ---------------------------
-def slot_sums(x, F, I):
+def slot_sums(x, F, itab):
     """Sums over the augmentation slots of ``p * strength`` and ``p * utility``."""
-    pp, mm, o_s, dq, cols = I[P], I[M], I[O_S], I[O_Q] - I[O_S], I[OP_COLS]
+    pp, mm, o_s, dq, cols = itab[P], itab[M], itab[O_S], itab[O_Q] - itab[O_S], itab[OP_COLS]
     ssum = 0.0
     qsum = 0.0
-    for j in I[cols:cols + I[N_SLOTS]]:
+    for j in itab[cols:cols + itab[N_SLOTS]]:
         i = (x[j] * pp + x[j + 1]) * mm + x[j + 2] + o_s
         ssum += F[i]
         qsum += F[i + dq]
     return ssum, qsum
 
 
-def _slot_sums_numpy(x, F, I):
+def _slot_sums_numpy(x, F, itab):
     """:func:`slot_sums` of the numpy binding: ``x`` is ``A.T``; one gather and one reduction per table
     (numpy sums the slots in its own order, as the batch path always did)."""
     A = x.T
-    cols = I[OP_COLS]
-    c = np.asarray(I[cols: cols + I[N_SLOTS]], dtype=np.int64)
-    idx = (A[:, c] * I[P] + A[:, c + 1]) * I[M] + A[:, c + 2]
-    return F[I[O_S]:].take(idx).sum(axis=1), F[I[O_Q]:].take(idx).sum(axis=1)
+    cols = itab[OP_COLS]
+    c = np.asarray(itab[cols: cols + itab[N_SLOTS]], dtype=np.int64)
+    idx = (A[:, c] * itab[P] + A[:, c + 1]) * itab[M] + A[:, c + 2]
+    return F[itab[O_S]:].take(idx).sum(axis=1), F[itab[O_Q]:].take(idx).sum(axis=1)
 
 
 def capacity(flops, C):
@@ -122,40 +123,41 @@ def add_noise(acc, eps):
     return min(max(acc + eps, 0.0), 1.0)
 
 
-def score(x, F, I, C):
+def score(x, F, itab, C):
     """The noise-free surrogate of one flat joint action ``x``: ``(accuracy, flops, params, seconds)``.
-    Modules absent from the space contribute the base pipeline's constants (``I[HAS_*]`` = 0)."""
-    if I[HAS_AUG]:
-        ssum, qsum = slot_sums(x, F, I)
-        s = ssum / I[N_SLOTS]
-        q = qsum / I[N_SLOTS]
+    Modules absent from the space contribute the base pipeline's constants (``itab[HAS_*]`` = 0)."""
+    if itab[HAS_AUG]:
+        ssum, qsum = slot_sums(x, F, itab)
+        s = ssum / itab[N_SLOTS]
+        q = qsum / itab[N_SLOTS]
     else:
         s = C[BASE_S]
         q = C[BASE_Q]
-    if I[HAS_NAS]:  # stem + one table entry per stage (row-major over r, wp, k, e, w, d) + head
-        r = x[I[RES_COL]]
-        macs = F[I[O_STEM_M] + r]
-        params = F[I[O_STEM_P] + r]
+    if itab[HAS_NAS]:  # stem + one table entry per stage (row-major over r, wp, k, e, w, d) + head
+        r = x[itab[RES_COL]]
+        macs = F[itab[O_STEM_M] + r]
+        params = F[itab[O_STEM_P] + r]
         wp = 0 * r
-        for b in range(STAGES, STAGES + STAGE_LEN * I[NS], STAGE_LEN):
-            j = I[b + 7]
+        for b in range(STAGES, STAGES + STAGE_LEN * itab[NS], STAGE_LEN):
+            j = itab[b + 7]
             w = x[j + 2]
             li = (
-                r * I[b + 2] + wp * I[b + 3] + x[j] * I[b + 4] + x[j + 1] * I[b + 5] + w * I[b + 6] + x[j + 3]
+                r * itab[b + 2] + wp * itab[b + 3] + x[j] * itab[b + 4] + x[j + 1] * itab[b + 5]
+                + w * itab[b + 6] + x[j + 3]
             )
-            macs = macs + F[I[b] + li]
-            params = params + F[I[b + 1] + li]
+            macs = macs + F[itab[b] + li]
+            params = params + F[itab[b + 1] + li]
             wp = w
-        hi_ = r * I[HW] + wp
-        flops = 2.0 * (macs + F[I[O_HEAD_M] + hi_])
-        params = params + F[I[O_HEAD_P] + hi_]
+        hi_ = r * itab[HW] + wp
+        flops = 2.0 * (macs + F[itab[O_HEAD_M] + hi_])
+        params = params + F[itab[O_HEAD_P] + hi_]
     else:
         flops = C[BASE_FLOPS]
         params = C[BASE_PARAMS]
-    if I[HAS_HPO]:  # one index into the per-combination table of (hz, e, w, ls, epochs)
-        o = I[HPO_OFF]
-        h = I[O_HPO] + 5 * (x[o] * I[R0] + x[o + 1] * I[R1] + x[o + 2] * I[R2] + x[o + 3] * I[R3]
-                            + x[o + 4] * I[R4] + x[o + 5] * I[R5] + x[o + 6] * I[R6])
+    if itab[HAS_HPO]:  # one index into the per-combination table of (hz, e, w, ls, epochs)
+        o = itab[HPO_OFF]
+        h = itab[O_HPO] + 5 * (x[o] * itab[R0] + x[o + 1] * itab[R1] + x[o + 2] * itab[R2] + x[o + 3] * itab[R3]
+                               + x[o + 4] * itab[R4] + x[o + 5] * itab[R5] + x[o + 6] * itab[R6])
         hz, e, w, ls, ep = F[h], F[h + 1], F[h + 2], F[h + 3], F[h + 4]
     else:
         hz, e, w, ls, ep = C[BASE_HZ], C[BASE_E], C[BASE_W], C[BASE_LS], C[BASE_EP]
@@ -165,22 +167,20 @@ def score(x, F, I, C):
     return acc, flops, params, ep * C[DATASET] * 3 * flops / C[THROUGHPUT] + C[OVERHEAD]
 
 
-def _step(arrs, nvec, F, I, C, flat, obs, scale):
+def _step(arrs, nvec, F, itab, C, flat, obs, scale):
     """The env step: validate the agents' arrays, write the flat joint action into ``flat`` and
     ``flat * scale`` into ``obs[3:]``, then :func:`score` it. Returns ``(accuracy, flops, params, seconds)``;
     accuracy -1.0 when an array has the wrong length or a value out of range (nothing is written then)."""
     k = 0
-    na = 0
-    for a in arrs:  # pass 1: shapes and bounds, before anything is written
+    for na, a in enumerate(arrs):  # pass 1: shapes and bounds, before anything is written
         n = a.shape[0]
-        if n != I[I[SIZES] + na]:
+        if n != itab[itab[SIZES] + na]:
             return -1.0, 0.0, 0.0, 0.0
         for j in range(n):
             v = a[j]
             if v < 0 or v >= nvec[k + j]:
                 return -1.0, 0.0, 0.0, 0.0
         k += n
-        na += 1
     k = 0
     for a in arrs:  # pass 2: the flat action and the observation's action part
         for j in range(a.shape[0]):
@@ -188,7 +188,7 @@ def _step(arrs, nvec, F, I, C, flat, obs, scale):
             flat[k] = v
             obs[3 + k] = np.float32(v) * scale[k]
             k += 1
-    return score(flat, F, I, C)
+    return score(flat, F, itab, C)
 
 
 _FORMULA = (slot_sums, capacity, coupled_z, accuracy, add_noise, score, _step)
@@ -269,7 +269,7 @@ def step_kernel(n_agents: int):
                 kern = _compile(n_agents, cache=True)
             except RuntimeError:  # no writable cache location (read-only install): compile without one
                 kern = _compile(n_agents, cache=False)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any numba failure falls back to the Python step
             _DISABLED = True
             warnings.warn(f"ma2ml: numba kernel unavailable ({type(exc).__name__}: {exc}); using the Python "
                           "step path", RuntimeWarning, stacklevel=2)

@@ -11,6 +11,7 @@ slots (start, hand a task over a pipe, receive, kill and replace); :mod:`~ma2ml_
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
@@ -89,10 +90,8 @@ class _Worker(Slot):
 
 def _stop_workers(workers: list[_Worker]) -> None:
     for w in workers:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             w.conn.send(None)
-        except (OSError, ValueError):
-            pass
     deadline = time.monotonic() + 2.0
     for w in workers:
         w.proc.join(max(0.0, deadline - time.monotonic()))
@@ -269,10 +268,8 @@ class LocalPoolEvaluator(BackendWrapper):
         return self._pool
 
     def _submit(self, slot: _Worker, task: Task) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):  # the worker died: its sentinel says so
             slot.conn.send((task.pipeline, task.seed))
-        except (OSError, ValueError):
-            pass  # the worker died: its sentinel says so
 
     def _collect(self, busy: Sequence[_Worker], timeout: float | None) -> list[Event]:
         ready = set(_wait_ready([h for w in busy for h in (w.conn, w.proc.sentinel)], timeout))
