@@ -11,8 +11,8 @@ Nothing heavy is imported here: torch and the training code load only when ``rew
 import gymnasium as _gymnasium
 import pettingzoo as _pettingzoo
 
-from ma2ml_env.codec import JointActionCodec
 from ma2ml_env.check import EvaluatorCheckError, check_evaluator
+from ma2ml_env.codec import JointActionCodec
 from ma2ml_env.env import ENV_ID, INFO_KEYS, INFO_MISSING, AutoMLPipelineEnv, env, parallel_env
 from ma2ml_env.modules import (
     AUG_OPS,
@@ -46,14 +46,46 @@ from ma2ml_env.views import JOINT_ENV_ID, JointActionEnv
 __version__ = "0.1.0"
 
 __all__ = [
-    "AUG_OPS", "BENCHMARKS", "DEFAULT_MODULES", "ENV_ID", "INFO_KEYS", "INFO_MISSING", "JOINT_ENV_ID",
-    "STATUS_CODES", "STATUSES",
-    "Architecture", "ArchitectureModule", "AugOp", "AugmentModule", "AutoMLModule", "AutoMLPipelineEnv",
-    "CostBudget", "Decision", "EvalResult", "Evaluator", "EvaluatorCheckError", "HyperParameterModule",
-    "JointActionCodec", "JointActionEnv", "ModuleCheckError", "Pipeline", "SearchSpace", "Stage",
-    "TrainConfig", "benchmark_env", "check_evaluator", "check_module", "env", "make_evaluator",
-    "make_module", "parallel_env", "register_evaluator", "register_module", "registered_evaluators",
-    "registered_modules", "unregister_module",
+    "AUG_OPS",
+    "BENCHMARKS",
+    "DEFAULT_MODULES",
+    "ENV_ID",
+    "INFO_KEYS",
+    "INFO_MISSING",
+    "JOINT_ENV_ID",
+    "STATUSES",
+    "STATUS_CODES",
+    "Architecture",
+    "ArchitectureModule",
+    "AugOp",
+    "AugmentModule",
+    "AutoMLModule",
+    "AutoMLPipelineEnv",
+    "CostBudget",
+    "Decision",
+    "EvalResult",
+    "Evaluator",
+    "EvaluatorCheckError",
+    "HyperParameterModule",
+    "JointActionCodec",
+    "JointActionEnv",
+    "ModuleCheckError",
+    "Pipeline",
+    "SearchSpace",
+    "Stage",
+    "TrainConfig",
+    "benchmark_env",
+    "check_evaluator",
+    "check_module",
+    "env",
+    "make_evaluator",
+    "make_module",
+    "parallel_env",
+    "register_evaluator",
+    "register_module",
+    "registered_evaluators",
+    "registered_modules",
+    "unregister_module",
 ]
 
 if ENV_ID not in _pettingzoo.parallel_registry:

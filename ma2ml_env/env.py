@@ -122,7 +122,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
@@ -135,7 +135,7 @@ from ma2ml_env.pipeline import Pipeline, SearchSpace
 from ma2ml_env.rewards.base import STATUS_CODES, EvalResult, Evaluator, make_evaluator
 from ma2ml_env.rewards.parallel import wrap_evaluator
 
-__all__ = ["AutoMLPipelineEnv", "parallel_env", "env", "ENV_ID", "INFO_KEYS", "INFO_MISSING"]
+__all__ = ["ENV_ID", "INFO_KEYS", "INFO_MISSING", "AutoMLPipelineEnv", "env", "parallel_env"]
 
 ENV_ID = "ma2ml/AutoMLPipeline-v1"
 #: The keys of every info dict (after ``reset`` and after each ``step``); see the module docstring.
@@ -150,7 +150,7 @@ _BOOL = np.dtype(bool)
 class AutoMLPipelineEnv(ParallelEnv):
     """The multi-agent AutoML environment; see the module docstring for the full documentation."""
 
-    metadata = {
+    metadata: ClassVar[dict[str, Any]] = {
         "name": "ma2ml/AutoMLPipeline-v1",
         "render_modes": ["ansi", "human"],
         "is_parallelizable": True,

@@ -167,9 +167,9 @@ class MatrixGameEnv(ParallelEnv):
         r = self.reward(*acts)
         agents = self.agents
         obs = {a: self._obs.copy() for a in agents}
-        rewards = {a: r for a in agents}
-        terms = {a: True for a in agents}
-        truncs = {a: False for a in agents}
+        rewards = dict.fromkeys(agents, r)
+        terms = dict.fromkeys(agents, True)
+        truncs = dict.fromkeys(agents, False)
         infos = {a: {} for a in agents}
         self.agents = []
         return obs, rewards, terms, truncs, infos

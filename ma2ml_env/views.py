@@ -7,14 +7,14 @@ of every agent's decisions, in agent order) and the env's global state as the ob
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
 
 from ma2ml_env.env import AutoMLPipelineEnv
 
-__all__ = ["JointActionEnv", "JOINT_ENV_ID"]
+__all__ = ["JOINT_ENV_ID", "JointActionEnv"]
 
 JOINT_ENV_ID = "ma2ml/AutoMLPipelineJoint-v1"
 
@@ -29,7 +29,7 @@ class JointActionEnv(gymnasium.Env):
         **kwargs: arguments of :class:`AutoMLPipelineEnv` (e.g. ``reward="surrogate"``).
     """
 
-    metadata = {"render_modes": ["ansi", "human"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"]}
 
     def __init__(self, parallel_env: AutoMLPipelineEnv | None = None, **kwargs: Any) -> None:
         self.penv = parallel_env if parallel_env is not None else AutoMLPipelineEnv(**kwargs)
@@ -40,7 +40,7 @@ class JointActionEnv(gymnasium.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        obs, infos = self.penv.reset(seed=seed, options=options)
+        _, infos = self.penv.reset(seed=seed, options=options)
         return self.penv.state(), dict(infos[self.penv.possible_agents[0]])
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
@@ -48,7 +48,8 @@ class JointActionEnv(gymnasium.Env):
             self.penv.step({})  # raises the env's own clear error (reset needed)
         _, rewards, terms, truncs, infos = self.penv.step(self.space.unflatten(action))
         first = self.penv.possible_agents[0]
-        return self.penv.state(), float(rewards[first]), bool(terms[first]), bool(truncs[first]), dict(infos[first])
+        return (self.penv.state(), float(rewards[first]), bool(terms[first]), bool(truncs[first]),
+                dict(infos[first]))
 
     def decode(self, action: Any):
         """The readable pipeline of a flat joint action."""

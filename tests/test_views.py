@@ -24,7 +24,7 @@ def test_joint_view_step_matches_parallel_env():
     a = view.action_space.sample()
     view.reset(seed=0)
     par.reset(seed=0)
-    _, r, term, trunc, info = view.step(a)
+    _, r, term, trunc, _ = view.step(a)
     assert isinstance(r, float) and term is True and trunc is False
     assert r == par.step(par.space.unflatten(a))[1]["aug"]
     with pytest.raises(RuntimeError, match="episode is over"):

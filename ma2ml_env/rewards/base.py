@@ -22,12 +22,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "STATUSES",
     "STATUS_CODES",
-    "EvalResult",
-    "evaluate_guarded",
-    "Evaluator",
     "CostBudget",
-    "register_evaluator",
+    "EvalResult",
+    "Evaluator",
+    "evaluate_guarded",
     "make_evaluator",
+    "register_evaluator",
     "registered_evaluators",
 ]
 

@@ -335,7 +335,7 @@ class TrainEvaluator(Evaluator):
                 f"got {len(pipelines)} pipelines but {len(seeds)} seeds; pass one seed per pipeline"
             )
         with _num_threads(self.num_threads if self.device.type == "cpu" else None):
-            self.data
+            _ = self.data  # load the dataset once, before the first child
             return [self._evaluate_one(p, int(s)) for p, s in zip(pipelines, seeds)]
 
     def _evaluate_one(self, pipeline: Pipeline, seed: int) -> EvalResult:
@@ -401,7 +401,7 @@ class TrainEvaluator(Evaluator):
                 score=float(score), status=status, accuracy=float(acc), flops=flops, params=params,
                 seconds=time.perf_counter() - t0, info=info,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a child's failure is an outcome, never an exception
             status = failure_status(exc)
             info.update(error=f"{type(exc).__name__}: {exc}", traceback=_tail(exc))
             return EvalResult(
