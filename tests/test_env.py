@@ -154,6 +154,25 @@ def test_bad_actions(senv, mutate, match):
     senv.step(sample_joint(senv, np.random.default_rng(0)))
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled-step", "python-step"])
+@pytest.mark.parametrize("agents", [("hpo",), ("aug", "nas", "hpo")], ids=["one-bool-array", "all-bool"])
+def test_boolean_action_arrays_are_refused_in_step_and_evaluate(compiled, agents):
+    """numpy promotes a bool array concatenated with int arrays to int: still not an action."""
+    env = ma2ml_env.parallel_env(reward="surrogate")
+    if not compiled:
+        env._kernel = None
+    env.reset(seed=0)
+    act = sample_joint(env, np.random.default_rng(0))
+    for a in agents:
+        act[a] = np.zeros(act[a].size, dtype=bool)
+    with pytest.raises(ValueError, match="must be integers, got dtype bool \\(booleans are not actions\\)"):
+        env.step(act)
+    with pytest.raises(ValueError, match="booleans are not actions"):
+        env.evaluate([act])
+    assert env.agents and env.evaluations == 0  # nothing evaluated, the episode untouched
+    assert env.step({a: v.astype(np.int64) for a, v in act.items()})[1]["hpo"] > 0
+
+
 def test_not_a_dict(senv):
     senv.reset()
     with pytest.raises(ValueError, match="must be a dict"):
