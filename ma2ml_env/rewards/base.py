@@ -317,7 +317,8 @@ class Evaluator:
         """Scalar fast path of ``env.step``: one flat joint action (a list of ints, already validated) to
         ``(score, status, accuracy, flops, params, seconds)`` (the :class:`EvalResult` field order, without
         building one), or ``None`` when the evaluator has no such path (the default; then for every call,
-        so the env stops asking). Must give the same numbers as :meth:`evaluate` and must not raise."""
+        so the env stops asking). Must give the same numbers as :meth:`evaluate`, as finite Python floats
+        (the env puts them in its infos as they are: no NaN on this path), and must not raise."""
         return None
 
     def step_kernel(self) -> tuple[Callable[..., tuple], tuple] | None:
