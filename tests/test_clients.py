@@ -136,6 +136,17 @@ def test_infos_are_numbers_without_nan_and_equal_for_equal_seeds(kind, kw):
         assert all(i["seconds"] > 0 for i in infos if i["t"] > 0)  # simulated / recorded: deterministic
 
 
+def test_wall_clock_seconds_stay_out_of_infos_behind_a_backend_wrapper():
+    """The training backend run through a backend wrapper (serial with retries): still -1.0 in the infos."""
+    env = ma2ml_env.parallel_env(reward="train", reward_kwargs=TRAIN, backend_kwargs={"max_retries": 1},
+                                 pipelines_per_episode=2)
+    assert type(env.evaluator).__name__ != "TrainEvaluator"  # wrapped
+    env.reset(seed=0)
+    info = env.step(env.space.unflatten(env.space.sample(np.random.default_rng(0))))[4]["hpo"]
+    _check_info(info)
+    assert info["seconds"] == -1.0 and env.last_result.seconds > 0
+
+
 def test_status_codes_table():
     assert STATUSES == ("ok", "over_budget", "diverged", "oom", "timeout", "error")
     assert [STATUS_CODES[s] for s in STATUSES] == [0, 1, 2, 3, 4, 5] and len(STATUS_CODES) == 6

@@ -67,8 +67,10 @@ steps (8 epochs, batches of 32), as real training does.
 **Costs.** FLOPs and parameters are the analytical counts of the child; ``seconds`` is a simulated
 training time ``epochs * dataset_size * 3 * FLOPs / throughput + overhead``.
 
-**Budget.** An optional :class:`~ma2ml_env.rewards.base.CostBudget`: hard (over budget -> status
-``"over_budget"``, ``penalty_score``) or soft (MnasNet ``accuracy * (FLOPs / target) ** w``).
+**Budget.** An optional :class:`~ma2ml_env.rewards.base.CostBudget` (or a dict of its fields, e.g. from
+JSON: ``reward_kwargs={"budget": {"max_flops": 5e6}}``; checked by :meth:`CostBudget.coerce`, the same
+``ValueError`` as the training backend's): hard (over budget -> status ``"over_budget"``,
+``penalty_score``) or soft (MnasNet ``accuracy * (FLOPs / target) ** w``).
 
 **One formula, every path.** The score of one flat joint action is written once,
 :func:`ma2ml_env.rewards._jit.score`, over the tables :meth:`SurrogateEvaluator.tables` packs at ``bind``;
