@@ -66,10 +66,14 @@ Infos (per agent; the keys ``INFO_KEYS`` after ``reset`` and after every ``step`
     losses...), is ``env.unwrapped.last_result`` (an :class:`EvalResult`).
 
 Arguments
-    modules: module names and/or :class:`AutoMLModule` instances, applied in this order.
+    modules: module names and/or :class:`AutoMLModule` instances, applied in this order. With
+        ``reward="surrogate"`` a module other than the built-in aug, nas and hpo whose choices change the
+        pipeline must declare ``surrogate_effects`` (else ``ValueError``; see
+        :mod:`ma2ml_env.rewards.surrogate`, "Other modules").
     reward: ``"train"`` (real child training, default), ``"surrogate"`` or an :class:`Evaluator`.
     reward_kwargs: keyword arguments of the named reward backend (e.g. ``dataset``, ``device``,
-        ``budget``, ``task``, ``noise_std``).
+        ``budget`` (a :class:`CostBudget` or a dict of its fields, e.g. parsed JSON), ``task``,
+        ``noise_std``).
     backend: how a batch of pipelines is evaluated: ``"serial"`` (default), ``"local"`` (worker processes,
         one per GPU on CUDA) or ``"ray"`` (Ray tasks); see :mod:`ma2ml_env.rewards.parallel`.
     workers: concurrent evaluations of the ``"local"``/``"ray"`` backend.
