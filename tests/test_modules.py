@@ -24,6 +24,7 @@ class Regularise(AutoMLModule):
         Decision("dropout", (0.0, 0.1, 0.3), "dropout before the classifier"),
         Decision("mixup", (0.0, 0.2), "mixup alpha"),
     )
+    surrogate_effects = {"dropout": (0.0, 0.08, -0.05), "mixup": (0.0, 0.1)}
 
     def apply(self, choice, pipeline):
         return pipeline.with_arch(dropout=choice["dropout"]).with_train(mixup_alpha=choice["mixup"])

@@ -257,7 +257,7 @@ def test_cifar_with_download_is_not_an_error_before_the_run(tmp_path):
 
 def test_bad_budget_is_a_value_error():
     with pytest.raises(ValueError, match="CostBudget"):
-        TrainEvaluator(device="cpu", budget={"max_flops": 1e6})
+        TrainEvaluator(device="cpu", budget={"max_flop": 1e6})
 
 
 def test_imagefolder_from_pngs(tmp_path):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import keyword
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -93,10 +93,15 @@ class AutoMLModule:
     Attributes:
         name: the module's (and agent's) name: a lowercase identifier.
         decisions: the module's decisions, in action-vector order.
+        surrogate_effects: optional, for ``reward="surrogate"``: ``{decision name: (logit offset per
+            choice, ...)}`` (numbers in [-10, 10]). The surrogate scores only the built-in modules and
+            refuses another module whose choices change the pipeline unless it declares this (see
+            :mod:`ma2ml_env.rewards.surrogate`); real training ignores it.
     """
 
     name: ClassVar[str] | str = ""
     decisions: ClassVar[tuple[Decision, ...]] | tuple[Decision, ...] = ()
+    surrogate_effects: ClassVar[Mapping[str, Sequence[float]] | None] = None
 
     def apply(self, choice: Mapping[str, Any], pipeline: Pipeline) -> Pipeline:
         """Return ``pipeline`` changed by the decoded ``choice`` ({decision name: value}). Must be pure."""

@@ -393,7 +393,7 @@ class SurrogateEvaluator(Evaluator):
             if id(mod) in modelled:
                 continue
             names = [d.name for d in mod.decisions]
-            declared = getattr(mod, "surrogate_effects", None)
+            declared = mod.surrogate_effects
             if declared is None:
                 changed = _changed_fields(space, mod, off)
                 if not changed:  # no choice of it changes the pipeline: no reward can depend on it
