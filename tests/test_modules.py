@@ -1,5 +1,7 @@
 """AutoML modules: the registry, the conformance check, user modules end to end."""
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -24,7 +26,7 @@ class Regularise(AutoMLModule):
         Decision("dropout", (0.0, 0.1, 0.3), "dropout before the classifier"),
         Decision("mixup", (0.0, 0.2), "mixup alpha"),
     )
-    surrogate_effects = {"dropout": (0.0, 0.08, -0.05), "mixup": (0.0, 0.1)}
+    surrogate_effects: ClassVar = {"dropout": (0.0, 0.08, -0.05), "mixup": (0.0, 0.1)}
 
     def apply(self, choice, pipeline):
         return pipeline.with_arch(dropout=choice["dropout"]).with_train(mixup_alpha=choice["mixup"])
