@@ -28,6 +28,8 @@ import numpy as np
 
 __all__ = ["JointActionCodec"]
 
+_INT64 = np.dtype(np.int64)
+
 
 class JointActionCodec:
     """Flat index vectors <-> joint actions ``{agent: action}`` over per-agent discrete action spaces.
@@ -183,10 +185,10 @@ class JointActionCodec:
             try:
                 if len(action) == len(self.agents):
                     arrs = [action[a] for a in self.agents]
-                    if [a.shape for a in arrs] == self._fast_shapes:
+                    if [a.shape for a in arrs] == self._fast_shapes and \
+                            all(a.dtype is _INT64 for a in arrs):  # (a bool array would concatenate to ints)
                         flat = np.concatenate(arrs)
-                        if flat.dtype == np.int64 and np.count_nonzero(flat.view(np.uint64) < self._nvec_u) \
-                                == self.size:
+                        if np.count_nonzero(flat.view(np.uint64) < self._nvec_u) == self.size:
                             # negatives wrap to huge unsigned values: one comparison checks both ends
                             return flat, flat.tolist()
             except (KeyError, TypeError, AttributeError, ValueError):

@@ -148,7 +148,6 @@ INFO_KEYS = ("score", "status", "accuracy", "flops", "params", "seconds", "t")
 #: ``seconds`` for wall-clock backends); ``status`` is -1 after ``reset``.
 INFO_MISSING = -1.0
 _STATUS_CODES = STATUS_CODES
-_BOOL = np.dtype(bool)
 
 
 class AutoMLPipelineEnv(ParallelEnv):
@@ -201,9 +200,7 @@ class AutoMLPipelineEnv(ParallelEnv):
         d = int(self.space.joint_nvec.size)
         self.state_space = gymnasium.spaces.Box(0.0, 1.0, (3 + d,), np.float32)
         self._scale = (1.0 / np.maximum(self.space.joint_nvec - 1, 1)).astype(np.float32)
-        inner = getattr(self.evaluator, "inner", self.evaluator)  # a parallel backend: the evaluator it runs
-        self._wall_seconds = bool(getattr(self.evaluator, "wall_clock_seconds", False)
-                                  or getattr(inner, "wall_clock_seconds", False))
+        self._wall_seconds = bool(self.evaluator.wall_clock_seconds)
         self._fast = bool(self.evaluator.vectorised)  # evaluate_actions + results_from_arrays
         self._one = True  # evaluate_one_tuple offered: until it answers None once
         self._flat_buf = np.zeros(d, np.int64)
@@ -297,12 +294,6 @@ class AutoMLPipelineEnv(ParallelEnv):
                                                     "flops": flops, "params": params, "seconds": seconds,
                                                     "t": self._t + 1})
         flat, x = self.space.validate_fast(actions)  # raises before any state changes
-        try:  # see _reject_bools (inlined: this is the per-step path)
-            for v in actions.values():
-                if v.dtype is _BOOL:
-                    self.space.validate(actions)
-        except AttributeError:  # not an array (a list the codec accepted): no bool array either
-            pass
         seed = self._next_seed()
         res = self.evaluator.evaluate_one_tuple(x, seed) if self._one else None
         obs = np.empty(self._obs_size, np.float32)
@@ -347,13 +338,6 @@ class AutoMLPipelineEnv(ParallelEnv):
             self.render()
         return obs, rewards, terms, truncs, infos
 
-    def _reject_bools(self, actions: Mapping[str, Any]) -> None:
-        # numpy promotes a bool array concatenated with int arrays to int: the codec's fast path would take
-        # it; booleans are not actions (the codec's full check says so for the agent concerned)
-        for v in actions.values():
-            if getattr(v, "dtype", None) is _BOOL:
-                self.space.validate(actions)
-
     def _next_seed(self) -> int:
         # evaluation seeds come from the env's RNG, drawn in blocks (Generator.integers costs ~us a call)
         if not self._seed_buf:
@@ -378,8 +362,6 @@ class AutoMLPipelineEnv(ParallelEnv):
             result (a NaN score, the wrong number of results) gives ``"error"`` results instead.
         """
         checked = [self.space.validate_flat(a) for a in joint_actions]
-        for a in joint_actions:
-            self._reject_bools(a)
         if seeds is None:
             seeds = [self._next_seed() for _ in checked]
         if len(seeds) != len(checked):

@@ -170,3 +170,12 @@ def test_decode_gives_fresh_arrays(codec):
     action = codec.decode(idx)
     action["a"][0] = 3
     assert codec.decode(idx)["a"].tolist() == [1, 1] and idx.tolist() == [1, 1, 0, 0, 0, 0]
+
+
+def test_fast_path_refuses_a_bool_array_beside_int_arrays():
+    """numpy concatenates a bool array with int64 arrays to int64: the fast path must not take it."""
+    codec = JointActionCodec.from_nvecs({"a": [2, 2], "b": [3]})
+    good = {"a": np.array([1, 0], np.int64), "b": np.array([2], np.int64)}
+    assert codec.validate_fast(good)[1] == [1, 0, 2]
+    with pytest.raises(ValueError, match="bool"):
+        codec.validate_fast({"a": np.array([True, False]), "b": np.array([2], np.int64)})

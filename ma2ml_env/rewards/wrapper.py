@@ -45,8 +45,8 @@ class BackendWrapper(Evaluator, SlotPool):
         time_limit: seconds one attempt may run (``None``: no limit; not enforceable in-process).
 
     :meth:`config` is the inner evaluator's: the backend, workers, retries and time limits are execution
-    settings, not part of what determines a reward. ``failure_score`` is the inner's; ``deterministic``
-    is the inner's unless a ``time_limit`` can cut an evaluation short.
+    settings, not part of what determines a reward. ``failure_score`` and ``wall_clock_seconds`` are the
+    inner's; ``deterministic`` is the inner's unless a ``time_limit`` can cut an evaluation short.
     """
 
     backend = "?"
@@ -72,6 +72,7 @@ class BackendWrapper(Evaluator, SlotPool):
         self.failure_score = self.policy.failure_score = float(self.inner.failure_score)
         # a time limit makes the outcome depend on the wall clock
         self.deterministic = bool(self.inner.deterministic) and self.time_limit is None
+        self.wall_clock_seconds = bool(self.inner.wall_clock_seconds)
 
     @property
     def max_retries(self) -> int:
