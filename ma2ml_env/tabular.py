@@ -59,7 +59,7 @@ import json
 import math
 import os
 import pickle
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -432,14 +432,6 @@ class TabularEvaluator(Evaluator):
         space = self._require_bound()
         flat = np.stack([space.flatten(space.encode(p)) for p in pipelines])
         return self.results_from_arrays(self.evaluate_actions(flat, seeds))
-
-    def evaluate_streaming(self, pipelines: Sequence[Pipeline], seeds: Sequence[int],
-                           on_result: Callable[[int, EvalResult], None]) -> list[EvalResult]:
-        """The whole batch at once (one lookup), then ``on_result`` for each result in order."""
-        results = self.evaluate(pipelines, seeds)
-        for i, r in enumerate(results):
-            on_result(i, r)
-        return results
 
     def config(self) -> dict[str, Any]:
         """The task and the protocol (``seed_mean``); a custom table by a digest of its arrays."""

@@ -281,9 +281,14 @@ class Evaluator:
         (a durable search commits it then). Results may arrive in any order; the list returned is in input
         order. An exception or a malformed result of ``evaluate`` becomes an ``"error"`` result.
 
-        The default evaluates one pipeline at a time (each committed on its own). Vectorised evaluators
-        override it to evaluate the batch at once; the parallel backends override it to report each
-        result as its worker finishes."""
+        The default evaluates one pipeline at a time (each committed on its own), or, for a
+        :attr:`vectorised` evaluator, the whole batch in one call, then reports each result in order. The
+        parallel backends override it to report each result as its worker finishes."""
+        if self.vectorised:
+            out = evaluate_guarded(self, pipelines, seeds)
+            for i, r in enumerate(out):
+                on_result(i, r)
+            return out
         out = []
         for i, (p, s) in enumerate(zip(pipelines, seeds)):
             r = evaluate_guarded(self, [p], [s])[0]

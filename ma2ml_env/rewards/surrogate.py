@@ -107,7 +107,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -715,14 +715,6 @@ class SurrogateEvaluator(Evaluator):
             np.stack([space.flatten(space.encode(p)) for p in pipelines]) if pipelines else np.zeros((0, 0))
         )
         return self.results_from_arrays(self.evaluate_actions(flat, seeds)) if pipelines else []
-
-    def evaluate_streaming(self, pipelines: Sequence[Pipeline], seeds: Sequence[int],
-                           on_result: Callable[[int, EvalResult], None]) -> list[EvalResult]:
-        """The whole batch at once (one vectorised call), then ``on_result`` for each result in order."""
-        results = self.evaluate(pipelines, seeds)
-        for i, r in enumerate(results):
-            on_result(i, r)
-        return results
 
     def config(self) -> dict[str, Any]:
         """The task's coefficients, the noise, the budget and the cost model (everything the rewards depend
