@@ -435,7 +435,7 @@ class TrainEvaluator(Evaluator):
             **super().config(),
             "dataset": ds, "root": None if self.root is None else str(Path(self.root).expanduser()),
             "val_fraction": self.val_fraction, "split_seed": self.split_seed, "max_train": self.max_train,
-            "epoch_scale": self.epoch_scale, "budget": None if self.budget is None else self.budget.config(),
+            "epoch_scale": self.epoch_scale, "budget": (self.budget or CostBudget()).config(),
             "time_limit": self.time_limit, "channels_last": self.channels_last, "amp": self.amp,
             "bn_recalibration": self.bn_recalibration, "failure_score": self.failure_score,
             "dataset_kwargs": _plain(self.dataset_kwargs),
