@@ -493,6 +493,29 @@ def build_env(args: argparse.Namespace) -> Any:
         raise UsageError(f"cannot build the environment: {exc}") from None
 
 
+def check_budget_reachable(env: Any, budget: Any, samples: int = 256) -> float:
+    """The fraction of pipelines of ``env``'s space within a hard cost ``budget`` (the smallest-index action
+    and ``samples`` uniform random ones; costs counted for one input channel and two classes, a lower
+    bound, so a reachable budget is never refused).
+
+    Raises:
+        UsageError: none of them fits (every trial would be over budget).
+    """
+    base = env.unwrapped
+    space = getattr(base, "space", None)
+    if space is None or budget is None or budget.mode != "hard" or not budget.active:
+        return 1.0
+    flats = [np.zeros(space.joint_nvec.size, np.int64), *space.sample(np.random.default_rng(0), samples)]
+    costs = [(a.flops(1, 2), a.params(1, 2)) for a in (space.decode(f).arch for f in flats)]
+    fits = sum(not budget.over(f, p) for f, p in costs)
+    if not fits:
+        f, p = min(costs)
+        raise UsageError(f"no pipeline fits the budget: none of {len(flats)} sampled pipelines of this space is "
+                         f"within it (the smallest needs {f / 1e6:.2f}M FLOPs, {p / 1e6:.3f}M parameters), so "
+                         "every trial would be over budget; raise --max-flops / --max-params")
+    return fits / len(flats)
+
+
 def build_algorithm(args: argparse.Namespace) -> SearchAlgorithm:
     """The search algorithm described by ``--algo`` and ``--algo-config``.
 
@@ -674,6 +697,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_tensorboard()
     env = build_env(args)
     try:
+        if not args.benchmark:
+            from ma2ml_env import CostBudget
+
+            # (the env was built, so the budget is valid)
+            share = check_budget_reachable(env, CostBudget.coerce(reward_kwargs(args).get("budget")))
+            if share < 0.1:
+                print(f"{PROG}: warning: only {100 * share:.0f}% of sampled pipelines fit the budget; most trials "
+                      "will be over budget (not trained, score 0)", file=sys.stderr)
         config = search_config(algorithm, env, args.seed, args.batch_size)
         store = _open_store(args, store_path, config)
     except BaseException:

@@ -219,6 +219,8 @@ def test_resume_without_a_store_is_an_error_and_creates_nothing(tmp_path, capsys
 
 @pytest.mark.parametrize(("extra", "code", "message"), [
     (["--seed", "-1"], 2, "must be >= 0"),
+    (["--max-flops", "1"], 2, "no pipeline fits the budget"),
+    (["--reward-config", '{"budget": {"max_flop": 5e6}}'], 2, "unknown CostBudget field(s) ['max_flop']"),
     (["--reward", "train", "--dataset", "cifar10", "--data-root", "{tmp}/nowhere"], 2, "nowhere"),
 ])
 def test_errors_found_before_the_run_create_nothing(tmp_path, capsys, extra, code, message):
@@ -269,3 +271,14 @@ def test_a_failing_user_evaluator_is_a_recorded_failed_trial_under_the_default_b
     errors = [t.info["error"] for t in res.trials if t.status == "error"]
     assert any("user code exploded" in e for e in errors) and any("finite" in e for e in errors)
     assert len(TrialStore(tmp_path / "s.db").trials()) == 9
+
+
+def test_a_budget_few_pipelines_meet_is_warned_about_and_json_budgets_work(tmp_path, capsys):
+    assert surrogate(tmp_path / "a", "--max-flops", "2.5M") == 0
+    assert "warning: only" in capsys.readouterr().err
+    assert surrogate(tmp_path / "b", "--reward-config", '{"budget": {"max_flops": 5e6, "mode": "hard"}}') == 0
+    assert "warning" not in capsys.readouterr().err
+    trials = rows(tmp_path / "b")
+    assert all(t["flops"] <= 5e6 for t in trials if t["status"] == "ok")
+    with TrialStore(tmp_path / "b" / "search.db", create=False) as store:
+        assert store.config()["env"]["reward"]["budget"]["max_flops"] == 5e6
