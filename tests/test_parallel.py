@@ -275,3 +275,22 @@ def test_ray_failing_user_evaluator_is_an_error_trial(ray_local, mode):
         assert env.evaluator.workers_started == 2  # an exception is not a crash: no actor was replaced
     finally:
         env.close()
+
+
+# -- the Evaluator contract holds behind every backend ------------------------------------------------------
+@pytest.mark.parametrize("backend", ["serial", "local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_check_evaluator_passes_every_backend_wrapper(backend, request):
+    from ma2ml_env import check_evaluator
+    from ma2ml_env.rewards.parallel import BACKENDS
+
+    if backend == "ray":
+        request.getfixturevalue("ray_local")  # 2 CPUs: one actor for the evaluator, one for its unpickled copy
+        ev = BACKENDS["ray"](ToyEvaluator(), 1, startup_timeout=60)
+    elif backend == "local":
+        ev = BACKENDS["local"](ToyEvaluator(), 2)
+    else:
+        ev = BACKENDS["serial"](ToyEvaluator(), max_retries=1)
+    try:
+        check_evaluator(ev, num_pipelines=4)
+    finally:
+        ev.close()
