@@ -103,7 +103,7 @@ class JointActionCodec:
         self._names = {a: tuple(decision_names[a]) for a in self.agents} if decision_names else None
         # the fast path: MultiDiscrete agents only, every start 0 (the env's search space)
         self._fast = not any(self.discrete.values()) and not self.start.any()
-        self._fast_shapes = [(s,) for s in self.sizes]
+        self._fast_sig = [((s,), _INT64) for s in self.sizes]  # 1-d int64 arrays of the agents' sizes
         self._nvec_u = self.nvec.astype(np.uint64)
         # one-hot layout
         self.max_choices = int(self.nvec.max()) if self.size else 0
@@ -185,8 +185,8 @@ class JointActionCodec:
             try:
                 if len(action) == len(self.agents):
                     arrs = [action[a] for a in self.agents]
-                    if [a.shape for a in arrs] == self._fast_shapes and \
-                            all(a.dtype is _INT64 for a in arrs):  # (a bool array would concatenate to ints)
+                    # shapes and dtypes (a bool array would concatenate to ints) in one comparison
+                    if [(a.shape, a.dtype) for a in arrs] == self._fast_sig:
                         flat = np.concatenate(arrs)
                         if np.count_nonzero(flat.view(np.uint64) < self._nvec_u) == self.size:
                             # negatives wrap to huge unsigned values: one comparison checks both ends
