@@ -160,11 +160,11 @@ def test_train_refuses_a_tabular_benchmark_run(run, capsys):
 
 
 def test_train_refuses_a_run_without_ok_trials(tmp_path, capsys, one_torch_thread):
-    # a FLOPs budget no child meets: every trial is over_budget (not trained), so nothing is trainable
-    out = _search(tmp_path / "tight", "--max-flops", "1")
+    # a time limit no child meets: every trial times out, so nothing is trainable
+    out = _search(tmp_path / "tight", "--time-limit", "1e-9")
     with TrialStore(out / "search.db", create=False) as store:
-        assert {t.status for t in store.trials()} == {"over_budget"}
-    _refused(["train", str(out)], capsys, tmp_path, "no trial of", "status ok", "over_budget",
+        assert {t.status for t in store.trials()} == {"timeout"}
+    _refused(["train", str(out)], capsys, tmp_path, "no trial of", "status ok", "timeout",
              "no pipeline to train")
 
 
