@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from agents.base import best_trial
-from agents.cli import UsageError, _jsonable
+from agents.cli_args import UsageError
+from agents.cli_search import _jsonable
 from agents.report import read_config, read_run
 
 __all__ = ["add_train_command", "final_settings", "train_best"]
@@ -161,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_train_command(sub: Any) -> argparse.ArgumentParser:
     """Register ``ma2ml train`` on the CLI's subparsers."""
-    from agents.cli import _Formatter, _nonneg_int, _positive_float
+    from agents.cli_args import _Formatter, _nonneg_int, _positive_float
 
     p = sub.add_parser(
         "train", formatter_class=_Formatter,

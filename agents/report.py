@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.base import Trial, best_trial
-from agents.cli import UsageError
+from agents.cli_args import UsageError
 
 __all__ = ["RunData", "add_report_command", "read_run", "report", "report_rows"]
 
@@ -304,7 +304,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_report_command(sub: Any) -> argparse.ArgumentParser:
     """Register ``ma2ml report`` on the CLI's subparsers."""
-    from agents.cli import _Formatter
+    from agents.cli_args import _Formatter
 
     p = sub.add_parser(
         "report", formatter_class=_Formatter, help="best-so-far curves and a results table of search runs",

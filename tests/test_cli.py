@@ -101,7 +101,9 @@ def test_default_out_folder_and_no_overwrite(tmp_path, monkeypatch, capsys):
 
 
 def test_interrupted_search_keeps_its_results(tmp_path, monkeypatch, capsys):
-    real_run = cli.run
+    from agents import cli_search
+
+    real_run = cli_search.run
 
     def run_then_interrupt(*a, callback, **kw):
         def cb(new):
@@ -110,7 +112,7 @@ def test_interrupted_search_keeps_its_results(tmp_path, monkeypatch, capsys):
 
         return real_run(*a, callback=cb, **kw)
 
-    monkeypatch.setattr(cli, "run", run_then_interrupt)
+    monkeypatch.setattr(cli_search, "run", run_then_interrupt)
     out = tmp_path / "int"
     assert search(out) == 130
     assert len(read_trials(out)) == 4  # the first round was written
@@ -152,9 +154,10 @@ def test_help_documents_every_option_with_its_default(capsys):
 def test_reward_option_defaults_in_help_are_read_from_the_backends():
     import inspect
 
+    from agents.cli_args import REWARD_OPTIONS
     from ma2ml_env.rewards.base import evaluator_class
 
-    for o in cli.REWARD_OPTIONS:
+    for o in REWARD_OPTIONS:
         default = inspect.signature(evaluator_class(o.backend)).parameters[o.kwarg].default
         action = next(a for a in build_parser()._subparsers._group_actions[0].choices["search"]._actions
                       if o.flag in a.option_strings)
