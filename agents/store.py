@@ -117,7 +117,7 @@ class TrialStore:
         if exists and not self.path.is_file():
             raise StoreError(f"{self.path} is not a file, so it cannot be a search store")
         if exists:
-            self._check_readable()
+            exists = self._check_readable()  # an empty database file is set up like a new one
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
@@ -131,8 +131,9 @@ class TrialStore:
             self._db.close()
             raise StoreError(f"{self.path} is not a readable search store ({exc})") from None
 
-    def _check_readable(self) -> None:
-        """Read-only checks of an existing file: an SQLite database with our tables and schema version."""
+    def _check_readable(self) -> bool:
+        """Read-only checks of an existing file: an SQLite database with our tables and schema version.
+        Returns whether it holds a store (``False``: an empty database, set up as a new one)."""
         try:
             db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60.0)
             try:
@@ -145,13 +146,14 @@ class TrialStore:
             raise StoreError(f"{self.path} is not a readable search store ({exc}); it is left untouched: move "
                              "it away or choose another store path") from None
         if not names:
-            return  # an empty database file: set up below
+            return False
         if not set(_TABLES) <= names or row is None:
             raise StoreError(f"{self.path} is an SQLite database but not a ma2ml search store (tables "
                              f"{sorted(names)}); it is left untouched: choose another store path")
         if json.loads(row[0]) != SCHEMA_VERSION:
             raise StoreError(f"{self.path} is a search store of schema {json.loads(row[0])}; this version of ma2ml "
                              f"reads schema {SCHEMA_VERSION} (start the search again in another store)")
+        return True
 
     # -- life cycle ------------------------------------------------------------------------------------------
     def close(self) -> None:

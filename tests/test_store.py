@@ -238,3 +238,15 @@ def test_unreadable_store_is_a_clear_error_and_left_untouched(tmp_path, content)
     with pytest.raises(FileNotFoundError, match="no search store"):
         TrialStore(tmp_path / "missing.db", create=False)
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_an_empty_file_becomes_a_store_and_another_schema_is_refused(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    res = run_durable(ToyRandomSearch(), _env(), budget=4, seed=0, batch_size=2, store_path=empty)
+    assert len(TrialStore(empty, create=False).trials()) == len(res.trials) == 4
+    old = tmp_path / "old.db"
+    with TrialStore(old) as store:
+        store.set_meta(schema=1)
+    with pytest.raises(StoreError, match="schema 1; this version of ma2ml reads schema 2"):
+        TrialStore(old)
