@@ -334,6 +334,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot create the results folder {str(out)!r}: {exc.strerror}") from None
         if store is None:
             store = TrialStore(store_path)
+            store.lock()  # before any other file is written: a second process starting now is refused
         elif args.overwrite:
             store.clear()
         return _search(args, env, algorithm, store, out)
