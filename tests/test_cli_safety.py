@@ -18,6 +18,7 @@ import pytest
 import ma2ml_env
 from agents.cli import main
 from agents.store import TrialStore
+from tests._cli_helpers import snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ["--reward", "toy", "--algo", "random", "--batch-size", "4", "--no-progress"]
@@ -32,23 +33,6 @@ def cli(out: Path, *extra: str, budget: int = 12) -> int:
 def surrogate(out: Path, *extra: str, budget: int = 8) -> int:
     return main(["search", "--reward", "surrogate", "--algo", "random", "--batch-size", "4", "--no-progress",
                  "--budget", str(budget), "--out", str(out), *extra])
-
-
-def snapshot(folder: Path) -> dict[str, bytes | str]:
-    """Every file under ``folder``: its bytes, or for a database its content (SQLite's own ``-wal``/``-shm``
-    and the lock file come and go with readers)."""
-    out: dict[str, bytes | str] = {}
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file() or p.name.endswith(("-wal", "-shm", ".lock")):
-            continue
-        out[str(p.relative_to(folder))] = p.read_bytes()
-        if p.suffix == ".db":
-            try:
-                with sqlite3.connect(f"file:{p}?mode=ro", uri=True) as db:
-                    out[str(p.relative_to(folder))] = "\n".join(db.iterdump())
-            except sqlite3.DatabaseError:
-                pass
-    return out
 
 
 def rows(out: Path) -> list[dict]:

@@ -11,6 +11,7 @@ from agents.base import best_trial
 from agents.cli import main
 from agents.final import final_settings, train_best
 from agents.store import TrialStore
+from tests._cli_helpers import refused
 
 TINY = ["--dataset", "digits", "--batch-size", "2", "--max-train", "200", "--epoch-scale", "0.05",
         "--no-progress"]
@@ -41,11 +42,6 @@ def run(trained_run, tmp_path, one_torch_thread):
     dst = tmp_path / "run"
     shutil.copytree(trained_run, dst)
     return dst
-
-
-def _snapshot(folder):
-    return {p.relative_to(folder): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*") if p.is_file()}
 
 
 def test_train_writes_final_json_with_the_best_pipeline_and_its_test_accuracy(run, capsys):
@@ -123,17 +119,7 @@ def test_final_settings_drop_search_only_options_and_keep_dataset_options():
 # Refusals: exit 2 with the fix named, nothing written
 # ---------------------------------------------------------------------------------------------------
 def _refused(argv, capsys, folder, *needles):
-    before = _snapshot(folder)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("usage: ma2ml train")
-    for needle in needles:
-        assert needle in err, (needle, err)
-    assert _snapshot(folder) == before
-    return err
+    return refused(argv, capsys, folder, "usage: ma2ml train", *needles)
 
 
 def test_train_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -14,6 +14,7 @@ from agents.base import best_trial
 from agents.cli import main
 from agents.report import best_so_far_curve, read_run, report
 from agents.store import TrialStore
+from tests._cli_helpers import refused
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -57,11 +58,6 @@ def _expected_row(run, trials):
     return [run.name, cfg["algorithm"], "surrogate", str(cfg["seed"]), str(len(trials)), f"{best.score:.4f}",
             str(best.index), str(sum(t.status not in ("ok", "over_budget") for t in trials)),
             f"{sum(t.seconds for t in trials):.1f}"]
-
-
-def _snapshot(folder):
-    return {p.relative_to(folder): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*") if p.is_file()}
 
 
 def test_report_of_several_runs_writes_the_table_and_the_figure(runs, tmp_path, capsys):
@@ -167,16 +163,7 @@ def _trials_from_scores(pairs):
 # Refusals: exit 2, nothing written
 # ---------------------------------------------------------------------------------------------------
 def _refused(argv, capsys, folder, *needles):
-    before = _snapshot(folder)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("usage: ma2ml report")
-    for needle in needles:
-        assert needle in err, (needle, err)
-    assert _snapshot(folder) == before
+    return refused(argv, capsys, folder, "usage: ma2ml report", *needles)
 
 
 def test_report_refusals_write_nothing(runs, tmp_path, capsys):
