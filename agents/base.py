@@ -16,6 +16,7 @@ same trials as an uninterrupted run. Logging and output files are callbacks of t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import pickle
@@ -38,9 +39,12 @@ __all__ = [
     "StoreMismatchError",
     "Trial",
     "action_spaces_of",
+    "algorithm_config",
     "best_trial",
+    "check_run_arguments",
     "evaluate_joint_actions",
     "evaluation_seed",
+    "json_default",
     "run",
     "search_config",
     "torch_threads",
@@ -320,27 +324,41 @@ class MemoryRecorder:
 _REUSABLE = ("ok", "over_budget")
 
 
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for what a search records: numpy scalars and arrays as Python values,
+    sets as lists, anything else by its ``repr``."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return repr(obj)
+
+
 def _plain(x: Any) -> Any:
     """JSON-normal form (tuples -> lists, numpy -> Python), so stored and new configs compare equal."""
-    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else repr(o)))
+    return json.loads(json.dumps(x, default=json_default))
+
+
+def algorithm_config(algorithm: SearchAlgorithm) -> dict[str, Any] | None:
+    """The algorithm's config dataclass as a dict (``None`` when it has none)."""
+    cfg = getattr(algorithm, "config", None)
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
 
 
 def search_config(algorithm: SearchAlgorithm, env: Any, seed: int, batch_size: int) -> dict[str, Any]:
     """Everything that determines a search's trials: the algorithm and its config, the seed, the batch
     size, the action spaces and the env's own ``config()`` (modules, reward backend and its settings).
     A durable search stores it and refuses to resume under a different one."""
-    import dataclasses
-
     spaces = action_spaces_of(env)
-    cfg = getattr(algorithm, "config", None)
     base = getattr(env, "unwrapped", env)
     env_config = base.config() if callable(getattr(base, "config", None)) else \
         {"class": f"{type(base).__module__}.{type(base).__qualname__}"}
     return _plain({
         "algorithm": getattr(algorithm, "name", type(algorithm).__name__),
         "algorithm_class": f"{type(algorithm).__module__}.{type(algorithm).__qualname__}",
-        "algorithm_config": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)
-        else None,
+        "algorithm_config": algorithm_config(algorithm),
         "seed": int(seed),
         "batch_size": int(batch_size),
         "action_spaces": {a: np.atleast_1d(getattr(s, "nvec", getattr(s, "n", 0))).astype(int).tolist()
@@ -401,16 +419,14 @@ def run(
         StoreMismatchError: the store holds a different search (the message names every difference).
         FileExistsError: ``resume=False`` and the store already holds trials.
     """
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget must be a positive integer number of evaluations, got {budget!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_run_arguments(budget, batch_size)
     rec: Recorder = MemoryRecorder() if store is None else store
     rec.begin(search_config(algorithm, env, seed, batch_size), resume, budget, dedupe)
-    codec = JointActionCodec(action_spaces_of(env))
+    spaces = action_spaces_of(env)
+    codec = JointActionCodec(spaces)
     by_index = {t.index: t for t in rec.trials()}
     rounds = rec.rounds()
-    pending = _restore(algorithm, env, seed, rounds, rec.checkpoint(), by_index, codec)
+    pending = _restore(algorithm, spaces, seed, rounds, rec.checkpoint(), by_index, codec)
     if callable(getattr(callback, "resume", None)):
         done_rounds = [r for r in rounds if r.observed]
         callback.resume([by_index[i] for r in done_rounds for i in range(r.start, r.start + r.n)])
@@ -442,6 +458,14 @@ def run(
     return result
 
 
+def check_run_arguments(budget: Any, batch_size: Any) -> None:
+    """``ValueError`` unless ``budget`` and ``batch_size`` are positive integers (bools are not)."""
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"budget must be a positive integer number of evaluations, got {budget!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
 def _state_bytes(algorithm: SearchAlgorithm) -> bytes | None:
     try:
         state = algorithm.state_dict()
@@ -450,12 +474,12 @@ def _state_bytes(algorithm: SearchAlgorithm) -> bytes | None:
     return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _restore(algorithm: SearchAlgorithm, env: Any, seed: int, rounds: list[Round],
+def _restore(algorithm: SearchAlgorithm, spaces: Mapping[str, gymnasium.Space], seed: int, rounds: list[Round],
              ck: tuple[int, str, bytes | None] | None, by_index: dict[int, Trial],
              codec: JointActionCodec) -> Round | None:
     """Set the algorithm up (fresh, from its checkpoint, or by replaying stored rounds); returns the round
     that was proposed but not observed, if any."""
-    algorithm.setup(action_spaces_of(env), seed)  # load_state_dict may expect a set-up object
+    algorithm.setup(spaces, seed)  # load_state_dict may expect a set-up object
     if ck is None:
         return None
     if ck[2] is not None:

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from agents.base import SearchAlgorithm, Trial, best_trial, run, search_config
+from agents.base import SearchAlgorithm, Trial, algorithm_config, best_trial, run, search_config
 from agents.cli_args import PROG, REWARD_OPTIONS, UsageError
 from agents.registry import make_algorithm
 
@@ -256,11 +256,6 @@ def _best_text(best: Trial, pipeline: Any, n: int) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------------
-def _algorithm_config(algo: SearchAlgorithm) -> Any:
-    cfg = getattr(algo, "config", None)
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
-
-
 def _open_store(args: argparse.Namespace, path: Path, config: Mapping[str, Any]) -> Any:
     """Check the store of this run before anything on disk changes; returns it opened and locked, or
     ``None`` when a new one is to be created.
@@ -351,7 +346,7 @@ def _search(args: argparse.Namespace, env: Any, algorithm: SearchAlgorithm, stor
         **({"benchmark": args.benchmark, "seed_mean": args.seed_mean} if args.benchmark else {}),
     }
     if not args.resume or not (out / "config.json").exists():
-        config = {**meta, "algorithm_config": _algorithm_config(algorithm),
+        config = {**meta, "algorithm_config": algorithm_config(algorithm),
                   "reward_kwargs": {} if args.benchmark else {
                       k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
                       for k, v in reward_kwargs(args).items()},

@@ -34,15 +34,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from agents.base import (
     Round,
     SearchAlgorithm,
     SearchResult,
     StoreMismatchError,
     Trial,
+    check_run_arguments,
     config_differences,
+    json_default,
     run,
 )
 
@@ -75,17 +75,7 @@ class StoreError(ValueError):
 
 
 def _json(obj: Any) -> str:
-    return json.dumps(obj, default=_json_default, allow_nan=True)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    return repr(obj)
+    return json.dumps(obj, default=json_default, allow_nan=True)
 
 
 class TrialStore:
@@ -334,9 +324,6 @@ def run_durable(
         FileExistsError: ``resume=False`` and the store already has trials.
         RuntimeError: another process is running this search.
     """
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget must be a positive integer number of evaluations, got {budget!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_run_arguments(budget, batch_size)  # before the store file is created
     with TrialStore(store_path, synchronous=synchronous) as store:
         return run(algorithm, env, budget, seed, batch_size, callback, store=store, resume=resume, dedupe=dedupe)
