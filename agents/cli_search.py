@@ -173,7 +173,8 @@ class TrialsFile:
     """``<out>/trials.jsonl``, derived from the search's store: one JSON object per trial (the trial's
     fields, its evaluator result unchanged, and the readable pipeline), appended (flushed and fsynced) when
     its round completes. A search callback: when a stored search resumes it is first rewritten, atomically,
-    from the store's completed rounds, so it never holds a trial twice or one the store lacks.
+    from the store's completed rounds (:func:`agents.base.run` reports a round interrupted half-way, once,
+    when it completes), so it never holds a trial twice or one the store lacks.
 
     Args:
         path: the file.
@@ -183,7 +184,6 @@ class TrialsFile:
     def __init__(self, path: Path, decode: Callable[[Mapping[str, Any]], Any] | None = None) -> None:
         self.path = Path(path)
         self.decode = decode
-        self._written: set[int] = set()
         self._f: IO[str] | None = None
 
     def row(self, trial: Trial) -> dict[str, Any]:
@@ -204,16 +204,13 @@ class TrialsFile:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        self._written = {t.index for t in trials}
 
     def __call__(self, trials: Sequence[Trial]) -> None:
-        new = [t for t in trials if t.index not in self._written]
         if self._f is None:
             self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across rounds
-        self._f.write(self._lines(new))
+        self._f.write(self._lines(trials))
         self._f.flush()
         os.fsync(self._f.fileno())
-        self._written.update(t.index for t in new)
 
     def close(self) -> None:
         if self._f is not None:
