@@ -305,11 +305,17 @@ def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
                    help="write TensorBoard logs of the search to DIR (default: none)")
 
 
-def add_output_arguments(p: argparse.ArgumentParser) -> None:
+def add_plugin_argument(p: argparse.ArgumentParser) -> None:
+    """``--plugin``, for every command that builds modules or rewards (:mod:`agents.cli` imports the plugins
+    before the parser is built)."""
     x = p.add_argument_group("plugins")
     x.add_argument("--plugin", action="append", default=None, metavar="MODULE",
                    help="import a module path or .py file first, e.g. one that registers your AutoML modules "
                         "(register_module) or reward backends (register_evaluator); repeatable (default: none)")
+
+
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    add_plugin_argument(p)
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="results folder: trials.jsonl, best.json, best.txt, config.json "

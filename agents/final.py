@@ -162,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_train_command(sub: Any) -> argparse.ArgumentParser:
     """Register ``ma2ml train`` on the CLI's subparsers."""
-    from agents.cli_args import _Formatter, _nonneg_int, _positive_float
+    from agents.cli_args import _Formatter, _nonneg_int, _positive_float, add_plugin_argument
 
     p = sub.add_parser(
         "train", formatter_class=_Formatter,
@@ -186,5 +186,6 @@ def add_train_command(sub: Any) -> argparse.ArgumentParser:
                    help="training passes = the pipeline's epochs * X (default: the search's --epoch-scale)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing RUN_DIR/final.json (default: refuse to)")
+    add_plugin_argument(p)  # the run's own modules, when a plugin registered them
     p.set_defaults(func=cmd_train, command_parser=p)
     return p

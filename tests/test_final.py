@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -120,6 +121,29 @@ def test_final_settings_drop_search_only_options_and_keep_dataset_options():
 # ---------------------------------------------------------------------------------------------------
 def _refused(argv, capsys, folder, *needles):
     return refused(argv, capsys, folder, "usage: ma2ml train", *needles)
+
+
+def test_train_a_run_of_a_plugin_module_with_the_same_plugin(tmp_path, capsys, one_torch_thread):
+    import ma2ml_env
+
+    plugin = tmp_path / "my_dropout.py"
+    plugin.write_text(
+        "from ma2ml_env import AutoMLModule, Decision, register_module\n\n"
+        "@register_module\n"
+        "class Drop(AutoMLModule):\n"
+        "    name = 'drop'\n"
+        "    decisions = (Decision('dropout', (0.0, 0.2), 'dropout before the classifier'),)\n\n"
+        "    def apply(self, choice, pipeline):\n"
+        "        return pipeline.with_arch(dropout=choice['dropout'])\n")
+    try:
+        out = _search(tmp_path / "r", "--plugin", str(plugin), "--modules", "nas,hpo,drop")
+        capsys.readouterr()
+        assert main(["train", str(out), "--plugin", str(plugin)]) == 0
+        doc = json.loads((out / "final.json").read_text())
+        assert 0.0 <= doc["test_accuracy"] <= 1.0 and "drop" in doc["pipeline"]["choices"]
+    finally:
+        ma2ml_env.unregister_module("drop")
+        sys.modules.pop("my_dropout", None)
 
 
 def test_train_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
