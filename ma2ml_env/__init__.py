@@ -39,7 +39,7 @@ from ma2ml_env.rewards import (
     register_evaluator,
     registered_evaluators,
 )
-from ma2ml_env.rewards.base import STATUS_CODES
+from ma2ml_env.rewards.base import STATUS_CODES, SUCCESS_STATUSES
 from ma2ml_env.tabular import BENCHMARKS, benchmark_env
 from ma2ml_env.views import JOINT_ENV_ID, JointActionEnv
 
@@ -55,6 +55,7 @@ __all__ = [
     "JOINT_ENV_ID",
     "STATUSES",
     "STATUS_CODES",
+    "SUCCESS_STATUSES",
     "Architecture",
     "ArchitectureModule",
     "AugOp",

@@ -19,11 +19,9 @@ import numpy as np
 
 from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
 from ma2ml_env.pipeline import Pipeline, SearchSpace
-from ma2ml_env.rewards.base import STATUSES, EvalResult, Evaluator
+from ma2ml_env.rewards.base import STATUSES, SUCCESS_STATUSES, EvalResult, Evaluator
 
 __all__ = ["EvaluatorCheckError", "check_evaluator"]
-
-_OK = ("ok", "over_budget")
 
 
 class EvaluatorCheckError(AssertionError):
@@ -137,7 +135,7 @@ def check_evaluator(
                 _fail(ev, f"{what} must return ma2ml_env.EvalResult objects, got {type(r).__name__}")
             if r.status not in STATUSES:  # pragma: no cover - EvalResult refuses these
                 _fail(ev, f"{what} returned status {r.status!r}; use one of {STATUSES}")
-            if r.status not in _OK and r.score != ev.failure_score:
+            if r.status not in SUCCESS_STATUSES and r.score != ev.failure_score:
                 _fail(
                     ev,
                     f"a {r.status!r} result scores {r.score}; failed evaluations must score failure_score "

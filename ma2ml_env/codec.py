@@ -10,12 +10,14 @@ order, each as a 0-based index ``0 <= idx[d] < nvec[d]`` (the action value minus
     action = codec.decode(idx)                         # int64 [D] -> {agent: action}
     flats = codec.sample(rng, 8)                       # 8 uniform flat index vectors [8, D]
     codec.key(action)                                  # 'aug=3,1,...;nas=...' (canonical, for caches)
+    batch = codec.validate_batch(rows)                 # any [K, D] integers -> int64 [K, D], validated
 
-:meth:`JointActionCodec.validate` is the one validation of a joint action: it names the wrong keys,
-the wrong length, the first out-of-range value (and its decision, when the codec knows decision names),
-non-integer values and booleans. :meth:`~JointActionCodec.encode` and
+:meth:`JointActionCodec.validate` is the one validation of a per-agent joint action (the PettingZoo
+boundary): it names the wrong keys, the wrong length, the first out-of-range value (and its decision, when
+the codec knows decision names), non-integer values and booleans. :meth:`~JointActionCodec.encode` and
 :meth:`~JointActionCodec.validate_fast` check the common case (right keys, 1-d int64 arrays in range)
-in a few microseconds and fall back to it for anything else.
+in a few microseconds and fall back to it for anything else. :meth:`JointActionCodec.validate_batch` is
+the one validation of a batch of flat joint actions (what search loops and ``env.evaluate`` take).
 """
 
 from __future__ import annotations
@@ -196,6 +198,43 @@ class JointActionCodec:
         checked = self.validate(action)
         flat = np.concatenate([np.atleast_1d(checked[a]) for a in self.agents]) - self.start
         return flat, flat.tolist()
+
+    def validate_batch(self, actions: Any) -> np.ndarray:
+        """THE validation of a batch of flat joint actions: int64 ``[K, D]`` (C-contiguous) in this codec's
+        layout (0-based indices), or ``ValueError`` naming the first bad row and decision.
+
+        Accepted: anything ``np.asarray`` turns into a 2-d integer array of width ``D`` (``[0, D]`` for no
+        rows). Refused: a 1-d input (one joint action: pass ``[row]``), booleans, floats, other widths, and
+        values outside ``0 <= idx[d] < nvec[d]``."""
+        try:
+            a = np.asarray(actions)
+        except Exception as exc:  # ragged lists and exotic objects: one clear message
+            raise ValueError(f"a batch of joint actions must be an integer array [K, {self.size}]: {exc}") from exc
+        if a.ndim != 2:
+            hint = (" (one joint action: pass [row])" if a.ndim == 1 else "")
+            raise ValueError(f"a batch of joint actions must be a 2-d integer array [K, {self.size}], got "
+                             f"shape {a.shape}{hint}")
+        if a.shape[1] != self.size:
+            raise ValueError(f"a batch of joint actions must have {self.size} columns (one per decision of "
+                             f"{list(self.agents)}), got shape {a.shape}")
+        if a.dtype.kind not in "iu":
+            if a.size == 0 and a.dtype.kind == "f":  # np.zeros((0, D)): no rows, nothing to refuse
+                return np.zeros((0, self.size), dtype=np.int64)
+            raise ValueError(f"a batch of joint actions must hold integers (0-based choice indices), got "
+                             f"dtype {a.dtype}" + (" (booleans are not actions)" if a.dtype.kind == "b" else ""))
+        bad = (a < 0) | (a >= self.nvec)
+        if bad.any():
+            row, d = (int(x[0]) for x in np.nonzero(bad))
+            raise ValueError(f"row {row}: {self.decision_name(d)} = {int(a[row, d])} is out of range "
+                             f"[0, {int(self.nvec[d])})")
+        return np.ascontiguousarray(a, dtype=np.int64)
+
+    def decision_name(self, d: int) -> str:
+        """``"agent.decision"`` of flat position ``d`` (``"agent[i]"`` when the codec has no decision
+        names)."""
+        agent = self.agents[int(self.agent_of[d])]
+        i = d - self.slice_of[agent].start
+        return f"{agent}.{self._names[agent][i]}" if self._names is not None else f"{agent}[{i}]"
 
     # -- encode / decode -----------------------------------------------------------------------------------
     def encode(self, action: Mapping[str, Any]) -> np.ndarray:

@@ -179,3 +179,37 @@ def test_fast_path_refuses_a_bool_array_beside_int_arrays():
     assert codec.validate_fast(good)[1] == [1, 0, 2]
     with pytest.raises(ValueError, match="bool"):
         codec.validate_fast({"a": np.array([True, False]), "b": np.array([2], np.int64)})
+
+
+def test_validate_batch_accepts_integer_batches_of_any_int_dtype(codec):
+    rows = [[3, 1, 2, 2, 0, 1], [0, 0, 0, 0, 0, 0]]
+    for form in (rows, np.array(rows, dtype=np.int32), np.array(rows, dtype=np.uint8),
+                 np.asfortranarray(np.array(rows, dtype=np.int64))):
+        out = codec.validate_batch(form)
+        assert out.dtype == np.int64 and out.flags.c_contiguous and out.tolist() == rows
+    assert codec.validate_batch(np.zeros((0, 6))).shape == (0, 6)
+    assert codec.validate_batch(np.zeros((0, 6), dtype=np.int64)).dtype == np.int64
+
+
+@pytest.mark.parametrize("batch, message", [
+    (np.zeros(6, dtype=np.int64), r"got shape \(6,\) \(one joint action: pass \[row\]\)"),
+    (np.zeros((2, 6), dtype=bool), "booleans are not actions"),
+    (np.zeros((2, 6)), "must hold integers.*float64"),
+    (np.zeros((2, 5), dtype=np.int64), "must have 6 columns"),
+    (np.zeros((1, 2, 6), dtype=np.int64), "2-d integer array"),
+    ([[0, 0, 0, 0, 0, 0], [0, 1]], "integer array"),
+    ([[0, 0, 0, 0, 0, 0], [0, 0, 3, 0, 0, 0]], r"row 1: b\[0\] = 3 is out of range \[0, 3\)"),
+    ([[0, 0, 0, 0, 0, -1]], r"row 0: c\[2\] = -1 is out of range \[0, 2\)"),
+])
+def test_validate_batch_names_the_rule_and_the_first_bad_row(codec, batch, message):
+    with pytest.raises(ValueError, match=message):
+        codec.validate_batch(batch)
+
+
+def test_validate_batch_names_the_decision_of_the_env_space():
+    codec = ma2ml_env.parallel_env(reward="surrogate").unwrapped.space.codec
+    batch = np.zeros((4, codec.size), dtype=np.int64)
+    d = codec.slice_of["nas"].start
+    batch[3, d] = 7
+    with pytest.raises(ValueError, match=r"row 3: nas\.stage0_kernel = 7 is out of range \[0, 3\)"):
+        codec.validate_batch(batch)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "STATUSES",
     "STATUS_CODES",
+    "SUCCESS_STATUSES",
     "CostBudget",
     "EvalResult",
     "Evaluator",
@@ -37,6 +38,9 @@ STATUSES = ("ok", "over_budget", "diverged", "oom", "timeout", "error")
 #: Status name -> integer code (the env's ``info["status"]``): ok 0, over_budget 1, diverged 2, oom 3,
 #: timeout 4, error 5.
 STATUS_CODES = {s: i for i, s in enumerate(STATUSES)}
+#: The statuses of results that are real measurements of the pipeline (an over-budget child is measured
+#: as too costly); every other status is a failed evaluation.
+SUCCESS_STATUSES = ("ok", "over_budget")
 
 
 @dataclass(frozen=True)
