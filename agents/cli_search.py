@@ -33,7 +33,7 @@ def resolve_env_options(args: argparse.Namespace) -> None:
         UsageError: ``--benchmark`` given with options that set the agents or the reward.
     """
     from ma2ml_env import DEFAULT_MODULES
-    from ma2ml_env.tabular import BENCHMARKS
+    from ma2ml_env.rewards.tabular import BENCHMARKS
 
     if getattr(args, "_env_resolved", False):
         return

@@ -46,7 +46,7 @@ def median_ci(x: np.ndarray) -> tuple[float, float, float]:
 
 
 def table(out: Path) -> str:
-    from ma2ml_env.tabular import load_table
+    from ma2ml_env.rewards.tabular import load_table
 
     cells = suite.load_cells(out)
     t = load_table("nb201/cifar10")

@@ -157,7 +157,7 @@ def cifar10_npz() -> str:
     return str(CIFAR10_NPZ)
 
 def _tabular_tasks() -> dict[str, TaskSpec]:
-    from ma2ml_env.tabular import BENCHMARKS
+    from ma2ml_env.rewards.tabular import BENCHMARKS
 
     return {name.replace("/", "-"): TaskSpec({}, spec.doc, benchmark=name) for name, spec in BENCHMARKS.items()}
 
@@ -341,7 +341,7 @@ def summarise(recs: list[dict], target: float) -> dict[str, Any]:
 
 def load_table_for(task: str) -> Any:
     """The recorded table of a tabular suite task."""
-    from ma2ml_env.tabular import load_table
+    from ma2ml_env.rewards.tabular import load_table
 
     return load_table(TASKS[task].benchmark)
 

@@ -32,15 +32,17 @@ from ma2ml_env.modules.check import ModuleCheckError
 from ma2ml_env.pipeline import Architecture, AugOp, Pipeline, SearchSpace, Stage, TrainConfig
 from ma2ml_env.rewards import (
     STATUSES,
+    BatchResult,
     CostBudget,
     EvalResult,
     Evaluator,
+    PipelineEvaluator,
     make_evaluator,
     register_evaluator,
     registered_evaluators,
 )
 from ma2ml_env.rewards.base import STATUS_CODES, SUCCESS_STATUSES
-from ma2ml_env.tabular import BENCHMARKS, benchmark_env
+from ma2ml_env.rewards.tabular import BENCHMARKS, benchmark_env, load_table
 from ma2ml_env.views import JOINT_ENV_ID, JointActionEnv
 
 __version__ = "0.1.0"
@@ -62,6 +64,7 @@ __all__ = [
     "AugmentModule",
     "AutoMLModule",
     "AutoMLPipelineEnv",
+    "BatchResult",
     "CostBudget",
     "Decision",
     "EvalResult",
@@ -72,6 +75,7 @@ __all__ = [
     "JointActionEnv",
     "ModuleCheckError",
     "Pipeline",
+    "PipelineEvaluator",
     "SearchSpace",
     "Stage",
     "TrainConfig",
@@ -79,6 +83,7 @@ __all__ = [
     "check_evaluator",
     "check_module",
     "env",
+    "load_table",
     "make_evaluator",
     "make_module",
     "parallel_env",
@@ -98,8 +103,8 @@ if JOINT_ENV_ID not in _gymnasium.registry:
 # the tabular tasks: ma2ml/NB201-cifar10-v0, ma2ml/FCNet-..., ma2ml/HPOBench-...
 for _spec in BENCHMARKS.values():
     if _spec.env_id not in _pettingzoo.parallel_registry:
-        _pettingzoo.register("parallel", _spec.env_id, entry_point="ma2ml_env.tabular:benchmark_env",
+        _pettingzoo.register("parallel", _spec.env_id, entry_point="ma2ml_env.rewards.tabular:benchmark_env",
                              kwargs={"name": _spec.name})
     if _spec.env_id not in _pettingzoo.aec_registry:
-        _pettingzoo.register("aec", _spec.env_id, entry_point="ma2ml_env.tabular:benchmark_aec_env",
+        _pettingzoo.register("aec", _spec.env_id, entry_point="ma2ml_env.rewards.tabular:benchmark_aec_env",
                              kwargs={"name": _spec.name})

@@ -19,7 +19,7 @@ import numpy as np
 
 from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
 from ma2ml_env.pipeline import Pipeline, SearchSpace
-from ma2ml_env.rewards.base import STATUSES, SUCCESS_STATUSES, EvalResult, Evaluator
+from ma2ml_env.rewards.base import SUCCESS_STATUSES, BatchResult, EvalResult, Evaluator
 
 __all__ = ["EvaluatorCheckError", "check_evaluator"]
 
@@ -54,7 +54,7 @@ def _agree(
         ):
             _fail(
                 ev,
-                f"{what} disagrees with evaluate() on pipeline {i}: (score, status, accuracy, flops, params) "
+                f"{what} disagrees with evaluate() on row {i}: (score, status, accuracy, flops, params) "
                 f"{g} != {w}",
             )
 
@@ -70,26 +70,29 @@ def check_evaluator(
     """Check that ``evaluator`` follows the :class:`~ma2ml_env.Evaluator` contract.
 
     The evaluator is bound to a search space of ``modules`` (default: the built-in three; a tabular task
-    needs its own, :func:`ma2ml_env.tabular.benchmark_modules`) over ``base``, and evaluates
-    ``num_pipelines`` random pipelines with seeds. Rules checked, in order:
+    needs its own, :func:`ma2ml_env.rewards.tabular.benchmark_modules`) over ``base``, and evaluates a batch
+    of ``num_pipelines`` random flat joint actions (int64 ``[K, D]``, validated by the space's codec) with
+    int64 seeds. Rules checked, in order:
 
     * it is an :class:`~ma2ml_env.Evaluator`, ``bind`` accepts the space and it pickles before and after;
-    * ``evaluate`` does not raise and returns one :class:`~ma2ml_env.EvalResult` per pipeline, each with a
-      status of :data:`~ma2ml_env.STATUSES`, a finite score and, when the status is a failure, the
+    * ``evaluate(actions, seeds)`` does not raise and returns a :class:`~ma2ml_env.BatchResult` of one row
+      per joint action, each failed row (status not in :data:`~ma2ml_env.SUCCESS_STATUSES`) scoring the
       evaluator's ``failure_score``;
+    * ``evaluate(actions, seeds, on_result)`` calls ``on_result(i, result)`` exactly once per row, with the
+      result it returns for that row;
     * ``deterministic`` evaluators (the default) give equal results for equal seeds, also from an unpickled
       copy (``seconds`` and ``info`` are not compared);
-    * ``config()`` is a dict that survives a JSON round trip unchanged, equal on the unpickled copy;
-    * ``evaluate_streaming`` reports every index exactly once with the result it returns, in input order;
-    * the fast paths it declares (``vectorised``: ``evaluate_actions`` + ``results_from_arrays``;
-      ``evaluate_one_tuple``; ``step_kernel``) agree with ``evaluate`` (relative tolerance ``rel``).
+    * one row at a time (where evaluators keep private single-row fast paths) gives the batch's results
+      (relative tolerance ``rel``);
+    * ``config()`` is a dict that survives a JSON round trip unchanged, equal on the unpickled copy.
 
     Raises:
         EvaluatorCheckError: on the first broken rule, naming it.
     """
     ev = evaluator
     if not isinstance(ev, Evaluator):
-        raise EvaluatorCheckError(f"{ev!r} is not an Evaluator instance; subclass ma2ml_env.Evaluator")
+        raise EvaluatorCheckError(f"{ev!r} is not an Evaluator instance; subclass ma2ml_env.Evaluator "
+                                  "(or ma2ml_env.PipelineEvaluator)")
     if not isinstance(num_pipelines, int) or num_pipelines < 1:
         raise ValueError(f"num_pipelines must be a positive integer, got {num_pipelines!r}")
     if not isinstance(getattr(ev, "name", None), str) or not ev.name:
@@ -110,45 +113,51 @@ def check_evaluator(
         ev.bind(space)
     except Exception as exc:  # noqa: BLE001
         _fail(ev, f"bind(space) raised {type(exc).__name__}: {exc}")
-    rng = np.random.default_rng(seed)
-    flats = [np.asarray(f, dtype=np.int64) for f in space.sample(rng, num_pipelines)]
-    pipelines = [space.decode(f) for f in flats]
-    seeds = [int(seed) * 1000 + 17 * i + 1 for i in range(num_pipelines)]
+    actions = space.codec.validate_batch(space.sample(np.random.default_rng(seed), num_pipelines))
+    seeds = np.array([int(seed) * 1000 + 17 * i + 1 for i in range(num_pipelines)], dtype=np.int64)
 
-    def run(e: Evaluator, what: str) -> list[EvalResult]:
+    def run(e: Evaluator, what: str, rows: np.ndarray = actions, row_seeds: np.ndarray = seeds,
+            on_result: Any = None) -> list[EvalResult]:
         try:
-            out = e.evaluate(pipelines, seeds)
+            out = e.evaluate(rows, row_seeds) if on_result is None else e.evaluate(rows, row_seeds, on_result)
         except Exception as exc:  # noqa: BLE001
             _fail(
                 ev,
-                f"{what} raised {type(exc).__name__}: {exc}; a bad pipeline must be a result with a failure "
-                "status (e.g. 'error'), never an exception",
+                f"{what} raised {type(exc).__name__}: {exc}; a bad joint action must be a result with a "
+                "failure status (e.g. 'error'), never an exception",
             )
-        if not isinstance(out, Sequence) or len(out) != num_pipelines:
-            _fail(
-                ev,
-                f"{what} must return a list of one EvalResult per pipeline ({num_pipelines}), "
-                f"got {out!r:.200}",
-            )
-        for r in out:
-            if not isinstance(r, EvalResult):
-                _fail(ev, f"{what} must return ma2ml_env.EvalResult objects, got {type(r).__name__}")
-            if r.status not in STATUSES:  # pragma: no cover - EvalResult refuses these
-                _fail(ev, f"{what} returned status {r.status!r}; use one of {STATUSES}")
+        if not isinstance(out, BatchResult) or len(out) != len(rows):
+            _fail(ev, f"{what} must return a ma2ml_env.BatchResult of one row per joint action ({len(rows)}; "
+                      f"BatchResult.from_results builds one from EvalResults), got {out!r:.200}")
+        results = list(out)
+        for r in results:
             if r.status not in SUCCESS_STATUSES and r.score != ev.failure_score:
                 _fail(
                     ev,
                     f"a {r.status!r} result scores {r.score}; failed evaluations must score failure_score "
                     f"({ev.failure_score})",
                 )
-        return list(out)
+        return results
 
-    first = run(ev, "evaluate()")
+    first = run(ev, "evaluate(actions, seeds)")
+    seen: list[int] = []
+    reported: dict[int, EvalResult] = {}
+
+    def on_result(i: int, r: EvalResult) -> None:
+        seen.append(int(i))
+        reported[int(i)] = r
+
+    streamed = run(ev, "evaluate(actions, seeds, on_result)", on_result=on_result)
+    if sorted(seen) != list(range(num_pipelines)):
+        _fail(ev, f"evaluate must call on_result(i, result) exactly once per row 0..{num_pipelines - 1}, "
+                  f"called it with {seen}")
+    _agree(ev, "the results reported to on_result", [reported[i] for i in range(num_pipelines)], streamed, 0.0)
     deterministic = bool(ev.deterministic)
     if deterministic:
-        _agree(
-            ev, "evaluate() again with the same seeds (deterministic=True)", run(ev, "evaluate()"), first, 0.0
-        )
+        _agree(ev, "evaluate() again with the same seeds (deterministic=True)", streamed, first, 0.0)
+        one = [run(ev, f"evaluate() of row {i} alone", actions[i:i + 1], seeds[i:i + 1])[0]
+               for i in range(num_pipelines)]
+        _agree(ev, "evaluate() one row at a time", one, first, rel)
     try:
         clone = pickle.loads(pickle.dumps(ev))
     except Exception as exc:  # noqa: BLE001
@@ -172,65 +181,6 @@ def check_evaluator(
         )
     if _normal(clone.config()) != _normal(cfg):
         _fail(ev, "config() of an unpickled copy differs from the original's")
-
-    seen: list[int] = []
-    reported: dict[int, EvalResult] = {}
-
-    def on_result(i: int, r: EvalResult) -> None:
-        seen.append(i)
-        reported[i] = r
-
-    try:
-        streamed = list(ev.evaluate_streaming(pipelines, seeds, on_result))
-    except Exception as exc:  # noqa: BLE001
-        _fail(ev, f"evaluate_streaming raised {type(exc).__name__}: {exc}")
-    if sorted(seen) != list(range(num_pipelines)):
-        _fail(
-            ev,
-            f"evaluate_streaming must call on_result once per index 0..{num_pipelines - 1}, called it with "
-            f"{seen}",
-        )
-    if len(streamed) != num_pipelines or any(streamed[i] is not reported[i] and streamed[i] != reported[i]
-                                             for i in range(num_pipelines)):
-        _fail(ev, "evaluate_streaming must return, in input order, the results it reported to on_result")
-    if deterministic:
-        _agree(ev, "evaluate_streaming", streamed, first, 0.0)
-
-    if ev.vectorised:
-        try:
-            arrays = ev.evaluate_actions(np.stack(flats), seeds)
-            fast = ev.results_from_arrays(arrays)
-        except Exception as exc:  # noqa: BLE001
-            _fail(
-                ev,
-                "vectorised=True but evaluate_actions/results_from_arrays raised "
-                f"{type(exc).__name__}: {exc}",
-            )
-        if len(fast) != num_pipelines or not all(isinstance(r, EvalResult) for r in fast):
-            _fail(ev, "results_from_arrays(evaluate_actions(...)) must give one EvalResult per action")
-        _agree(ev, "evaluate_actions + results_from_arrays", fast, first, rel)
-    tuples = [ev.evaluate_one_tuple(f.tolist(), s) for f, s in zip(flats, seeds)]
-    if any(t is not None for t in tuples):
-        if any(t is None or len(t) != 6 for t in tuples):
-            _fail(
-                ev,
-                "evaluate_one_tuple must return a 6-tuple (score, status, accuracy, flops, params, seconds) "
-                "for every action, or None for every action (no scalar path)",
-            )
-        _agree(ev, "evaluate_one_tuple", [(t[0], t[1], t[2], t[3], t[4]) for t in tuples], first, rel)
-    kernel = ev.step_kernel()
-    if kernel is not None:
-        kern, tables = kernel
-        scale = (1.0 / np.maximum(space.joint_nvec - 1, 1)).astype(np.float32)
-        got = []
-        for f in flats:
-            arrs = tuple(np.ascontiguousarray(space.unflatten(f)[n], dtype=np.int64) for n in space.names)
-            flat, obs = np.zeros(f.size, np.int64), np.zeros(3 + f.size, np.float32)
-            acc, flops, params, _ = kern(arrs, *tables, flat, obs, scale)
-            if not np.array_equal(flat, f) or not np.array_equal(obs[3:], f.astype(np.float32) * scale):
-                _fail(ev, "step_kernel's kernel must write the flat joint action and the observation")
-            got.append((acc, "ok", acc, flops, params))
-        _agree(ev, "step_kernel", got, first, rel)
 
 
 def _normal(v: Any) -> Any:

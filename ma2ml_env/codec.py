@@ -171,6 +171,13 @@ class JointActionCodec:
         a = a.astype(np.int64, copy=False)
         return np.int64(a[0]) if self.discrete[agent] else a
 
+    def encode_agent(self, agent: str, action: Any) -> np.ndarray:
+        """One agent's action -> its part of the flat index vector (int64, 0-based), validated as in
+        :meth:`validate` (the AEC boundary: each agent's action is checked at its own step)."""
+        if agent not in self.slice_of:
+            raise ValueError(f"unknown agent {agent!r}; agents are {list(self.agents)}")
+        return np.atleast_1d(self._check_agent(agent, action)) - self._start_of[agent]
+
     def contains(self, action: Any) -> bool:
         """Whether :meth:`validate` accepts ``action``."""
         try:

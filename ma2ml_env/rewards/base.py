@@ -1,8 +1,12 @@
-"""The evaluator interface: every reward backend (surrogate, real training, user-supplied) implements it.
+"""The evaluator interface: every reward backend (surrogate, tables, real training, user-supplied) implements it.
 
-An evaluator takes a batch of pipelines with one seed each and returns one :class:`EvalResult` per
-pipeline. It never raises for a bad pipeline: NaN losses, out-of-memory, exceptions in user code and
-time limits are ordinary outcomes with a ``status`` and a defined ``score``.
+An evaluator takes a batch of flat joint actions (int64 ``[K, D]`` in the layout of the env's
+:class:`~ma2ml_env.codec.JointActionCodec`, validated where it entered) with one seed each and returns a
+:class:`BatchResult` (arrays of scores, statuses and costs, one ``info`` per row), calling
+``on_result(i, result)`` as each row's result is final. It never raises for a bad joint action: NaN losses,
+out-of-memory, exceptions in user code and time limits are ordinary outcomes with a ``status`` and a defined
+``score`` (:func:`evaluate_guarded`). A backend that needs a :class:`~ma2ml_env.Pipeline` per row subclasses
+:class:`PipelineEvaluator` and implements ``evaluate_pipeline(pipeline, seed)``.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import importlib
 import math
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,12 +25,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from ma2ml_env.pipeline import Pipeline, SearchSpace
 
 __all__ = [
+    "EMPTY_INFO",
     "STATUSES",
     "STATUS_CODES",
     "SUCCESS_STATUSES",
+    "BatchResult",
     "CostBudget",
     "EvalResult",
     "Evaluator",
+    "PipelineEvaluator",
+    "check_batch",
+    "error_result",
     "evaluate_guarded",
     "make_evaluator",
     "register_evaluator",
@@ -82,6 +92,93 @@ class EvalResult:
             "seconds": self.seconds,
             "info": dict(self.info),
         }
+
+
+#: The ``info`` of a row without details (shared, read-only).
+EMPTY_INFO: Mapping[str, Any] = MappingProxyType({})
+_FIELDS = ("score", "status", "accuracy", "flops", "params", "seconds")
+
+
+@dataclass(frozen=True, eq=False)
+class BatchResult:
+    """The results of a batch of ``K`` evaluations, as arrays (what :meth:`Evaluator.evaluate` returns).
+
+    Attributes:
+        score, accuracy, flops, params, seconds: float64 ``[K]`` (``nan``: not measured); the fields of
+            :class:`EvalResult`.
+        status: int64 ``[K]``, codes into :data:`STATUSES` (:data:`STATUS_CODES`).
+        info: one mapping of backend details per row.
+
+    ``len(batch)``, ``batch[i]`` (an :class:`EvalResult`) and iteration work row by row;
+    :meth:`from_results` builds one from :class:`EvalResult` objects. Construction checks the shapes, the
+    status codes and that every score is finite (a NaN score is a ``ValueError``, as for
+    :class:`EvalResult`).
+    """
+
+    score: np.ndarray
+    status: np.ndarray
+    accuracy: np.ndarray
+    flops: np.ndarray
+    params: np.ndarray
+    seconds: np.ndarray
+    info: tuple[Mapping[str, Any], ...]
+
+    def __post_init__(self) -> None:
+        k = None
+        for name in _FIELDS:
+            v = np.asarray(getattr(self, name), dtype=np.int64 if name == "status" else np.float64)
+            if v.ndim != 1 or (k is not None and len(v) != k):
+                raise ValueError(f"BatchResult.{name} must be a 1-d array of {k if k is not None else 'K'} "
+                                 f"values (one per row), got shape {v.shape}")
+            k = len(v)
+            object.__setattr__(self, name, v)
+        info = tuple(self.info)
+        if len(info) != k:
+            raise ValueError(f"BatchResult.info must hold one mapping per row ({k}), got {len(info)}")
+        object.__setattr__(self, "info", info)
+        if k and (self.status.min() < 0 or self.status.max() >= len(STATUSES)):
+            raise ValueError(f"BatchResult.status must be codes into STATUSES (0..{len(STATUSES) - 1}), got "
+                             f"{sorted(set(self.status.tolist()))}")
+        if not np.isfinite(self.score).all():
+            bad = int(np.flatnonzero(~np.isfinite(self.score))[0])
+            raise ValueError(f"score must be finite, got {self.score[bad]} in row {bad}; failed evaluations "
+                             "use failure_score")
+
+    @classmethod
+    def from_results(cls, results: Sequence[EvalResult]) -> BatchResult:
+        """The batch of these results, in order."""
+        results = list(results)
+        bad = next((r for r in results if not isinstance(r, EvalResult)), None)
+        if bad is not None:
+            raise TypeError(f"results must be ma2ml_env.EvalResult objects, got {type(bad).__name__}")
+        cols = [[getattr(r, f) for r in results] for f in ("score", "accuracy", "flops", "params", "seconds")]
+        return cls(np.array(cols[0], dtype=np.float64), np.array([STATUS_CODES[r.status] for r in results],
+                                                                   dtype=np.int64),
+                   *(np.array(c, dtype=np.float64) for c in cols[1:]), tuple(r.info for r in results))
+
+    @classmethod
+    def _trusted(cls, score: np.ndarray, status: np.ndarray, accuracy: np.ndarray, flops: np.ndarray,
+                 params: np.ndarray, seconds: np.ndarray, info: tuple) -> BatchResult:
+        """A batch from arrays an evaluator's own fast path made right (float64/int64 ``[K]``, finite
+        scores, valid codes): skips the checks (a few microseconds, as much as one surrogate step)."""
+        out = object.__new__(cls)
+        out.__dict__.update(score=score, status=status, accuracy=accuracy, flops=flops, params=params,
+                            seconds=seconds, info=info)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def __getitem__(self, i: int) -> EvalResult:
+        return EvalResult(float(self.score[i]), STATUSES[int(self.status[i])], float(self.accuracy[i]),
+                          float(self.flops[i]), float(self.params[i]), float(self.seconds[i]), dict(self.info[i]))
+
+    def __iter__(self) -> Iterator[EvalResult]:
+        return (self[i] for i in range(len(self)))
+
+    def statuses(self) -> list[str]:
+        """The status names of the rows."""
+        return [STATUSES[c] for c in self.status.tolist()]
 
 
 _BUDGET_FIELDS = ("max_flops", "max_params", "mode", "weight", "penalty_score")
@@ -227,26 +324,26 @@ class CostBudget:
 
 
 class Evaluator:
-    """Base class of reward backends: everything the env and the search loops may call on one.
+    """Base class of reward backends: the one method the env and the search loops call on one.
 
-    A backend implements :meth:`evaluate` (and usually :meth:`config`); everything else has a working
-    default. The env calls :meth:`bind` once with its search space before the first evaluation, then:
+    One required method, :meth:`evaluate`: a batch of flat joint actions (int64 ``[K, D]`` in the layout of
+    the bound space's codec, already validated) with one seed each, to a :class:`BatchResult`, calling
+    ``on_result(i, result)`` the moment row ``i``'s result is final. Everything else has a working default:
+    :meth:`bind` (the env calls it once with its search space before the first evaluation), :meth:`config`,
+    :meth:`close` and the attributes below. A backend that needs a :class:`Pipeline` per row subclasses
+    :class:`PipelineEvaluator` instead and implements ``evaluate_pipeline(pipeline, seed)``.
 
-    * ``env.evaluate`` (search algorithms): :meth:`evaluate_actions` + :meth:`results_from_arrays` when
-      :attr:`vectorised` is true, else :meth:`evaluate_streaming` on the decoded pipelines;
-    * ``env.step``: the compiled :meth:`step_kernel` if it offers one, else the scalar
-      :meth:`evaluate_one_tuple` if it offers one, else :meth:`evaluate_streaming` on one pipeline.
-
-    Every failure of an evaluator outside the vectorised and scalar fast paths (an exception, a NaN score,
-    a wrong result) becomes an ``"error"`` result (:func:`evaluate_guarded`). Evaluators must be picklable
-    (the env is; parallel backends ship them to workers). :func:`ma2ml_env.check_evaluator` checks a backend
-    against this contract.
+    Fast paths (a compiled kernel, a scalar path for one row, a table lookup) are private to the evaluator
+    that has them; no evaluator touches the env's observation. The callers (``env.step``, ``env.evaluate``,
+    the parallel backends) go through :func:`evaluate_guarded`, so an exception, a NaN score or a malformed
+    result is an ``"error"`` result, never an aborted search. Evaluators must be picklable (the env is;
+    parallel backends ship them to workers). :func:`ma2ml_env.check_evaluator` checks a backend against this
+    contract.
 
     Attributes:
         name: short name, shown in infos and results files.
         failure_score: the score of a failed evaluation.
         device: see below.
-        vectorised: see below.
         deterministic: see below.
         wall_clock_seconds: see below.
     """
@@ -257,87 +354,37 @@ class Evaluator:
     #: use no accelerator. The ``local`` backend gives each worker process one GPU (``CUDA_VISIBLE_DEVICES``)
     #: and sets the worker's copy to ``cuda:0`` when it is a CUDA device.
     device: Any = None
-    #: True when the evaluator implements :meth:`evaluate_actions` and :meth:`results_from_arrays` (a whole
-    #: batch of flat joint actions in one call); the env then never builds pipelines for it.
-    vectorised: bool = False
-    #: True when equal (pipeline, seed) pairs always give equal results (what :func:`check_evaluator` tests
-    #: and what lets a durable search trust a re-evaluation); set it to False for wall-clock-limited or
+    #: True when equal (joint action, seed) pairs always give equal results (what :func:`check_evaluator`
+    #: tests and what lets a durable search trust a re-evaluation); set it to False for wall-clock-limited or
     #: otherwise non-reproducible backends.
     deterministic: bool = True
     #: True when the results' ``seconds`` are measured wall time (never reproducible; the training backend):
-    #: the env then reports ``-1.0`` as ``info["seconds"]`` so that equal seeds give equal infos, and the
-    #: measured time stays in ``env.unwrapped.last_result.seconds``. False (the default) when ``seconds`` is
-    #: a deterministic cost (the surrogate's simulated training time, a table's recorded one).
+    #: the env then reports ``INFO_MISSING`` as ``info["seconds"]`` so that equal seeds give equal infos, and
+    #: the measured time stays in ``env.unwrapped.last_result.seconds``. False (the default) when ``seconds``
+    #: is a deterministic cost (the surrogate's simulated training time, a table's recorded one).
     wall_clock_seconds: bool = False
 
     def bind(self, space: SearchSpace) -> None:
         """Called by the env with its search space; backends that need the module tables keep them."""
         self.space = space
 
-    def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
-        """Evaluate each pipeline with its seed; one result per pipeline, in order. Should not raise for a
-        bad pipeline (callers guard it anyway: see :func:`evaluate_guarded`)."""
-        raise NotImplementedError
+    def evaluate(self, actions: np.ndarray, seeds: np.ndarray,
+                 on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
+        """Evaluate every row of ``actions`` (int64 ``[K, D]``, validated) with its seed (int64 ``[K]``).
 
-    def evaluate_streaming(self, pipelines: Sequence[Pipeline], seeds: Sequence[int],
-                           on_result: Callable[[int, EvalResult], None]) -> list[EvalResult]:
-        """Evaluate like :meth:`evaluate`, calling ``on_result(i, result)`` the moment result ``i`` is final
-        (a durable search commits it then). Results may arrive in any order; the list returned is in input
-        order. An exception or a malformed result of ``evaluate`` becomes an ``"error"`` result.
+        Returns one result per row, in order, as a :class:`BatchResult`; calls ``on_result(i, result)`` (when
+        given) once per row, the moment row ``i``'s result is final (in any order; a durable search commits it
+        there). Should not raise for a bad joint action (callers guard it anyway: :func:`evaluate_guarded`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement evaluate(actions, seeds, on_result=None)"
+                                  " (or subclass ma2ml_env.PipelineEvaluator and implement "
+                                  "evaluate_pipeline(pipeline, seed))")
 
-        The default evaluates one pipeline at a time (each committed on its own), or, for a
-        :attr:`vectorised` evaluator, the whole batch in one call, then reports each result in order. The
-        parallel backends override it to report each result as its worker finishes."""
-        if self.vectorised:
-            out = evaluate_guarded(self, pipelines, seeds)
-            for i, r in enumerate(out):
-                on_result(i, r)
-            return out
-        out = []
-        for i, (p, s) in enumerate(zip(pipelines, seeds)):
-            r = evaluate_guarded(self, [p], [s])[0]
-            on_result(i, r)
-            out.append(r)
-        return out
-
-    # -- optional fast paths (the env uses them when offered) ---------------------------------------------
-    def evaluate_actions(self, flat_actions: np.ndarray, seeds: Sequence[int] | None = None
-                         ) -> Mapping[str, np.ndarray]:
-        """Vectorised evaluation of flat joint actions ``[K, D]`` (rows of ``SearchSpace.flatten``), one seed
-        each, for evaluators with :attr:`vectorised` true. Returns ``[K]`` arrays ``score, accuracy, flops,
-        params, seconds`` (float) and ``over_budget`` (bool), plus any backend-specific arrays, in the form
-        :meth:`results_from_arrays` turns into results. Must not raise for a valid action. The default
-        raises ``NotImplementedError`` (not vectorised: callers use :meth:`evaluate_streaming`)."""
-        raise NotImplementedError(f"{type(self).__name__} is not vectorised (vectorised=False); "
-                                  "use evaluate() or evaluate_streaming()")
-
-    def results_from_arrays(self, out: Mapping[str, np.ndarray]) -> list[EvalResult]:
-        """Turn :meth:`evaluate_actions` output into :class:`EvalResult` objects (status ``over_budget`` where
-        ``out["over_budget"]``, else ``ok``). Override to add ``info``."""
-        over = out["over_budget"]
-        return [
-            EvalResult(score=float(out["score"][i]), status="over_budget" if over[i] else "ok",
-                       accuracy=float(out["accuracy"][i]), flops=float(out["flops"][i]),
-                       params=float(out["params"][i]), seconds=float(out["seconds"][i]))
-            for i in range(len(out["score"]))
-        ]
-
-    def evaluate_one_tuple(self, x: Sequence[int], seed: int | None = None) -> tuple | None:
-        """Scalar fast path of ``env.step``: one flat joint action (a list of ints, already validated) to
-        ``(score, status, accuracy, flops, params, seconds)`` (the :class:`EvalResult` field order, without
-        building one), or ``None`` when the evaluator has no such path (the default; then for every call,
-        so the env stops asking). Must give the same numbers as :meth:`evaluate`, as finite Python floats
-        (the env puts them in its infos as they are: no NaN on this path), and must not raise."""
-        return None
-
-    def step_kernel(self) -> tuple[Callable[..., tuple], tuple] | None:
-        """``(kernel, tables)`` of a compiled env step, or ``None`` (the default): ``kernel(arrays, *tables,
-        flat, obs, scale)`` validates the agents' action arrays (a tuple in agent order), writes the flat
-        joint action into ``flat`` and ``flat * scale`` into ``obs[3:]`` and returns ``(accuracy, flops,
-        params, seconds)`` of an ``"ok"`` result whose score is the accuracy, or accuracy ``-1.0`` (nothing
-        written) when an action is invalid; it raises ``TypeError`` for inputs it was not compiled for. Only
-        for evaluators without noise or budget; see :mod:`ma2ml_env.rewards._jit`."""
-        return None
+    def _evaluate_row(self, row: np.ndarray, seed: int) -> EvalResult:
+        """One row, raising on any failure (an exception, a malformed result): what the parallel backends'
+        workers run per attempt, so that the kind of a failure (out of memory or not) decides its retry."""
+        out = self.evaluate(row[None], np.array([seed], dtype=np.int64))
+        check_batch(self, out, 1)
+        return out[0]
 
     def config(self) -> dict[str, Any]:
         """The settings that determine this evaluator's rewards, JSON-serialisable. A durable search stores
@@ -350,32 +397,107 @@ class Evaluator:
         """Release resources (worker pools, device memory)."""
 
 
-def evaluate_guarded(
-    evaluator: Evaluator, pipelines: Sequence[Pipeline], seeds: Sequence[int]
-) -> list[EvalResult]:
-    """``evaluator.evaluate(pipelines, seeds)``, with every way user code can fail turned into results: an
-    exception (including an :class:`EvalResult` built with a NaN score), a wrong number of results or
-    something that is not an :class:`EvalResult` gives each pipeline an ``"error"`` result with the
-    evaluator's ``failure_score`` and the error message and traceback in ``info``. Every backend calls
-    evaluators through this, so a failing evaluator is a recorded failed trial, never an aborted search."""
+class PipelineEvaluator(Evaluator):
+    """An evaluator of one :class:`Pipeline` at a time (real training, a user's code).
+
+    Implement :meth:`evaluate_pipeline`; :meth:`evaluate` decodes each row with the bound space, turns every
+    failure of ``evaluate_pipeline`` (an exception, an :class:`EvalResult` built with a NaN score, something
+    that is not an :class:`EvalResult`) into an ``"error"`` result with ``failure_score`` and the message and
+    traceback in ``info``, and calls ``on_result`` after each row.
+    """
+
+    def evaluate_pipeline(self, pipeline: Pipeline, seed: int) -> EvalResult:
+        """Evaluate one pipeline with its seed."""
+        raise NotImplementedError(f"{type(self).__name__} must implement evaluate_pipeline(pipeline, seed)")
+
+    def _evaluate_row(self, row: np.ndarray, seed: int) -> EvalResult:
+        space = getattr(self, "space", None)
+        if space is None:
+            raise RuntimeError(f"{type(self).__name__} is not bound to a search space; the env calls "
+                               "bind(space) before the first evaluation")
+        r = self.evaluate_pipeline(space.decode(row), int(seed))
+        if not isinstance(r, EvalResult):
+            raise TypeError(f"evaluate_pipeline() must return a ma2ml_env.EvalResult, got {type(r).__name__}")
+        return r
+
+    def evaluate(self, actions: np.ndarray, seeds: np.ndarray,
+                 on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
+        out = []
+        for i, (row, seed) in enumerate(zip(actions, seeds)):
+            try:
+                r = self._evaluate_row(row, int(seed))
+            except Exception as exc:  # noqa: BLE001 - user code: any failure is an outcome
+                r = error_result(self, exc)
+            if on_result is not None:
+                on_result(i, r)
+            out.append(r)
+        return BatchResult.from_results(out)
+
+
+def error_result(evaluator: Any, exc: BaseException) -> EvalResult:
+    """The ``"error"`` result of a failed evaluation: the evaluator's ``failure_score``, the message and the
+    traceback in ``info``."""
+    return EvalResult(float(getattr(evaluator, "failure_score", 0.0)), "error",
+                      info={"error": f"{type(exc).__name__}: {exc}",
+                            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__,
+                                                                            limit=8))})
+
+
+def check_batch(evaluator: Any, out: Any, k: int) -> None:
+    """Raise when ``out`` is not a :class:`BatchResult` of ``k`` rows (what :func:`evaluate_guarded` and the
+    parallel backends turn into ``"error"`` results)."""
+    if not isinstance(out, BatchResult):
+        raise TypeError(f"evaluate() must return a ma2ml_env.BatchResult (e.g. BatchResult.from_results(list "
+                        f"of EvalResult)), got {type(out).__name__}")
+    if len(out) != k:
+        raise RuntimeError(f"evaluator {getattr(evaluator, 'name', type(evaluator).__name__)!r} returned "
+                           f"{len(out)} results for {k} joint actions")
+
+
+def evaluate_guarded(evaluator: Evaluator, actions: np.ndarray, seeds: np.ndarray,
+                     on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
+    """``evaluator.evaluate(actions, seeds, on_result)``, with every way user code can fail turned into
+    results: an exception (a :class:`BatchResult` or :class:`EvalResult` built with a NaN score included), a
+    wrong number of results or something that is not a :class:`BatchResult` gives each row not yet reported
+    an ``"error"`` result (the evaluator's ``failure_score``, the message and traceback in ``info``).
+    ``on_result`` is called exactly once per row: as the evaluator reports it, else after it returns.
+    ``env.step``, ``env.evaluate`` and every parallel backend call evaluators through this."""
+    k = len(actions)
+    if on_result is None:
+        try:
+            out = evaluator.evaluate(actions, seeds)
+            if type(out) is not BatchResult or len(out.score) != k:
+                check_batch(evaluator, out, k)
+            return out
+        except Exception as exc:  # noqa: BLE001 - user code: any failure is an outcome
+            return BatchResult.from_results([error_result(evaluator, exc)] * k)
+    reported: dict[int, EvalResult] = {}
+
+    def report(i: int, r: EvalResult) -> None:
+        if i not in reported and 0 <= i < k:
+            reported[i] = r
+            on_result(i, r)
+
     try:
-        results = list(evaluator.evaluate(pipelines, seeds))
-        if len(results) != len(pipelines):
-            raise RuntimeError(f"evaluator {getattr(evaluator, 'name', type(evaluator).__name__)!r} returned "
-                               f"{len(results)} results for {len(pipelines)} pipelines")
-        bad = next((r for r in results if not isinstance(r, EvalResult)), None)
-        if bad is not None:
-            raise TypeError(f"evaluate() must return ma2ml_env.EvalResult objects, got {type(bad).__name__}")
-        return results
+        out = evaluator.evaluate(actions, seeds, report)
+        check_batch(evaluator, out, k)
     except Exception as exc:  # noqa: BLE001 - user code: any failure is an outcome
-        info = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
-        score = float(getattr(evaluator, "failure_score", 0.0))
-        return [EvalResult(score, "error", info=info) for _ in pipelines]
+        err = error_result(evaluator, exc)
+        results = [reported.get(i) or err for i in range(k)]
+        for i in range(k):
+            report(i, results[i])
+        return BatchResult.from_results(results)
+    if len(reported) < k:
+        for i in range(k):
+            if i not in reported:
+                report(i, out[i])
+    return out
 
 
 # -- registry of backends by name (imported lazily: nothing heavy at import time) --------------------
 _EVALUATORS: dict[str, str] = {
     "surrogate": "ma2ml_env.rewards.surrogate:SurrogateEvaluator",
+    "tabular": "ma2ml_env.rewards.tabular:TabularEvaluator",
     "train": "ma2ml_env.rewards.train:TrainEvaluator",
 }
 
@@ -413,11 +535,4 @@ def make_evaluator(reward: str | Evaluator, **kwargs: Any) -> Evaluator:
                 "configure the instance"
             )
         return reward
-    if not isinstance(reward, str) or reward not in _EVALUATORS:
-        raise ValueError(
-            f"unknown reward {reward!r}; use one of {list(registered_evaluators())} or pass an "
-            "ma2ml_env.Evaluator instance"
-        )
-    mod_name, cls_name = _EVALUATORS[reward].split(":")
-    cls = getattr(importlib.import_module(mod_name), cls_name)
-    return cls(**kwargs)
+    return evaluator_class(reward)(**kwargs)

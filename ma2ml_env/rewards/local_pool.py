@@ -46,7 +46,7 @@ def _watch_parent(ppid: int) -> None:
 
 
 def _worker_main(conn: Any, environ: Mapping[str, str], ppid: int) -> None:
-    """Body of a local worker: receive the pickled evaluator once, then evaluate one pipeline per message.
+    """Body of a local worker: receive the pickled evaluator once, then evaluate one joint action per message.
 
     Messages to the parent: ``("ready", pid)``, ``("fatal", message, traceback)`` (the evaluator could not
     be loaded) and ``("done", Outcome)`` per task."""
@@ -67,8 +67,8 @@ def _worker_main(conn: Any, environ: Mapping[str, str], ppid: int) -> None:
             return
         if msg is None:
             return
-        pipeline, seed = msg
-        outcome = attempt(evaluator, pipeline, seed)
+        row, seed = msg
+        outcome = attempt(evaluator, row, seed)
         try:
             conn.send(("done", outcome))
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
@@ -269,7 +269,7 @@ class LocalPoolEvaluator(BackendWrapper):
 
     def _submit(self, slot: _Worker, task: Task) -> None:
         with contextlib.suppress(OSError, ValueError):  # the worker died: its sentinel says so
-            slot.conn.send((task.pipeline, task.seed))
+            slot.conn.send((task.row, task.seed))
 
     def _collect(self, busy: Sequence[_Worker], timeout: float | None) -> list[Event]:
         ready = set(_wait_ready([h for w in busy for h in (w.conn, w.proc.sentinel)], timeout))

@@ -23,7 +23,9 @@ from ma2ml_env.rewards.scheduling import READY, Event, Lost, Slot, start_slots
 from ma2ml_env.rewards.wrapper import BackendWrapper, check_workers
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ma2ml_env.pipeline import Pipeline, SearchSpace
+    import numpy as np
+
+    from ma2ml_env.pipeline import SearchSpace
     from ma2ml_env.rewards.retry import Task
 
 __all__ = ["RAY_INSTALL", "RayEvaluator"]
@@ -52,8 +54,8 @@ class _RayWorkerBody:
     def ready(self) -> int:
         return os.getpid()
 
-    def evaluate(self, pipeline: Pipeline, seed: int) -> Outcome:
-        return attempt(self.evaluator, pipeline, seed)
+    def evaluate(self, row: np.ndarray, seed: int) -> Outcome:
+        return attempt(self.evaluator, row, seed)
 
 
 class _RaySlot(Slot):
@@ -225,7 +227,7 @@ class RayEvaluator(BackendWrapper):
         return self._slots
 
     def _submit(self, slot: _RaySlot, task: Task) -> None:
-        slot.pending = slot.actor.evaluate.remote(task.pipeline, task.seed)
+        slot.pending = slot.actor.evaluate.remote(task.row, task.seed)
 
     def _collect(self, busy: Sequence[_RaySlot], timeout: float | None) -> list[Event]:
         ray = _import_ray()

@@ -19,14 +19,13 @@ import dataclasses
 import math
 import time
 import traceback
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ma2ml_env.rewards.base import EvalResult, Evaluator, evaluate_guarded
+import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ma2ml_env.pipeline import Pipeline
+from ma2ml_env.rewards.base import EvalResult, Evaluator
 
 __all__ = ["FAILURE_KINDS", "Outcome", "RetryPolicy", "Task", "attempt", "describe", "failure_kind"]
 
@@ -70,48 +69,26 @@ class Outcome:
         return cls(kind=kind, message=message, traceback=tb, seconds=seconds)
 
 
-class _Watched(Evaluator):
-    """An evaluator as :func:`evaluate_guarded` sees it, remembering what it raised or returned, so that
-    a result the guard made up (an exception, a malformed result) is told from one the evaluator gave."""
-
-    def __init__(self, evaluator: Evaluator) -> None:
-        self.evaluator = evaluator
-        self.name = evaluator.name
-        self.failure_score = evaluator.failure_score
-        self.raised: Exception | None = None
-        self.returned: list[Any] | None = None
-
-    def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
-        try:
-            self.returned = list(self.evaluator.evaluate(pipelines, seeds))
-        except Exception as exc:
-            self.raised = exc
-            raise  # evaluate_guarded turns it into an "error" result
-        return self.returned
-
-
-def attempt(evaluator: Evaluator, pipeline: Pipeline, seed: int) -> Outcome:
-    """Evaluate one pipeline through :func:`~ma2ml_env.rewards.base.evaluate_guarded`; never raises for a
-    failure of the evaluator. An exception or a malformed result is a failed attempt: kind ``"oom"`` for
-    out-of-memory exceptions (:func:`failure_kind`), else ``"error"``."""
-    watched = _Watched(evaluator)
+def attempt(evaluator: Evaluator, row: np.ndarray, seed: int) -> Outcome:
+    """Evaluate one flat joint action with its seed; never raises for a failure of the evaluator. An
+    exception or a malformed result (:func:`~ma2ml_env.rewards.base.evaluate_guarded`'s rules) is a failed
+    attempt: kind ``"oom"`` for out-of-memory exceptions (:func:`failure_kind`), else ``"error"``."""
     t0 = time.perf_counter()
-    result = evaluate_guarded(watched, [pipeline], [int(seed)])[0]
-    seconds = time.perf_counter() - t0
-    if watched.returned is not None and len(watched.returned) == 1 and result is watched.returned[0]:
-        return Outcome(result, seconds=seconds)
-    kind = "error" if watched.raised is None else failure_kind(watched.raised)
-    tb = "\n".join(str(result.info.get("traceback", "")).strip().splitlines()[-8:])
-    return Outcome.failed(kind, str(result.info.get("error", "")), seconds, tb)
+    try:
+        result = evaluator._evaluate_row(np.asarray(row, dtype=np.int64), int(seed))
+    except Exception as exc:  # noqa: BLE001 - user code: any failure is an outcome
+        message, tb = describe(exc)
+        return Outcome.failed(failure_kind(exc), message, time.perf_counter() - t0, tb)
+    return Outcome(result, seconds=time.perf_counter() - t0)
 
 
 class Task:
-    """One pipeline of a batch: its position, its seed and the attempts made so far."""
+    """One row of a batch: its position, its flat joint action, its seed and the attempts made so far."""
 
-    __slots__ = ("attempts", "failures", "index", "pipeline", "seed")
+    __slots__ = ("attempts", "failures", "index", "row", "seed")
 
-    def __init__(self, index: int, pipeline: Pipeline, seed: int) -> None:
-        self.index, self.pipeline, self.seed = index, pipeline, int(seed)
+    def __init__(self, index: int, row: np.ndarray, seed: int) -> None:
+        self.index, self.row, self.seed = index, row, int(seed)
         self.attempts = 0
         self.failures: list[dict[str, Any]] = []
 

@@ -107,7 +107,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,11 +119,22 @@ from ma2ml_env.modules.nas import ArchitectureModule
 from ma2ml_env.pipeline import MAGNITUDE_BINS, Pipeline, SearchSpace, head_costs, stage_costs, stem_costs
 from ma2ml_env.rewards import _jit
 from ma2ml_env.rewards._jit import LEVELS, SurrogateTables
-from ma2ml_env.rewards.base import CostBudget, EvalResult, Evaluator
+from ma2ml_env.rewards.base import EMPTY_INFO, STATUS_CODES, BatchResult, CostBudget, EvalResult, Evaluator
 
 __all__ = ["LEVELS", "SurrogateEvaluator", "SurrogateTask"]
 
 _CHUNK = 16384
+_OK, _OVER_BUDGET = STATUS_CODES["ok"], STATUS_CODES["over_budget"]
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+# the status and info of one-row results, shared (read-only)
+_OK_1, _OVER_BUDGET_1 = _frozen(np.array([_OK])), _frozen(np.array([_OVER_BUDGET]))
+_INFO_1 = (EMPTY_INFO,)
 _MAX_EFFECT = 10.0  # bound of a declared logit offset (exp stays finite for any sum of them)
 _score_py, _add_noise_py = _jit.PY.score, _jit.PY.add_noise
 _OP_NAMES = tuple(AUG_OPS)
@@ -261,7 +272,6 @@ class SurrogateEvaluator(Evaluator):
     """
 
     name = "surrogate"
-    vectorised = True
 
     def __init__(
         self,
@@ -299,6 +309,7 @@ class SurrogateEvaluator(Evaluator):
         self.space: SearchSpace | None = None
         self._tables: SurrogateTables | None = None
         self._jit_ok = False
+        self._row_kernel: Any = ...  # the compiled single-row path: looked up on the first one-row call
 
     # -- binding: per-choice lookup tables -------------------------------------------------------------
     def bind(self, space: SearchSpace) -> None:
@@ -380,6 +391,8 @@ class SurrogateEvaluator(Evaluator):
             )
         self._tables = self._pack_tables(space)
         self._py_tables = (self._tables.f, self._tables.i, self._tables.c)  # the scalar path's arguments
+        t = self._tables
+        self._kernel_tables = (t.F, t.I, t.C)  # the compiled path's
         self._jit_ok = self.noise_std == 0 and not self._budget_active and not self._effects
 
     def _bind_effects(self, space: SearchSpace) -> None:
@@ -519,18 +532,18 @@ class SurrogateEvaluator(Evaluator):
                                np.array(table, dtype=np.float64), np.array(ints, dtype=np.int64),
                                np.array(consts, dtype=np.float64), table, ints, consts)
 
-    def step_kernel(self) -> tuple[Any, tuple[np.ndarray, ...]] | None:
-        """``(kernel, tables)`` for the env's compiled step (see :mod:`ma2ml_env.rewards._jit`), or ``None``
-        where it does not apply (numba missing or disabled; noise or a budget: those stay on the Python
-        path)."""
-        self._require_bound()
-        if not self._jit_ok:
-            return None
-        kern = _jit.step_kernel(len(self.space.names))
-        if kern is None:
-            return None
-        t = self._tables
-        return kern, (t.nvec, t.F, t.I, t.C)
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_row_kernel"] = ...  # a numba dispatcher: looked up again after unpickling
+        return state
+
+    def _lookup_row_kernel(self) -> Any:
+        # the compiled single-row path (numba; only without noise, budget and declared effects, where the
+        # score is the accuracy); None means the Python scalar path (same numbers). Looked up on the first
+        # one-row evaluation: importing numba and loading the kernel costs ~1 s, which batch-only searches
+        # never pay.
+        self._row_kernel = _jit.row_kernel() if self._jit_ok else None
+        return self._row_kernel
 
     def _require_bound(self) -> SearchSpace:
         if self.space is None:
@@ -606,7 +619,7 @@ class SurrogateEvaluator(Evaluator):
 
     def _nas_costs(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """FLOPs and params of flat actions ``[K, D]``."""
-        out = self.evaluate_actions(A, noise=False)
+        out = self._arrays(A, noise=False)
         return out["flops"], out["params"]
 
     def _hpo_features(self, A: np.ndarray) -> dict[str, np.ndarray]:
@@ -647,11 +660,53 @@ class SurrogateEvaluator(Evaluator):
         return _jit.NP.accuracy(z, self._consts())
 
     # -- evaluation -------------------------------------------------------------------------------------
-    def evaluate_actions(self, flat_actions: np.ndarray, seeds: Sequence[int] | None = None, *,
-                         noise: bool = True) -> dict[str, np.ndarray]:
-        """Vectorised evaluation of flat joint actions ``[K, D]`` (the batch path: the score function of
+    def evaluate(self, actions: np.ndarray, seeds: np.ndarray,
+                 on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
+        """The surrogate of every row of ``actions`` (int64 ``[K, D]``, validated), noise seeded by ``seeds``.
+
+        Private fast paths, all running the one formula of :mod:`ma2ml_env.rewards._jit`: one row (what
+        ``env.step`` asks) goes through the compiled kernel (numba, no noise or budget) or the Python scalar
+        path; more rows through the numpy batch path (:meth:`_arrays`)."""
+        self._require_bound()
+        if len(actions) == 1:
+            out = self._one_row(actions[0], seeds)
+        else:
+            a = self._arrays(actions, seeds)
+            status = np.where(a["over_budget"], _OVER_BUDGET, _OK)
+            out = BatchResult._trusted(a["score"], status, a["accuracy"], a["flops"], a["params"],
+                                       a["seconds"], (EMPTY_INFO,) * len(status))
+        if on_result is not None:
+            for i, r in enumerate(out):
+                on_result(i, r)
+        return out
+
+    def _one_row(self, x: np.ndarray, seeds: np.ndarray) -> BatchResult:
+        kern = self._row_kernel
+        if kern is ...:
+            kern = self._lookup_row_kernel()
+        if kern is not None:
+            try:
+                v = kern(x, *self._kernel_tables)  # float64 [5, 1]: score, accuracy, flops, params, seconds
+            except TypeError:  # not a C-contiguous int64 row (a caller's own array): the Python path
+                pass
+            else:
+                return BatchResult._trusted(v[0], _OK_1, v[1], v[2], v[3], v[4], _INFO_1)
+        xs = x.tolist()
+        acc, flops, params, seconds = _score_py(xs, *self._py_tables)
+        if self._effects:
+            acc = float(self._apply_effects(acc, math.fsum(tab[xs[c]] for c, tab in self._eff_pairs)))
+        if self.noise_std > 0:
+            acc = _add_noise_py(acc, self.noise_std * _noise(int(seeds[0])))
+        score, status, _ = self.budget.apply(acc, flops, params)
+        v = np.array([[score], [acc], [flops], [params], [seconds]], dtype=np.float64)
+        return BatchResult._trusted(v[0], _OK_1 if status == "ok" else _OVER_BUDGET_1, v[1], v[2], v[3], v[4],
+                                    _INFO_1)
+
+    def _arrays(self, flat_actions: np.ndarray, seeds: Sequence[int] | None = None, *,
+                noise: bool = True) -> dict[str, np.ndarray]:
+        """The batch path on flat joint actions ``[K, D]``: the score function of
         :mod:`ma2ml_env.rewards._jit` on numpy arrays, noise, then the budget's
-        :meth:`~ma2ml_env.rewards.base.CostBudget.apply_arrays`).
+        :meth:`~ma2ml_env.rewards.base.CostBudget.apply_arrays`.
 
         Returns arrays ``score, accuracy, flops, params, seconds`` and ``over_budget`` (bool), each ``[K]``.
         ``noise=False`` leaves the evaluation noise out (see :meth:`true_score_of`).
@@ -661,8 +716,8 @@ class SurrogateEvaluator(Evaluator):
         if A.ndim == 1:
             A = A[None]
         if len(A) > _CHUNK:  # chunks that stay in cache are ~2x faster than one big pass
-            parts = [self.evaluate_actions(A[i:i + _CHUNK], None if seeds is None else seeds[i:i + _CHUNK],
-                                           noise=noise) for i in range(0, len(A), _CHUNK)]
+            parts = [self._arrays(A[i:i + _CHUNK], None if seeds is None else seeds[i:i + _CHUNK], noise=noise)
+                     for i in range(0, len(A), _CHUNK)]
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         t = self._tables
         C = t.c
@@ -679,42 +734,13 @@ class SurrogateEvaluator(Evaluator):
         if self.noise_std > 0 and noise:
             if seeds is None:
                 raise ValueError("noise_std > 0 needs one seed per evaluation")
-            acc = _jit.NP.add_noise(acc, self.noise_std * np.array([_noise(sd) for sd in seeds]))
+            acc = _jit.NP.add_noise(acc, self.noise_std * np.array([_noise(sd) for sd in np.asarray(seeds).tolist()]))
         score, over = self.budget.apply_arrays(acc, flops, params)
         return dict(score=score, accuracy=acc, flops=flops, params=params, seconds=seconds, over_budget=over)
 
     def true_score_of(self, flat_actions: np.ndarray) -> np.ndarray:
         """The noise-free score of flat joint actions: what a search's incumbent is really worth."""
-        return self.evaluate_actions(flat_actions, noise=False)["score"]
-
-    def evaluate_one(self, x: Sequence[int], seed: int | None = None) -> EvalResult:
-        """Scalar path for one flat joint action (a list of ints): the same numbers as
-        :meth:`evaluate_actions` (to ~1e-15), without numpy's per-call overhead."""
-        return EvalResult(*self.evaluate_one_tuple(x, seed))
-
-    def evaluate_one_tuple(self, x: Sequence[int], seed: int | None = None) -> tuple:
-        """:meth:`evaluate_one` as a plain tuple in :class:`EvalResult` field order (what ``env.step``
-        uses: building a frozen dataclass costs as much as the evaluation itself): the score function of
-        :mod:`ma2ml_env.rewards._jit` on Python numbers, noise, then the budget's
-        :meth:`~ma2ml_env.rewards.base.CostBudget.apply`."""
-        acc, flops, params, seconds = _score_py(x, *self._py_tables)
-        if self._jit_ok:
-            return acc, "ok", acc, flops, params, seconds
-        if self._effects:
-            acc = float(self._apply_effects(acc, math.fsum(tab[x[c]] for c, tab in self._eff_pairs)))
-        if self.noise_std > 0:
-            if seed is None:
-                raise ValueError("noise_std > 0 needs a seed per evaluation")
-            acc = _add_noise_py(acc, self.noise_std * _noise(seed))
-        score, status, _ = self.budget.apply(acc, flops, params)
-        return float(score), status, acc, flops, params, seconds
-
-    def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
-        space = self._require_bound()
-        flat = (
-            np.stack([space.flatten(space.encode(p)) for p in pipelines]) if pipelines else np.zeros((0, 0))
-        )
-        return self.results_from_arrays(self.evaluate_actions(flat, seeds)) if pipelines else []
+        return self._arrays(flat_actions, noise=False)["score"]
 
     def config(self) -> dict[str, Any]:
         """The task's coefficients, the noise, the budget and the cost model (everything the rewards depend
@@ -816,7 +842,7 @@ class SurrogateEvaluator(Evaluator):
             flat[c] = int(np.argmax(tab))
         # the score of that action as every path computes it (the enumeration sums strengths in another
         # order, which can differ in the last bits)
-        return float(self.evaluate_actions(flat[None], noise=False)["score"][0]), flat
+        return float(self._arrays(flat[None], noise=False)["score"][0]), flat
 
     def _all_arch_costs(self, sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """FLOPs and params of every architecture, flattened in the order of the module's action

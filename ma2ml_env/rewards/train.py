@@ -7,7 +7,7 @@ the reward). :func:`train_final` is what a user runs on the best pipeline found:
 set (train + validation) and report the test accuracy.
 
 Every evaluation ends with a status (:data:`~ma2ml_env.rewards.base.STATUSES`); nothing a child does
-raises out of :meth:`TrainEvaluator.evaluate`:
+raises out of :meth:`TrainEvaluator.evaluate_pipeline`:
 
 ==============  =====================================================================================
 ``ok``          trained; ``score`` = validation accuracy (times the soft-budget factor, if any)
@@ -27,7 +27,8 @@ Example::
 
     ev = TrainEvaluator(dataset="digits")              # or dataset="cifar10", root="~/data"
     ev.bind(space)
-    results = ev.evaluate(pipelines, seeds)            # validation accuracy per pipeline
+    result = ev.evaluate_pipeline(pipeline, seed=0)    # validation accuracy of one pipeline
+    batch = ev.evaluate(actions, seeds)                # flat joint actions [K, D] -> BatchResult
     report = train_final(best_pipeline, dataset="digits", seed=0)   # test accuracy of the winner
 
 torch is imported when this module is imported (the evaluator registry imports it lazily).
@@ -42,7 +43,7 @@ import math
 import os
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,7 @@ import torch
 
 from ma2ml_env.data import DATASETS, FASHION_MNIST_ROOT, ImageData, load_dataset
 from ma2ml_env.models import build_model, count_flops, count_params
-from ma2ml_env.rewards.base import CostBudget, EvalResult, Evaluator
+from ma2ml_env.rewards.base import BatchResult, CostBudget, EvalResult, PipelineEvaluator
 from ma2ml_env.training import (
     TrainingDiverged,
     TrainingTimeout,
@@ -61,6 +62,8 @@ from ma2ml_env.training import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
     from ma2ml_env.pipeline import Pipeline
 
 __all__ = ["TrainEvaluator", "check_dataset_location", "failure_status", "resolve_device", "train_final"]
@@ -190,7 +193,7 @@ def _tail(exc: BaseException, lines: int = 12) -> str:
     return "\n".join(tb.splitlines()[-lines:])
 
 
-class TrainEvaluator(Evaluator):
+class TrainEvaluator(PipelineEvaluator):
     """Reward backend that really trains each child and returns its validation accuracy.
 
     Args:
@@ -323,20 +326,22 @@ class TrainEvaluator(Evaluator):
         return self._resized[resolution]
 
     # -- evaluation ---------------------------------------------------------------------------------------
-    def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
-        """Train and validate each pipeline with its seed; one :class:`EvalResult` each, in order.
+    def evaluate(self, actions: np.ndarray, seeds: np.ndarray,
+                 on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
+        """Train and validate each row's pipeline with its seed (:class:`PipelineEvaluator`), loading the
+        dataset once first and running under ``num_threads``.
 
         Raises:
-            ValueError: ``pipelines`` and ``seeds`` differ in length.
             FileNotFoundError: the dataset is missing (a configuration error, not a child's failure).
         """
-        if len(pipelines) != len(seeds):
-            raise ValueError(
-                f"got {len(pipelines)} pipelines but {len(seeds)} seeds; pass one seed per pipeline"
-            )
         with _num_threads(self.num_threads if self.device.type == "cpu" else None):
             _ = self.data  # load the dataset once, before the first child
-            return [self._evaluate_one(p, int(s)) for p, s in zip(pipelines, seeds)]
+            return super().evaluate(actions, seeds, on_result)
+
+    def evaluate_pipeline(self, pipeline: Pipeline, seed: int) -> EvalResult:
+        """Train and validate one pipeline with its seed; every failure of the child is a status."""
+        with _num_threads(self.num_threads if self.device.type == "cpu" else None):
+            return self._evaluate_one(pipeline, int(seed))
 
     def _evaluate_one(self, pipeline: Pipeline, seed: int) -> EvalResult:
         t0 = time.perf_counter()

@@ -11,15 +11,17 @@ attempts and decides which are retried.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ma2ml_env.rewards.base import EvalResult, Evaluator, make_evaluator
+import numpy as np
+
+from ma2ml_env.rewards.base import BatchResult, EvalResult, Evaluator, make_evaluator
 from ma2ml_env.rewards.retry import FAILURE_KINDS, RetryPolicy, Task
 from ma2ml_env.rewards.scheduling import SlotPool, run_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ma2ml_env.pipeline import Pipeline, SearchSpace
+    from ma2ml_env.pipeline import SearchSpace
 
 __all__ = ["BackendWrapper", "check_workers"]
 
@@ -29,15 +31,11 @@ def check_workers(workers: int | None) -> None:
         raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
 
 
-def _ignore(index: int, result: EvalResult) -> None:
-    """The ``on_result`` of a plain :meth:`BackendWrapper.evaluate`."""
-
-
 class BackendWrapper(Evaluator, SlotPool):
     """What the backends share: the inner evaluator, retries and failed results, streaming, ``config``.
 
     A subclass implements the :class:`~ma2ml_env.rewards.scheduling.SlotPool` methods (its slots);
-    :meth:`evaluate_streaming` runs the batch through :func:`~ma2ml_env.rewards.scheduling.run_tasks`.
+    :meth:`evaluate` runs the batch (one task per row) through :func:`~ma2ml_env.rewards.scheduling.run_tasks`.
 
     Args:
         inner: an :class:`Evaluator` or a registered reward name (built with ``inner_kwargs``).
@@ -90,30 +88,27 @@ class BackendWrapper(Evaluator, SlotPool):
         self.inner.bind(space)
         self.space = space
 
-    def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
-        return self.evaluate_streaming(pipelines, seeds, _ignore)
-
-    def evaluate_streaming(self, pipelines: Sequence[Pipeline], seeds: Sequence[int],
-                           on_result: Callable[[int, EvalResult], None]) -> list[EvalResult]:
-        """Evaluate the pipelines on this backend's slots, calling ``on_result(i, result)`` as soon as
-        result ``i`` is final (after its retries); the list returned is in input order."""
-        if len(pipelines) != len(seeds):
-            raise ValueError(f"got {len(seeds)} seeds for {len(pipelines)} pipelines; "
-                             "pass one seed per pipeline")
-        if not pipelines:
-            return []
-        results: list[EvalResult | None] = [None] * len(pipelines)
+    def evaluate(self, actions: np.ndarray, seeds: np.ndarray,
+                 on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
+        """Evaluate the rows on this backend's slots, calling ``on_result(i, result)`` as soon as row ``i``'s
+        result is final (after its retries); the batch returned is in input order."""
+        if len(actions) != len(seeds):
+            raise ValueError(f"got {len(seeds)} seeds for {len(actions)} joint actions; "
+                             "pass one seed per joint action")
+        results: list[EvalResult | None] = [None] * len(actions)
 
         def finish(index: int, result: EvalResult) -> None:
             results[index] = result
-            on_result(index, result)
+            if on_result is not None:
+                on_result(index, result)
 
-        tasks = deque(Task(i, p, s) for i, (p, s) in enumerate(zip(pipelines, seeds)))
-        run_tasks(self, tasks, self.policy, finish, time_limit=self.time_limit, name=self.name)
+        if len(actions):
+            tasks = deque(Task(i, row, s) for i, (row, s) in enumerate(zip(actions, np.asarray(seeds).tolist())))
+            run_tasks(self, tasks, self.policy, finish, time_limit=self.time_limit, name=self.name)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # pragma: no cover - a bug in a backend's slots
-            raise RuntimeError(f"{self.name}: no result for pipelines {missing}")
-        return results  # type: ignore[return-value]
+            raise RuntimeError(f"{self.name}: no result for rows {missing}")
+        return BatchResult.from_results(results)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.inner.close()

@@ -59,7 +59,7 @@ import json
 import math
 import os
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ import numpy as np
 
 from ma2ml_env.modules.base import AutoMLModule, Decision
 from ma2ml_env.pipeline import Pipeline, SearchSpace
-from ma2ml_env.rewards.base import EvalResult, Evaluator
+from ma2ml_env.rewards.base import STATUS_CODES, BatchResult, EvalResult, Evaluator
 
 __all__ = [
     "BENCHMARKS",
@@ -331,28 +331,32 @@ def _recorded_seed(seeds: np.ndarray, n: np.ndarray) -> np.ndarray:
 class TabularEvaluator(Evaluator):
     """Reward backend of a tabular task: a table lookup per evaluation (see the module docstring).
 
+    Registered as ``reward="tabular"``: ``ma2ml_env.parallel_env(reward="tabular", reward_kwargs={"task":
+    "nb201/cifar10"})`` is :func:`benchmark_env` (the env takes the task's agents from :attr:`modules`).
+
     Args:
-        benchmark: a task name from :data:`BENCHMARKS`.
+        task: a task name from :data:`BENCHMARKS`.
         seed_mean: return the mean over the recorded seeds instead of one seed drawn from the
             evaluation's seed.
         table: a :class:`RecordedTable` to use instead of the task's recorded one (tests, custom tables).
     """
 
     name = "tabular"
-    vectorised = True
 
-    def __init__(self, benchmark: str, seed_mean: bool = False, table: RecordedTable | None = None) -> None:
-        self.spec = spec_of(benchmark)
+    def __init__(self, task: str, seed_mean: bool = False, table: RecordedTable | None = None) -> None:
+        self.spec = spec_of(task)
         if not isinstance(seed_mean, bool):
             raise ValueError(f"seed_mean must be True or False, got {seed_mean!r}")
         if table is not None and not isinstance(table, RecordedTable):
             raise ValueError(
-                f"table must be a ma2ml_env.tabular.RecordedTable or None, got {type(table).__name__}"
+                f"table must be a ma2ml_env.rewards.tabular.RecordedTable or None, got {type(table).__name__}"
             )
-        self.benchmark = benchmark
+        self.benchmark = task
         self.seed_mean = seed_mean
         self._custom_table = table is not None
-        self.table = table if table is not None else load_table(benchmark)
+        self.table = table if table is not None else load_table(task)
+        #: the task's agents: the env's default ``modules`` when built with ``reward="tabular"``
+        self.modules = benchmark_modules(task, self.table)
         self.space: SearchSpace | None = None
 
     def bind(self, space: SearchSpace) -> None:
@@ -394,44 +398,33 @@ class TabularEvaluator(Evaluator):
         A = np.asarray(flat_actions, dtype=np.int64)
         return (A[None] if A.ndim == 1 else A)[:, self._cols] @ self._radix
 
-    def evaluate_actions(
-        self, flat_actions: np.ndarray, seeds: Sequence[int] | None = None
-    ) -> dict[str, np.ndarray]:
-        """Vectorised lookup of flat joint actions ``[K, D]``: arrays ``score, accuracy, flops, params,
-        seconds, over_budget, metric, recorded_seed`` (``-1`` with ``seed_mean``), each ``[K]``."""
-        rows = self._rows(flat_actions)
+    def evaluate(self, actions: np.ndarray, seeds: np.ndarray,
+                 on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
+        """One table lookup for the whole batch (int64 ``[K, D]``, validated): the recorded seed of each row
+        drawn from its evaluation seed (``-1`` with ``seed_mean``); ``info`` holds the raw metric and the
+        recorded seed."""
+        score, seconds, metric, k = self._lookup(actions, seeds)
+        nan = np.full(len(score), np.nan)
+        name = self.table.metric_name
+        info = tuple({name: m, "recorded_seed": s} for m, s in zip(metric.tolist(), k.tolist()))
+        out = BatchResult(score, np.full(len(score), STATUS_CODES["ok"]), score.copy(), nan, nan, seconds, info)
+        if on_result is not None:
+            for i, r in enumerate(out):
+                on_result(i, r)
+        return out
+
+    def _lookup(self, actions: np.ndarray, seeds: Sequence[int] | None) -> tuple[np.ndarray, ...]:
+        """``(score, seconds, metric, recorded_seed)`` arrays of flat joint actions ``[K, D]``."""
+        rows = self._rows(actions)
         t = self.table
         if self.seed_mean:
             k = np.full(len(rows), -1, dtype=np.int64)
-            score, seconds = t.mean_score[rows], t.mean_seconds[rows]
-            metric = np.nanmean(t.metric[rows], axis=1)
-        else:
-            if seeds is None or len(seeds) != len(rows):
-                raise ValueError(
-                    "a tabular evaluation draws one recorded seed per evaluation seed: pass one seed "
-                    "per joint action (or use seed_mean=True)"
-                )
-            k = _recorded_seed(np.asarray(seeds, dtype=np.int64), t.n_seeds[rows])
-            score, seconds, metric = t.score[rows, k], t.seconds[rows, k], t.metric[rows, k]
-        nan = np.full(len(rows), np.nan)
-        return {"score": score, "accuracy": score.copy(), "flops": nan, "params": nan, "seconds": seconds,
-                    "over_budget": np.zeros(len(rows), dtype=bool), "metric": metric, "recorded_seed": k}
-
-    def results_from_arrays(self, out: Mapping[str, np.ndarray]) -> list[EvalResult]:
-        name = self.table.metric_name
-        return [
-            EvalResult(score=float(out["score"][i]), accuracy=float(out["accuracy"][i]),
-                       seconds=float(out["seconds"][i]),
-                       info={name: float(out["metric"][i]), "recorded_seed": int(out["recorded_seed"][i])})
-            for i in range(len(out["score"]))
-        ]
-
-    def evaluate(self, pipelines: Sequence[Pipeline], seeds: Sequence[int]) -> list[EvalResult]:
-        if not pipelines:
-            return []
-        space = self._require_bound()
-        flat = np.stack([space.flatten(space.encode(p)) for p in pipelines])
-        return self.results_from_arrays(self.evaluate_actions(flat, seeds))
+            return t.mean_score[rows], t.mean_seconds[rows], np.nanmean(t.metric[rows], axis=1), k
+        if seeds is None or len(seeds) != len(rows):
+            raise ValueError("a tabular evaluation draws one recorded seed per evaluation seed: pass one seed "
+                             "per joint action (or use seed_mean=True)")
+        k = _recorded_seed(np.asarray(seeds, dtype=np.int64), t.n_seeds[rows])
+        return t.score[rows, k], t.seconds[rows, k], t.metric[rows, k], k
 
     def config(self) -> dict[str, Any]:
         """The task and the protocol (``seed_mean``); a custom table by a digest of its arrays."""
@@ -484,6 +477,6 @@ def benchmark_env(name: str, seed_mean: bool = False, table: RecordedTable | Non
 
 def benchmark_aec_env(name: str, **kwargs: Any):
     """The AEC form of :func:`benchmark_env`."""
-    from pettingzoo.utils import parallel_to_aec
+    from ma2ml_env.aec import AECAutoMLEnv
 
-    return parallel_to_aec(benchmark_env(name, **kwargs))
+    return AECAutoMLEnv(benchmark_env(name, **kwargs))
