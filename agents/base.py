@@ -1,7 +1,11 @@
 """The one interface every search algorithm implements, and the one loop that runs any of them.
 
-A search algorithm proposes a batch of joint actions (``{agent: action}`` dicts), is told the shared
-reward of each, and repeats. The batch is what lets a backend evaluate pipelines in parallel.
+A search algorithm proposes a batch of joint actions, is told the shared reward of each, and repeats. A
+batch is one ``int64 [n, D]`` array in the layout of :class:`ma2ml_env.codec.JointActionCodec` (every
+decision of every agent in agent order, 0-based): the one currency from ``propose`` through the loop, the
+store and ``env.evaluate`` back to ``observe``. The loop validates each proposed batch once
+(:meth:`~ma2ml_env.codec.JointActionCodec.validate_batch`) and keys each row once; per-agent dicts appear
+only when a foreign PettingZoo env is played. The batch is what lets a backend evaluate in parallel.
 
     algo = RandomSearch()
     result = run(algo, ma2ml_env.parallel_env(reward="surrogate"), budget=200, seed=0, batch_size=8)
@@ -30,7 +34,7 @@ import gymnasium
 import numpy as np
 
 from ma2ml_env.codec import JointActionCodec
-from ma2ml_env.rewards.base import EvalResult
+from ma2ml_env.rewards.base import SUCCESS_STATUSES, EvalResult
 
 __all__ = [
     "Recorder",
@@ -45,13 +49,11 @@ __all__ = [
     "evaluate_joint_actions",
     "evaluation_seed",
     "json_default",
+    "json_dumps",
     "run",
     "search_config",
     "torch_threads",
 ]
-
-JointAction = dict[str, np.ndarray]
-
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
@@ -81,14 +83,25 @@ class SearchAlgorithm:
     ``observe(actions, scores)``. ``state_dict()``/``load_state_dict()`` capture everything needed to
     resume a search exactly (including RNG state).
 
+    Joint actions travel as flat rows: a batch is an ``int64 [n, D]`` array in the layout of
+    ``self.codec`` (:class:`~ma2ml_env.codec.JointActionCodec`: every decision of every agent in agent
+    order, each a 0-based index ``0 <= a[:, d] < codec.nvec[d]``). :func:`run` validates what ``propose``
+    returns (once) and hands ``observe`` the same rows, so an algorithm never decodes to per-agent dicts
+    and never validates its input again; ``self.codec.decode(row)`` gives the dict of one row where an
+    algorithm really needs it (a library boundary).
+
     Attributes:
         name: the name the CLI and benchmark use.
+        codec: the joint-action codec of the action spaces (set by :meth:`setup`).
+        agents: the agent names, in order (set by :meth:`setup`).
+        seed: the search's seed (set by :meth:`setup`).
     """
 
     name: str = "algorithm"
 
     def setup(self, action_spaces: Mapping[str, gymnasium.Space], seed: int) -> None:
-        """Prepare for a search over ``action_spaces`` (``Discrete`` or ``MultiDiscrete`` per agent)."""
+        """Prepare for a search over ``action_spaces`` (``Discrete`` or ``MultiDiscrete`` per agent): sets
+        ``action_spaces``, ``agents``, ``seed`` and ``codec``."""
         for agent, space in action_spaces.items():
             if not isinstance(space, (gymnasium.spaces.Discrete, gymnasium.spaces.MultiDiscrete)):
                 raise TypeError(
@@ -98,14 +111,33 @@ class SearchAlgorithm:
         self.action_spaces = dict(action_spaces)
         self.agents = tuple(action_spaces)
         self.seed = seed
+        self.codec = JointActionCodec(action_spaces)
 
-    def propose(self, n: int) -> list[JointAction]:
-        """Return ``n`` joint actions to evaluate next."""
+    def propose(self, n: int) -> np.ndarray:
+        """Return the next ``n`` joint actions to evaluate: ``int64 [n, D]`` in ``self.codec``'s layout."""
         raise NotImplementedError
 
-    def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
-        """Learn from the shared rewards of previously proposed joint actions."""
+    def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
+        """Learn from the shared rewards of proposed joint actions: ``actions`` ``int64 [n, D]`` exactly as
+        proposed (already validated), ``scores`` ``float64 [n]`` (a failed evaluation has the backend's
+        failure score; NaN never comes from :func:`run`, but a direct caller may pass it)."""
         raise NotImplementedError
+
+    def observed(self, actions: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(actions, scores)`` of an ``observe`` call as ``int64 [n, D]`` and ``float64 [n]`` arrays, or
+        ``ValueError`` when their shapes do not fit (a 1-d row, the wrong width, counts that differ).
+        Shapes only: the values were validated by :func:`run` when they were proposed."""
+        a = np.asarray(actions)
+        r = np.asarray(scores, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != self.codec.size:
+            raise ValueError(f"observe() takes a batch of joint actions [n, {self.codec.size}] as proposed, "
+                             f"got shape {a.shape}")
+        if a.dtype.kind not in "iu" and a.size:
+            raise ValueError(f"observe() takes integer joint actions as proposed, got dtype {a.dtype}")
+        if r.shape != (a.shape[0],):
+            raise ValueError(f"observe() got {a.shape[0]} joint actions and scores of shape {r.shape}; pass "
+                             "one score per joint action")
+        return a.astype(np.int64, copy=False), r
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume (picklable)."""
@@ -122,7 +154,9 @@ class Trial:
     Attributes:
         index: position in the search (0-based; evaluation ``index`` of the budget).
         round: the round (``propose`` call) it was proposed in.
-        actions: the joint action, ``{agent: [ints]}``.
+        action: the joint action, a flat row in the codec's layout (a tuple of ints, 0-based;
+            ``np.asarray(trial.action)`` is the int64 row, ``codec.decode(trial.action)`` the per-agent
+            dict, ``env.unwrapped.decode(trial.action)`` the :class:`~ma2ml_env.Pipeline`).
         result: the :class:`~ma2ml_env.EvalResult` the reward backend returned.
         seed: the evaluation seed (:func:`evaluation_seed`).
         key: the joint action's canonical string (:meth:`~ma2ml_env.JointActionCodec.key`).
@@ -130,7 +164,7 @@ class Trial:
 
     index: int
     round: int
-    actions: dict[str, list[int]]
+    action: tuple[int, ...]
     result: EvalResult
     seed: int = 0
     key: str = ""
@@ -153,8 +187,9 @@ class Trial:
         return self.result.info
 
     def to_dict(self) -> dict[str, Any]:
-        """``index, round, seed, actions`` and the result's fields (``score, status, accuracy, ...``)."""
-        return {"index": self.index, "round": self.round, "seed": self.seed, "actions": self.actions,
+        """``index, round, seed, action`` (the flat row as a list) and the result's fields (``score, status,
+        accuracy, ...``)."""
+        return {"index": self.index, "round": self.round, "seed": self.seed, "action": list(self.action),
                 **self.result.to_dict()}
 
     @classmethod
@@ -162,7 +197,7 @@ class Trial:
         fields = ("score", "status", "accuracy", "flops", "params", "seconds", "info")
         res = EvalResult(**{k: (math.nan if d[k] is None else d[k]) if k in ("accuracy", "flops", "params")
                             else d[k] for k in fields if k in d})
-        return cls(int(d["index"]), int(d["round"]), {k: list(v) for k, v in d["actions"].items()}, res,
+        return cls(int(d["index"]), int(d["round"]), tuple(int(v) for v in d["action"]), res,
                    int(d.get("seed", 0)), str(d.get("key", "")))
 
 
@@ -212,23 +247,25 @@ def evaluation_seed(seed: int, index: int) -> int:
 
 
 def evaluate_joint_actions(
-    env: Any, actions: Sequence[JointAction], seeds: Sequence[int],
+    env: Any, actions: np.ndarray, seeds: Sequence[int] | np.ndarray,
     on_result: Callable[[int, EvalResult], None] | None = None,
-) -> list[EvalResult]:
-    """Evaluate joint actions on ``env``, one :class:`~ma2ml_env.EvalResult` each, calling
-    ``on_result(i, result)`` the moment result ``i`` is final.
+) -> Sequence[EvalResult]:
+    """Evaluate a validated batch of joint actions (``int64 [K, D]``) on ``env``, one
+    :class:`~ma2ml_env.EvalResult` each, calling ``on_result(i, result)`` the moment result ``i`` is final.
 
-    Uses the env's batch ``evaluate`` when it has one (our envs: every reward and parallel backend),
-    otherwise plays one episode per joint action on any PettingZoo ParallelEnv and sums the shared reward
-    (a non-finite reward is an ``"error"`` result).
+    Uses the env's batch ``evaluate`` when it has one (our envs: every reward and parallel backend; the
+    rows are not validated again), otherwise plays one episode per joint action on any PettingZoo
+    ParallelEnv (the row decoded to a per-agent dict there, the PettingZoo boundary) and sums the shared
+    reward (a non-finite reward is an ``"error"`` result).
     """
+    rows = np.asarray(actions, dtype=np.int64)
     base = getattr(env, "unwrapped", env)
     if callable(getattr(base, "evaluate", None)):
-        if on_result is None:
-            return list(base.evaluate(list(actions), list(seeds)))
-        return list(base.evaluate(list(actions), list(seeds), on_result=on_result))
+        return base.evaluate(rows, np.asarray(seeds, dtype=np.int64), on_result=on_result, validate=False)
+    codec = JointActionCodec(action_spaces_of(env))
     out = []
-    for i, (a, s) in enumerate(zip(actions, seeds)):
+    for i, (row, s) in enumerate(zip(rows, seeds)):
+        a = codec.decode(row)
         t0 = time.perf_counter()
         env.reset(seed=int(s))
         total, done = 0.0, False
@@ -255,12 +292,12 @@ class StoreMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class Round:
-    """One ``propose`` call: its first trial index, its size and its proposals."""
+    """One ``propose`` call: its first trial index, its size and its proposals (validated, ``int64 [n, D]``)."""
 
     round: int
     start: int
     n: int
-    proposals: list[dict[str, np.ndarray]]
+    proposals: np.ndarray
     observed: bool
 
 
@@ -268,23 +305,26 @@ class Recorder(Protocol):
     """Where :func:`run` keeps a search: trials, rounds and the algorithm's checkpoints.
 
     :class:`MemoryRecorder` (the default) keeps trials only; :class:`agents.store.TrialStore` commits
-    everything to SQLite (``durable = True``: the loop then also saves the algorithm's state)."""
+    everything to SQLite (``durable = True``: the loop then also saves the algorithm's state). :func:`run`
+    calls ``begin`` first and ``end`` when it returns or raises (a store releases there the lock that
+    ``begin`` took)."""
 
     durable: bool
 
     def begin(self, config: Mapping[str, Any], resume: bool, budget: int, dedupe: bool) -> None: ...
+    def end(self) -> None: ...
     def trials(self) -> list[Trial]: ...
     def rounds(self) -> list[Round]: ...
     def checkpoint(self) -> tuple[int, str, bytes | None] | None: ...
     def add_trial(self, trial: Trial) -> None: ...
     def find(self, key: str) -> Trial | None: ...
-    def save_proposals(self, rnd: int, start: int, proposals: Sequence[Mapping[str, Any]],
-                       state: bytes | None) -> None: ...
+    def save_proposals(self, rnd: int, start: int, proposals: np.ndarray, state: bytes | None) -> None: ...
     def save_observed(self, rnd: int, state: bytes | None) -> None: ...
 
 
 class MemoryRecorder:
-    """The in-memory recorder of a plain :func:`run` (nothing to resume; dedupe within the search)."""
+    """The in-memory recorder of a plain :func:`run` (nothing to resume; dedupe within the search: a result
+    with a status in :data:`ma2ml_env.SUCCESS_STATUSES` is served again, a failure is retried)."""
 
     durable = False
 
@@ -294,6 +334,9 @@ class MemoryRecorder:
 
     def begin(self, config: Mapping[str, Any], resume: bool, budget: int, dedupe: bool) -> None:
         self._dedupe = dedupe
+
+    def end(self) -> None:
+        pass
 
     def trials(self) -> list[Trial]:
         return list(self._trials)
@@ -306,22 +349,17 @@ class MemoryRecorder:
 
     def add_trial(self, trial: Trial) -> None:
         self._trials.append(trial)
-        if self._dedupe and trial.status in _REUSABLE:
+        if self._dedupe and trial.status in SUCCESS_STATUSES:
             self._by_key.setdefault(trial.key, trial)
 
     def find(self, key: str) -> Trial | None:
         return self._by_key.get(key)
 
-    def save_proposals(self, rnd: int, start: int, proposals: Sequence[Mapping[str, Any]],
-                       state: bytes | None) -> None:
+    def save_proposals(self, rnd: int, start: int, proposals: np.ndarray, state: bytes | None) -> None:
         pass
 
     def save_observed(self, rnd: int, state: bytes | None) -> None:
         pass
-
-
-#: statuses whose result may be served again by ``dedupe`` (a failure is retried instead)
-_REUSABLE = ("ok", "over_budget")
 
 
 def json_default(obj: Any) -> Any:
@@ -336,9 +374,15 @@ def json_default(obj: Any) -> Any:
     return repr(obj)
 
 
+def json_dumps(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` with :func:`json_default` (NaN and infinities written as JSON's ``NaN``/``Infinity``):
+    how a search writes what it records."""
+    return json.dumps(obj, default=json_default, **kwargs)
+
+
 def _plain(x: Any) -> Any:
     """JSON-normal form (tuples -> lists, numpy -> Python), so stored and new configs compare equal."""
-    return json.loads(json.dumps(x, default=json_default))
+    return json.loads(json_dumps(x))
 
 
 def algorithm_config(algorithm: SearchAlgorithm) -> dict[str, Any] | None:
@@ -421,7 +465,16 @@ def run(
     """
     check_run_arguments(budget, batch_size)
     rec: Recorder = MemoryRecorder() if store is None else store
-    rec.begin(search_config(algorithm, env, seed, batch_size), resume, budget, dedupe)
+    try:
+        rec.begin(search_config(algorithm, env, seed, batch_size), resume, budget, dedupe)
+        return _search(algorithm, env, budget, seed, batch_size, callback, rec, dedupe)
+    finally:
+        rec.end()
+
+
+def _search(algorithm: SearchAlgorithm, env: Any, budget: int, seed: int, batch_size: int,
+            callback: Callable[[list[Trial]], None] | None, rec: Recorder, dedupe: bool) -> SearchResult:
+    """The loop of :func:`run`, between ``rec.begin`` and ``rec.end``."""
     spaces = action_spaces_of(env)
     codec = JointActionCodec(spaces)
     by_index = {t.index: t for t in rec.trials()}
@@ -436,14 +489,11 @@ def run(
     while pending is not None or next_index < budget:
         if pending is None:
             n = min(batch_size, budget - next_index)
-            actions = algorithm.propose(n)
-            if len(actions) != n:
-                raise RuntimeError(f"{type(algorithm).__name__}.propose({n}) returned {len(actions)} actions")
-            pending = Round(next_round, next_index, n, list(actions), False)
+            pending = Round(next_round, next_index, n, _proposed(algorithm, codec, n), False)
             rec.save_proposals(pending.round, pending.start, pending.proposals,
                                _state_bytes(algorithm) if rec.durable else None)
         new = _evaluate_round(rec, env, pending, seed, dedupe, by_index, codec)
-        algorithm.observe(pending.proposals, [t.score for t in new])
+        algorithm.observe(pending.proposals, np.array([t.score for t in new], dtype=np.float64))
         rec.save_observed(pending.round, _state_bytes(algorithm) if rec.durable else None)
         next_round, next_index = pending.round + 1, pending.start + pending.n
         pending = None
@@ -454,8 +504,23 @@ def run(
                           time.perf_counter() - t0)
     base = getattr(env, "unwrapped", env)
     if hasattr(base, "decode") and history:
-        result.best_pipeline = base.decode({k: np.array(v) for k, v in result.best.actions.items()})
+        result.best_pipeline = base.decode(np.asarray(result.best.action, dtype=np.int64))
     return result
+
+
+def _proposed(algorithm: SearchAlgorithm, codec: JointActionCodec, n: int) -> np.ndarray:
+    """``algorithm.propose(n)``, validated (the one validation of a proposed batch): ``int64 [n, D]``."""
+    out = algorithm.propose(n)
+    try:
+        batch = codec.validate_batch(out)
+    except ValueError as exc:
+        raise ValueError(f"{type(algorithm).__name__}.propose({n}) returned an invalid batch: {exc}") from None
+    if batch.shape[0] != n:
+        raise RuntimeError(f"{type(algorithm).__name__}.propose({n}) returned {batch.shape[0]} joint actions")
+    if isinstance(out, np.ndarray) and np.shares_memory(batch, out):
+        batch = batch.copy()  # the algorithm's own array stays writeable
+    batch.flags.writeable = False  # the record and observe get these rows exactly as proposed
+    return batch
 
 
 def check_run_arguments(budget: Any, batch_size: Any) -> None:
@@ -487,15 +552,15 @@ def _restore(algorithm: SearchAlgorithm, spaces: Mapping[str, gymnasium.Space], 
         return next(r for r in rounds if r.round == ck[0]) if ck[1] == "proposed" else None
     pending = None  # no state_dict: replay the stored rounds
     for r in rounds:
-        again = algorithm.propose(r.n)
-        if not (len(again) == len(r.proposals) and
-                all(codec.key(x) == codec.key(y) for x, y in zip(again, r.proposals))):
+        again = np.asarray(algorithm.propose(r.n))
+        if again.shape != r.proposals.shape or not np.array_equal(again, r.proposals):
             warnings.warn(
                 f"{type(algorithm).__name__} proposed other actions when replaying round {r.round}: it is not "
                 "deterministic given its seed, so the resumed search differs from an uninterrupted one; "
                 "implement state_dict() for exact resumption", RuntimeWarning, stacklevel=4)
         if r.observed:
-            algorithm.observe(r.proposals, [by_index[r.start + i].score for i in range(r.n)])
+            algorithm.observe(r.proposals, np.array([by_index[r.start + i].score for i in range(r.n)],
+                                                    dtype=np.float64))
         else:
             pending = r
     return pending
@@ -504,19 +569,21 @@ def _restore(algorithm: SearchAlgorithm, spaces: Mapping[str, gymnasium.Space], 
 def _evaluate_round(rec: Recorder, env: Any, pending: Round, seed: int, dedupe: bool,
                     by_index: dict[int, Trial], codec: JointActionCodec) -> list[Trial]:
     """Evaluate (or reuse, or serve from the record) every trial of one round, recording each as it ends.
-    Each proposal is validated once, here, by the codec (a bad one raises before anything is evaluated)."""
-    rnd, start, actions = pending.round, pending.start, pending.proposals
-    seeds = [evaluation_seed(seed, start + i) for i in range(len(actions))]
-    flats = [codec.encode(a) for a in actions]
-    keys = [codec.key(f) for f in flats]
+    The rows were validated when proposed; each is keyed once, here."""
+    rnd, start, rows = pending.round, pending.start, pending.proposals
+    n = len(rows)
+    seeds = [evaluation_seed(seed, start + i) for i in range(n)]
+    todo = [i for i in range(n) if start + i not in by_index]
+    if not todo:
+        return [by_index[start + i] for i in range(n)]
+    keys = [codec.key(row) for row in rows]
+    tuples = [tuple(row) for row in rows.tolist()]
 
     def commit(i: int, res: EvalResult) -> None:
-        lists = {a: np.atleast_1d(v).tolist() for a, v in codec.decode(flats[i]).items()}
-        t = Trial(start + i, rnd, lists, res, seeds[i], keys[i])
+        t = Trial(start + i, rnd, tuples[i], res, seeds[i], keys[i])
         rec.add_trial(t)
         by_index[t.index] = t
 
-    todo = [i for i in range(len(actions)) if start + i not in by_index]
     first: dict[str, int] = {}
     evaluate = todo
     if dedupe:
@@ -530,12 +597,13 @@ def _evaluate_round(rec: Recorder, env: Any, pending: Round, seed: int, dedupe: 
                 evaluate.append(i)
             # else: a duplicate inside the round, served from its first copy below
     if evaluate:
-        evaluate_joint_actions(env, [actions[i] for i in evaluate], [seeds[i] for i in evaluate],
+        batch = rows if len(evaluate) == n else rows[evaluate]
+        evaluate_joint_actions(env, batch, [seeds[i] for i in evaluate],
                                on_result=lambda j, res: commit(evaluate[j], res))
     for i in todo:  # in-round duplicates (dedupe), now that their first copy is recorded
         if start + i not in by_index:
             commit(i, _cached(by_index[start + first[keys[i]]]))
-    return [by_index[start + i] for i in range(len(actions))]
+    return [by_index[start + i] for i in range(n)]
 
 
 def _cached(t: Trial) -> EvalResult:

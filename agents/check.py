@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import pickle
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium
@@ -31,9 +31,9 @@ class AlgorithmCheckError(AssertionError):
     """Raised by :func:`check_algorithm` with a message that says which rule failed and how to fix it."""
 
 
-def _score(codec: JointActionCodec, action: Mapping[str, Any]) -> float:
-    """A fixed pseudo-random score in [0, 1) per joint action."""
-    return zlib.crc32(codec.key(action).encode()) / 2**32
+def _scores(codec: JointActionCodec, actions: np.ndarray) -> np.ndarray:
+    """A fixed pseudo-random score in [0, 1) per joint action (row)."""
+    return np.array([zlib.crc32(codec.key(row).encode()) / 2**32 for row in actions], dtype=np.float64)
 
 
 def check_algorithm(algorithm: SearchAlgorithm | Callable[[], SearchAlgorithm], *,
@@ -42,14 +42,16 @@ def check_algorithm(algorithm: SearchAlgorithm | Callable[[], SearchAlgorithm], 
     """Check that a search algorithm follows the :class:`~agents.base.SearchAlgorithm` contract.
 
     Rules checked, on ``spaces`` (default :data:`SPACES`) for ``rounds`` rounds of ``batch_size`` (plus
-    a round of 1): ``setup`` succeeds; ``propose(n)`` returns a list of ``n`` joint actions, each valid
-    for the spaces (:meth:`ma2ml_env.codec.JointActionCodec.validate`); ``observe`` accepts them with
-    their scores; a fresh object with the same seed proposes the same actions (the same search);
-    ``state_dict()`` (when implemented), taken after an ``observe`` and right after a ``propose``,
-    pickles, and a fresh object set up and loaded from it proposes what the uninterrupted one proposes
-    next; ``observe`` given malformed input (an out-of-range or incomplete joint action, more actions
-    than scores) rejects it with ``ValueError`` or ``TypeError``, or ignores it, and proposes valid
-    actions afterwards.
+    a round of 1): ``setup`` succeeds; ``propose(n)`` returns an ``np.ndarray`` of dtype int64 and shape
+    ``[n, D]`` in the layout of :class:`~ma2ml_env.codec.JointActionCodec`, every value in range
+    (:meth:`~ma2ml_env.codec.JointActionCodec.validate_batch`); ``observe`` accepts those rows (read-only,
+    as :func:`~agents.base.run` passes them) with float64 scores; a fresh object with the same seed
+    proposes the same actions (the same search); ``state_dict()`` (when implemented), taken after an
+    ``observe`` and right after a ``propose``, pickles, and a fresh object set up and loaded from it
+    proposes what the uninterrupted one proposes next; ``observe`` given input of the wrong shape (a 1-d
+    row, rows of the wrong width, more rows than scores) rejects it with ``ValueError`` or ``TypeError``
+    (:meth:`~agents.base.SearchAlgorithm.observed` does), or ignores it, and proposes valid actions
+    afterwards.
 
     Args:
         algorithm: a :class:`SearchAlgorithm` class or a zero-argument factory of fresh instances; or an
@@ -82,6 +84,7 @@ class _Checker:
         self.codec = JointActionCodec(spaces)
         self.label = type(make()).__name__
         self.history: list[list[str]] = []
+        self.width = self.codec.size
 
     def fail(self, msg: str) -> None:
         raise AlgorithmCheckError(f"search algorithm {self.label}: {msg}")
@@ -99,24 +102,28 @@ class _Checker:
         self.call(f"setup() {where}", lambda: algo.setup(self.spaces, self.seed))
         return algo
 
-    def keys(self, actions: Sequence[Mapping[str, Any]]) -> list[str]:
-        return [self.codec.key(a) for a in actions]
+    def keys(self, actions: np.ndarray) -> list[str]:
+        return [self.codec.key(row) for row in actions]
 
-    def propose(self, algo: SearchAlgorithm, n: int, where: str) -> list[dict[str, Any]]:
+    def propose(self, algo: SearchAlgorithm, n: int, where: str) -> np.ndarray:
         out = self.call(f"propose({n}) {where}", lambda: algo.propose(n))
-        if not isinstance(out, Sequence) or isinstance(out, (str, bytes)):
-            self.fail(f"propose({n}) {where} must return a list of joint actions, got {type(out).__name__}")
-        if len(out) != n:
-            self.fail(f"propose({n}) {where} returned {len(out)} joint actions, expected {n}")
-        for i, a in enumerate(out):
-            try:
-                self.codec.validate(a)
-            except ValueError as exc:
-                self.fail(f"propose({n}) {where}: joint action {i} is not valid for the action spaces: {exc}")
-        return list(out)
+        want = f"an int64 array [{n}, {self.width}] (one row per joint action, codec layout)"
+        if not isinstance(out, np.ndarray):
+            self.fail(f"propose({n}) {where} must return {want}, got {type(out).__name__}")
+        if out.dtype != np.int64:
+            self.fail(f"propose({n}) {where} must return {want}, got dtype {out.dtype}")
+        if out.shape != (n, self.width):
+            self.fail(f"propose({n}) {where} returned shape {out.shape}, expected {want}")
+        try:
+            self.codec.validate_batch(out)
+        except ValueError as exc:
+            self.fail(f"propose({n}) {where} returned a joint action out of range: {exc}")
+        rows = out.copy()
+        rows.flags.writeable = False  # what run() hands observe
+        return rows
 
-    def observe(self, algo: SearchAlgorithm, actions: list[dict[str, Any]], where: str) -> None:
-        scores = [_score(self.codec, a) for a in actions]
+    def observe(self, algo: SearchAlgorithm, actions: np.ndarray, where: str) -> None:
+        scores = _scores(self.codec, actions)
         self.call(f"observe() of {len(actions)} proposals {where}", lambda: algo.observe(actions, scores))
 
     # -- the rules -------------------------------------------------------------------------------------------
@@ -184,17 +191,14 @@ class _Checker:
             self.observe(resumed, acts, f"in round {r} after load_state_dict()")
 
     def malformed_observe(self) -> None:
-        """``observe`` rejects malformed input with ValueError/TypeError or ignores it, and the object still
-        proposes valid joint actions."""
-        codec = self.codec
-        valid = codec.decode(np.zeros(codec.size, dtype=np.int64))
-        last = codec.agents[-1]
-        out_of_range = {**valid, last: np.asarray(valid[last]) + codec.nvec[codec.slice_of[last]]}
-        incomplete = {a: v for a, v in valid.items() if a != codec.agents[0]}
+        """``observe`` rejects input of the wrong shape with ValueError/TypeError or ignores it, and the object
+        still proposes valid joint actions."""
+        valid = np.zeros((1, self.width), dtype=np.int64)
         cases = [
-            ("a joint action with an out-of-range value", [out_of_range], [0.5]),
-            (f"a joint action without agent {codec.agents[0]!r}", [incomplete], [0.5]),
-            ("two joint actions and one score", [valid, valid], [0.5]),
+            ("a 1-d row instead of a batch [n, D]", valid[0], np.array([0.5])),
+            (f"rows of width {self.width + 1} instead of {self.width}",
+             np.zeros((1, self.width + 1), dtype=np.int64), np.array([0.5])),
+            ("two joint actions and one score", np.zeros((2, self.width), dtype=np.int64), np.array([0.5])),
         ]
         n = self.sizes[0]
         for what, actions, scores in cases:
@@ -206,8 +210,8 @@ class _Checker:
                 pass  # rejected
             except Exception as exc:  # noqa: BLE001 - any failure of the user's code is reported
                 self.fail(f"observe() given {what} raised {type(exc).__name__}: {exc}; reject malformed "
-                          "input with a ValueError that says what is wrong (JointActionCodec.encode does) or "
-                          "ignore it")
+                          "input with a ValueError that says what is wrong (SearchAlgorithm.observed does) "
+                          "or ignore it")
             self.propose(algo, n, f"after observe() was given {what}")
 
 

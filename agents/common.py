@@ -15,8 +15,14 @@ A new algorithm with hyper-parameters needs only this module and :mod:`agents.ba
         config_class = MyConfig                        # MySearch(step=0.2) or MySearch(MyConfig(step=0.2))
 
         def setup(self, action_spaces, seed):
-            super().setup(action_spaces, seed)         # self.codec, self.rng (and SearchAlgorithm's set-up)
+            super().setup(action_spaces, seed)         # self.codec, self.agents, self.seed, self.rng
             ...
+
+        def propose(self, n):                          # int64 [n, D] in self.codec's layout
+            return self.codec.sample(self.rng, n)
+
+        def observe(self, actions, scores):            # the rows as proposed, float64 scores
+            actions, scores = self.observed(actions, scores)
 
 (:class:`ConfiguredSearch` and :func:`make_config` would sit naturally in :mod:`agents.base`; they live
 here while that module is being reworked.)
@@ -38,7 +44,6 @@ import gymnasium
 import numpy as np
 
 from agents.base import SearchAlgorithm
-from ma2ml_env.codec import JointActionCodec
 
 __all__ = [
     "AlgorithmConfig",
@@ -200,8 +205,8 @@ class ConfiguredSearch(SearchAlgorithm):
 
     ``Algo(config)`` or ``Algo(field=value, ...)`` builds ``self.config`` from :attr:`config_class`
     (:func:`make_config`; the default is :meth:`default_config`). :meth:`setup` adds, to
-    :meth:`SearchAlgorithm.setup`'s, ``self.codec`` (the :class:`~ma2ml_env.codec.JointActionCodec` of the
-    action spaces) and ``self.rng`` (``np.random.default_rng(seed)``).
+    :meth:`SearchAlgorithm.setup`'s (``self.codec``, ``self.agents``, ``self.seed``), ``self.rng``
+    (``np.random.default_rng(seed)``).
 
     Attributes:
         config_class: the config dataclass (``None``: the algorithm takes no configuration).
@@ -225,7 +230,6 @@ class ConfiguredSearch(SearchAlgorithm):
 
     def setup(self, action_spaces: Mapping[str, gymnasium.Space], seed: int) -> None:
         super().setup(action_spaces, seed)
-        self.codec = JointActionCodec(action_spaces)
         self.rng = np.random.default_rng(seed)
 
 

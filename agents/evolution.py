@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium
 import numpy as np
 
-from agents.base import JointAction
 from agents.common import AlgorithmConfig, ConfiguredSearch, load_rng, positive_int, rng_state
 
 __all__ = ["EvolutionConfig", "RegularizedEvolution"]
@@ -62,10 +61,10 @@ class RegularizedEvolution(ConfiguredSearch):
         self.proposed = 0
         self._mutable = np.flatnonzero(self.codec.nvec > 1)
 
-    def propose(self, n: int) -> list[JointAction]:
+    def propose(self, n: int) -> np.ndarray:
         codec, cfg, rng = self.codec, self.config, self.rng
-        out = []
-        for _ in range(n):
+        out = np.empty((n, codec.size), dtype=np.int64)
+        for i in range(n):
             if self.proposed < cfg.population_size or len(self.population) < cfg.tournament_size:
                 x = codec.sample(rng, 1)[0]
             else:
@@ -76,12 +75,13 @@ class RegularizedEvolution(ConfiguredSearch):
                     shift = 1 + int(rng.integers(codec.nvec[d] - 1))  # a different value, uniformly
                     x[d] = (x[d] + shift) % codec.nvec[d]
             self.proposed += 1
-            out.append(codec.decode(x))
+            out[i] = x
         return out
 
-    def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
-        for a, sc in zip(actions, scores):
-            self.population.append((self.codec.encode(a), float(sc) if math.isfinite(sc) else -math.inf))
+    def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
+        actions, scores = self.observed(actions, scores)
+        for a, sc in zip(actions, scores.tolist()):
+            self.population.append((a.copy(), sc if math.isfinite(sc) else -math.inf))
 
     def state_dict(self) -> dict[str, Any]:
         return {"population": [(x.tolist(), s) for x, s in self.population], "proposed": self.proposed,

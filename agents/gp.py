@@ -20,7 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agents.base import JointAction, torch_threads
+import numpy as np
+
+from agents.base import torch_threads
 from agents.common import AlgorithmConfig, positive_int
 from agents.optuna_ask_tell import OptunaAskTell
 
@@ -67,7 +69,7 @@ class GPBO(OptunaAskTell):
     name = "gp"
     config_class = GPConfig
 
-    def propose(self, n: int) -> list[JointAction]:
+    def propose(self, n: int) -> np.ndarray:
         with torch_threads(self.config.torch_threads):
             return super().propose(n)
 

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import gymnasium
 import numpy as np
 
-from agents.base import JointAction
 from agents.common import AlgorithmConfig, ConfiguredSearch, choice, in_range, load_rng, rng_state, softmax
 
 __all__ = ["IndependentConfig", "IndependentLearners"]
@@ -101,19 +100,18 @@ class IndependentLearners(ConfiguredSearch):
         p = softmax(x)
         return (1 - cfg.exploration) * p + cfg.exploration / x.size
 
-    def propose(self, n: int) -> list[JointAction]:
+    def propose(self, n: int) -> np.ndarray:
         lay = self.codec
         idx = np.empty((n, lay.size), dtype=np.int64)
         for d in range(lay.size):
             idx[:, d] = self.rng.choice(int(lay.nvec[d]), size=n, p=self._probs(d))
-        return lay.decode_batch(idx)
+        return idx
 
-    def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
-        if not actions:
+    def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
+        idx, r = self.observed(actions, scores)
+        if not len(idx):
             return
         cfg, lay = self.config, self.codec
-        idx = lay.encode_batch(actions)
-        r = np.asarray(scores, dtype=float)
         if cfg.learner == "q":
             for d in range(lay.size):
                 for k, ri in zip(idx[:, d], r):

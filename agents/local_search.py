@@ -23,7 +23,6 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from agents.base import JointAction
 from agents.common import AlgorithmConfig, ConfiguredSearch, load_rng, positive_int, rng_state
 
 __all__ = ["LocalSearch", "LocalSearchConfig"]
@@ -159,20 +158,20 @@ class LocalSearch(ConfiguredSearch):
         x = self.restart.next_unseen(self._seen)
         return x if x is not None else self._fresh()
 
-    def propose(self, n: int) -> list[JointAction]:
-        out = []
-        for _ in range(n):
+    def propose(self, n: int) -> np.ndarray:
+        out = np.empty((n, self.codec.size), dtype=np.int64)
+        for i in range(n):
             x = self._next()
             self.pending.add(x)
-            out.append(self.codec.decode(np.array(x, dtype=np.int64)))
+            out[i] = x
         return out
 
     # -- observe ------------------------------------------------------------------------------------------
-    def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
-        for a, sc in zip(actions, scores):
-            x = tuple(self.codec.encode(a).tolist())
+    def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
+        actions, scores = self.observed(actions, scores)
+        for x, sc in zip(map(tuple, actions.tolist()), scores.tolist()):
             self.pending.discard(x)
-            self.evaluated.setdefault(x, float(sc) if math.isfinite(sc) else -math.inf)
+            self.evaluated.setdefault(x, sc if math.isfinite(sc) else -math.inf)
         self._update()
 
     def _move_to(self, centre: Config) -> None:

@@ -7,13 +7,12 @@ from __future__ import annotations
 import math
 import pickle
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium
 import numpy as np
 
-from agents.base import JointAction
 from agents.common import ConfiguredSearch, require
 
 __all__ = ["OptunaAskTell"]
@@ -24,7 +23,8 @@ class OptunaAskTell(ConfiguredSearch):
     the sampler in :meth:`_sampler`).
 
     Every decision ``j`` of agent ``i`` is one categorical parameter named ``"{agent}.{j}"`` (choices
-    ``0..n_ij-1``: choice tables are not all ordered, so categorical is the safe reading). ``propose(n)``
+    ``0..n_ij-1``: choice tables are not all ordered, so categorical is the safe reading): a flat row is
+    Optuna's params in that order, converted here, at Optuna's boundary, and nowhere else. ``propose(n)``
     asks ``n`` trials (they stay RUNNING, so a sampler that looks at running trials spreads the batch);
     ``observe`` tells them in the same order. A joint action that was not proposed (e.g. a warm start) is
     added as a finished trial instead.
@@ -47,20 +47,20 @@ class OptunaAskTell(ConfiguredSearch):
         }
         self._pending: deque[tuple[int, tuple[int, ...]]] = deque()  # (trial number, decision indices)
 
-    def propose(self, n: int) -> list[JointAction]:
-        out = []
-        for _ in range(n):
+    def propose(self, n: int) -> np.ndarray:
+        out = np.empty((n, self.codec.size), dtype=np.int64)
+        for i in range(n):
             trial = self.study.ask(self._distributions)
-            idx = np.array([trial.params[p] for p in self.param_names], dtype=np.int64)
-            self._pending.append((trial.number, tuple(idx.tolist())))
-            out.append(self.codec.decode(idx))
+            idx = tuple(int(trial.params[p]) for p in self.param_names)
+            self._pending.append((trial.number, idx))
+            out[i] = idx
         return out
 
-    def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
+    def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
         import optuna
 
-        for action, score in zip(actions, scores):
-            idx = tuple(self.codec.encode(action).tolist())
+        actions, scores = self.observed(actions, scores)
+        for idx, score in zip(map(tuple, actions.tolist()), scores.tolist()):
             match = next((k for k, (_, key) in enumerate(self._pending) if key == idx), None)
             value = float(score) if math.isfinite(score) else None
             if match is not None:

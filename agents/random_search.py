@@ -3,10 +3,11 @@ evaluations (DESIGN.md section 6)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from agents.base import JointAction
+import numpy as np
+
 from agents.common import ConfiguredSearch, load_rng, rng_state
 
 __all__ = ["RandomSearch"]
@@ -17,11 +18,11 @@ class RandomSearch(ConfiguredSearch):
 
     name = "random"
 
-    def propose(self, n: int) -> list[JointAction]:
-        return self.codec.decode_batch(self.codec.sample(self.rng, n))
+    def propose(self, n: int) -> np.ndarray:
+        return self.codec.sample(self.rng, n)
 
-    def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
-        pass
+    def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
+        self.observed(actions, scores)  # nothing to learn; a malformed call is still refused
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": rng_state(self.rng)}

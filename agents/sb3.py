@@ -8,14 +8,14 @@ import contextlib
 import copy
 import math
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import gymnasium
 import numpy as np
 
-from agents.base import JointAction, torch_threads
+from agents.base import torch_threads
 from agents.common import (
     AlgorithmConfig,
     ConfiguredSearch,
@@ -194,7 +194,7 @@ class SB3Agent(ConfiguredSearch):
             finally:
                 np.random.set_state(np_state)
 
-    def propose(self, n: int) -> list[JointAction]:
+    def propose(self, n: int) -> np.ndarray:
         import torch
 
         policy = self.model.policy
@@ -209,15 +209,15 @@ class SB3Agent(ConfiguredSearch):
             log_probs = dist.log_prob(actions)
             values = policy.predict_values(obs).flatten()
         idx = actions.numpy().astype(np.int64)
-        for x, v, lp in zip(idx, values.tolist(), log_probs.tolist()):
-            self._proposed.append((tuple(x.tolist()), v, lp))
-        return self.codec.decode_batch(idx)
+        for x, v, lp in zip(idx.tolist(), values.tolist(), log_probs.tolist()):
+            self._proposed.append((tuple(x), v, lp))
+        return idx
 
-    def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
+    def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
         import torch
 
-        for action, score in zip(actions, scores):
-            idx = self.codec.encode(action)
+        actions, scores = self.observed(actions, scores)
+        for idx, score in zip(actions, scores.tolist()):
             key = tuple(idx.tolist())
             k = next((k for k, p in enumerate(self._proposed) if p[0] == key), None)
             if k is not None:
@@ -228,7 +228,7 @@ class SB3Agent(ConfiguredSearch):
                     a = torch.as_tensor(idx[None])
                     v, lp, _ = self.model.policy.evaluate_actions(self._obs, a)
                 value, log_prob = float(v.flatten()[0]), float(lp.flatten()[0])
-            self._ready.append((idx, float(score), value, log_prob))
+            self._ready.append((idx.copy(), score, value, log_prob))
         while len(self._ready) >= self.config.n_steps:
             batch, self._ready = self._ready[: self.config.n_steps], self._ready[self.config.n_steps:]
             self._train(batch)

@@ -4,14 +4,13 @@ to the best pipeline so far, cycling through the modules."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import gymnasium
 import numpy as np
 
-from agents.base import JointAction
 from agents.common import (
     AlgorithmConfig,
     ConfiguredSearch,
@@ -92,12 +91,12 @@ class ModuleByModule(ConfiguredSearch):
         """The agent optimised by the next proposal."""
         return self.order[(self.proposed // self.config.evals_per_stage) % len(self.order)]
 
-    def propose(self, n: int) -> list[JointAction]:
+    def propose(self, n: int) -> np.ndarray:
         lay, cfg = self.codec, self.config
-        out = []
-        for _ in range(n):
+        out = np.empty((n, lay.size), dtype=np.int64)
+        for i in range(n):
             if self.incumbent is None:  # nothing observed yet: a random joint action seeds the incumbent
-                out.append(lay.decode(lay.sample(self.rng, 1)[0]))
+                out[i] = lay.sample(self.rng, 1)[0]
                 continue
             x = self.incumbent.copy()
             s = lay.slice_of[self.stage_agent]
@@ -109,14 +108,15 @@ class ModuleByModule(ConfiguredSearch):
                 pos = self.rng.choice(nv.size, size=k, replace=False)
                 x[s.start + pos] = (self.rng.random(k) * nv[pos]).astype(np.int64)
             self.proposed += 1
-            out.append(lay.decode(x))
+            out[i] = x
         return out
 
-    def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
-        for a, sc in zip(actions, scores):
+    def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
+        actions, scores = self.observed(actions, scores)
+        for a, sc in zip(actions, scores.tolist()):
             if math.isfinite(sc) and sc > self.best_score:
-                self.best_score = float(sc)
-                self.incumbent = self.codec.encode(a)
+                self.best_score = sc
+                self.incumbent = a.copy()
 
     def state_dict(self) -> dict[str, Any]:
         return {"incumbent": None if self.incumbent is None else self.incumbent.copy(),

@@ -16,8 +16,11 @@ those of an uninterrupted :func:`agents.base.run` with the same arguments. The l
 Tables: ``meta`` (the search's whole configuration, :func:`agents.base.search_config`: algorithm and its
 config, seed, batch size, action spaces, modules, reward backend and its settings; a resume under any other
 configuration is refused, naming the difference), ``trials`` (one row per completed evaluation, with the
-evaluator's result unchanged), ``rounds`` (each round's proposals) and ``checkpoint`` (the latest algorithm
-state). Only one process may run a search (``flock`` on ``PATH.lock``); readers may open it any time.
+evaluator's result unchanged and its joint action as a flat row: a JSON list of 0-based choice indices
+in the codec's layout), ``rounds`` (each round's proposals: a JSON list of such rows) and ``checkpoint``
+(the latest algorithm state). Only one process may run a search (``flock`` on ``PATH.lock``, taken when
+the search starts and released when :func:`agents.base.run` returns or raises); readers may open it any
+time.
 Algorithms without ``state_dict`` are resumed by replaying their rounds (``setup``, then ``propose`` and
 ``observe`` of each stored round), which is exact when they are deterministic given their seed.
 """
@@ -27,12 +30,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pickle
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from agents.base import (
     Round,
@@ -42,24 +46,27 @@ from agents.base import (
     Trial,
     check_run_arguments,
     config_differences,
-    json_default,
+    json_dumps,
     run,
 )
+from ma2ml_env.rewards.base import SUCCESS_STATUSES
 
 __all__ = ["StoreError", "StoreMismatchError", "TrialStore", "run_durable"]
 
-SCHEMA_VERSION = 2
+#: 3: joint actions stored as flat rows (``trials.action``: a JSON list; ``rounds.proposals``: a JSON
+#: list of rows); 2 stored per-agent dicts and pickled proposals.
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
     idx INTEGER PRIMARY KEY, round INTEGER NOT NULL, seed INTEGER NOT NULL, action_key TEXT NOT NULL,
-    actions TEXT NOT NULL, score REAL NOT NULL, status TEXT NOT NULL, result TEXT NOT NULL,
+    action TEXT NOT NULL, score REAL NOT NULL, status TEXT NOT NULL, result TEXT NOT NULL,
     finished_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS trials_by_action ON trials (action_key);
 CREATE TABLE IF NOT EXISTS rounds (
-    round INTEGER PRIMARY KEY, start INTEGER NOT NULL, n INTEGER NOT NULL, proposals BLOB NOT NULL,
+    round INTEGER PRIMARY KEY, start INTEGER NOT NULL, n INTEGER NOT NULL, proposals TEXT NOT NULL,
     proposed_at REAL NOT NULL, observed_at REAL
 );
 CREATE TABLE IF NOT EXISTS checkpoint (
@@ -72,10 +79,6 @@ _TABLES = ("meta", "trials", "rounds", "checkpoint")
 
 class StoreError(ValueError):
     """A file that is not a readable search store (corrupted, another program's file, a newer schema)."""
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, default=json_default, allow_nan=True)
 
 
 class TrialStore:
@@ -101,6 +104,7 @@ class TrialStore:
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._began_lock = False  # begin() took the lock, so end() releases it
         exists = self.path.exists()
         if not exists and not create:
             raise FileNotFoundError(f"there is no search store at {self.path}")
@@ -141,8 +145,10 @@ class TrialStore:
             raise StoreError(f"{self.path} is an SQLite database but not a ma2ml search store (tables "
                              f"{sorted(names)}); it is left untouched: choose another store path")
         if json.loads(row[0]) != SCHEMA_VERSION:
-            raise StoreError(f"{self.path} is a search store of schema {json.loads(row[0])}; this version of ma2ml "
-                             f"reads schema {SCHEMA_VERSION} (start the search again in another store)")
+            raise StoreError(f"{self.path} is a search store of schema {json.loads(row[0])}, which this version "
+                             f"of ma2ml cannot read (it reads schema {SCHEMA_VERSION}); it is left untouched: "
+                             "finish or report it with the ma2ml version that wrote it, or start the search "
+                             "again in another store")
         return True
 
     # -- life cycle ------------------------------------------------------------------------------------------
@@ -199,7 +205,7 @@ class TrialStore:
         with self._txn() as db:
             for t in _TABLES:
                 db.execute(f"DELETE FROM {t}")
-            db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (_json(SCHEMA_VERSION),))
+            db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (json_dumps(SCHEMA_VERSION),))
 
     # -- meta ------------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -208,7 +214,7 @@ class TrialStore:
     def set_meta(self, **items: Any) -> None:
         with self._txn() as db:
             db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                           [(k, _json(v)) for k, v in items.items()])
+                           [(k, json_dumps(v)) for k, v in items.items()])
 
     def config(self) -> dict[str, Any] | None:
         """The stored search configuration (:func:`agents.base.search_config`), ``None`` if none yet."""
@@ -227,7 +233,9 @@ class TrialStore:
                 + ". Resume with the options it was started with, or use another store for a new search")
 
     def begin(self, config: Mapping[str, Any], resume: bool, budget: int, dedupe: bool) -> None:
-        """Start or resume recording the search ``config`` (takes the lock)."""
+        """Start or resume recording the search ``config`` (takes the lock, unless this object holds it
+        already; :meth:`end` releases what ``begin`` took)."""
+        self._began_lock = self._lock_fd is None
         self.lock()
         if self.config() is not None:
             if not resume and (len(self) or self.checkpoint() is not None):
@@ -239,20 +247,27 @@ class TrialStore:
             self.set_meta(config=dict(config), created=time.time())
         self.set_meta(budget=budget, dedupe=dedupe)
 
+    def end(self) -> None:
+        """The end of a :func:`~agents.base.run` (returned or raised): release the lock :meth:`begin` took,
+        so the store can be opened for another search at once, in this process or another."""
+        if self._began_lock:
+            self._began_lock = False
+            self.unlock()
+
     # -- trials ----------------------------------------------------------------------------------------------
     def add_trial(self, trial: Trial) -> None:
         """Commit one completed evaluation."""
         with self._txn() as db:
             db.execute(
                 "INSERT OR REPLACE INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (trial.index, trial.round, int(trial.seed), trial.key, _json(trial.actions),
-                 float(trial.score), trial.status, _json(trial.result.to_dict()), time.time()),
+                (trial.index, trial.round, int(trial.seed), trial.key, json_dumps(trial.action),
+                 float(trial.score), trial.status, json_dumps(trial.result.to_dict()), time.time()),
             )
 
     def _rows(self, where: str = "", args: Sequence[Any] = ()) -> list[Trial]:
         rows = self._db.execute(
-            f"SELECT idx, round, seed, action_key, actions, result FROM trials {where}", tuple(args)).fetchall()
-        return [Trial.from_dict({"index": i, "round": r, "seed": s, "key": k, "actions": json.loads(a),
+            f"SELECT idx, round, seed, action_key, action, result FROM trials {where}", tuple(args)).fetchall()
+        return [Trial.from_dict({"index": i, "round": r, "seed": s, "key": k, "action": json.loads(a),
                                  **json.loads(res)}) for i, r, s, k, a, res in rows]
 
     def trials(self) -> list[Trial]:
@@ -262,7 +277,7 @@ class TrialStore:
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
 
-    def find(self, key: str, statuses: Sequence[str] = ("ok", "over_budget")) -> Trial | None:
+    def find(self, key: str, statuses: Sequence[str] = SUCCESS_STATUSES) -> Trial | None:
         """The first stored trial of a joint action (by its codec key, ``Trial.key``) with one of ``statuses``."""
         marks = ",".join("?" * len(statuses))
         rows = self._rows(f"WHERE action_key = ? AND status IN ({marks}) ORDER BY idx LIMIT 1", (key, *statuses))
@@ -272,13 +287,14 @@ class TrialStore:
     def rounds(self) -> list[Round]:
         rows = self._db.execute(
             "SELECT round, start, n, proposals, observed_at FROM rounds ORDER BY round").fetchall()
-        return [Round(r, s, n, pickle.loads(p), o is not None) for r, s, n, p, o in rows]
+        return [Round(r, s, n, _rows_of(p, n), o is not None) for r, s, n, p, o in rows]
 
-    def save_proposals(self, rnd: int, start: int, proposals: Sequence[Mapping[str, Any]], state: bytes | None) -> None:
-        """Commit a round's proposals together with the algorithm's state right after ``propose``."""
+    def save_proposals(self, rnd: int, start: int, proposals: np.ndarray, state: bytes | None) -> None:
+        """Commit a round's proposals (validated, ``int64 [n, D]``) together with the algorithm's state right
+        after ``propose``."""
         with self._txn() as db:
             db.execute("INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, NULL)",
-                       (rnd, start, len(proposals), pickle.dumps(list(proposals), protocol=4), time.time()))
+                       (rnd, start, len(proposals), json.dumps(np.asarray(proposals).tolist()), time.time()))
             db.execute("INSERT OR REPLACE INTO checkpoint VALUES (1, ?, 'proposed', ?, ?)", (rnd, state, time.time()))
 
     def save_observed(self, rnd: int, state: bytes | None) -> None:
@@ -297,6 +313,13 @@ class TrialStore:
         hold: its trials are reported when the round completes)."""
         done = {r.round for r in self.rounds() if r.observed}
         return [t for t in self.trials() if t.round in done]
+
+
+def _rows_of(text: str, n: int) -> np.ndarray:
+    """A round's stored proposals as the read-only ``int64 [n, D]`` batch :func:`agents.base.run` proposed."""
+    rows = np.array(json.loads(text), dtype=np.int64).reshape(n, -1)
+    rows.flags.writeable = False
+    return rows
 
 
 def run_durable(
