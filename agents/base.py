@@ -123,7 +123,7 @@ class SearchAlgorithm:
         failure score; NaN never comes from :func:`run`, but a direct caller may pass it)."""
         raise NotImplementedError
 
-    def observed(self, actions: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    def observed_batch(self, actions: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(actions, scores)`` of an ``observe`` call as ``int64 [n, D]`` and ``float64 [n]`` arrays, or
         ``ValueError`` when their shapes do not fit (a 1-d row, the wrong width, counts that differ).
         Shapes only: the values were validated by :func:`run` when they were proposed."""

@@ -50,7 +50,7 @@ def check_algorithm(algorithm: SearchAlgorithm | Callable[[], SearchAlgorithm], 
     ``observe`` and right after a ``propose``, pickles, and a fresh object set up and loaded from it
     proposes what the uninterrupted one proposes next; ``observe`` given input of the wrong shape (a 1-d
     row, rows of the wrong width, more rows than scores) rejects it with ``ValueError`` or ``TypeError``
-    (:meth:`~agents.base.SearchAlgorithm.observed` does), or ignores it, and proposes valid actions
+    (:meth:`~agents.base.SearchAlgorithm.observed_batch` does), or ignores it, and proposes valid actions
     afterwards.
 
     Args:
@@ -210,7 +210,7 @@ class _Checker:
                 pass  # rejected
             except Exception as exc:  # noqa: BLE001 - any failure of the user's code is reported
                 self.fail(f"observe() given {what} raised {type(exc).__name__}: {exc}; reject malformed "
-                          "input with a ValueError that says what is wrong (SearchAlgorithm.observed does) "
+                          "input with a ValueError that says what is wrong (SearchAlgorithm.observed_batch does) "
                           "or ignore it")
             self.propose(algo, n, f"after observe() was given {what}")
 

@@ -22,7 +22,7 @@ A new algorithm with hyper-parameters needs only this module and :mod:`agents.ba
             return self.codec.sample(self.rng, n)
 
         def observe(self, actions, scores):            # the rows as proposed, float64 scores
-            actions, scores = self.observed(actions, scores)
+            actions, scores = self.observed_batch(actions, scores)
 
 (:class:`ConfiguredSearch` and :func:`make_config` would sit naturally in :mod:`agents.base`; they live
 here while that module is being reworked.)

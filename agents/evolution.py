@@ -79,7 +79,7 @@ class RegularizedEvolution(ConfiguredSearch):
         return out
 
     def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
-        actions, scores = self.observed(actions, scores)
+        actions, scores = self.observed_batch(actions, scores)
         for a, sc in zip(actions, scores.tolist()):
             self.population.append((a.copy(), sc if math.isfinite(sc) else -math.inf))
 

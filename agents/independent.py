@@ -108,7 +108,7 @@ class IndependentLearners(ConfiguredSearch):
         return idx
 
     def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
-        idx, r = self.observed(actions, scores)
+        idx, r = self.observed_batch(actions, scores)
         if not len(idx):
             return
         cfg, lay = self.config, self.codec

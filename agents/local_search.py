@@ -168,7 +168,7 @@ class LocalSearch(ConfiguredSearch):
 
     # -- observe ------------------------------------------------------------------------------------------
     def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
-        actions, scores = self.observed(actions, scores)
+        actions, scores = self.observed_batch(actions, scores)
         for x, sc in zip(map(tuple, actions.tolist()), scores.tolist()):
             self.pending.discard(x)
             self.evaluated.setdefault(x, sc if math.isfinite(sc) else -math.inf)

@@ -59,7 +59,7 @@ class OptunaAskTell(ConfiguredSearch):
     def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
         import optuna
 
-        actions, scores = self.observed(actions, scores)
+        actions, scores = self.observed_batch(actions, scores)
         for idx, score in zip(map(tuple, actions.tolist()), scores.tolist()):
             match = next((k for k, (_, key) in enumerate(self._pending) if key == idx), None)
             value = float(score) if math.isfinite(score) else None

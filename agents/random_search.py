@@ -22,7 +22,7 @@ class RandomSearch(ConfiguredSearch):
         return self.codec.sample(self.rng, n)
 
     def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
-        self.observed(actions, scores)  # nothing to learn; a malformed call is still refused
+        self.observed_batch(actions, scores)  # nothing to learn; a malformed call is still refused
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": rng_state(self.rng)}

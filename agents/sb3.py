@@ -216,7 +216,7 @@ class SB3Agent(ConfiguredSearch):
     def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
         import torch
 
-        actions, scores = self.observed(actions, scores)
+        actions, scores = self.observed_batch(actions, scores)
         for idx, score in zip(actions, scores.tolist()):
             key = tuple(idx.tolist())
             k = next((k for k, p in enumerate(self._proposed) if p[0] == key), None)

@@ -112,7 +112,7 @@ class ModuleByModule(ConfiguredSearch):
         return out
 
     def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
-        actions, scores = self.observed(actions, scores)
+        actions, scores = self.observed_batch(actions, scores)
         for a, sc in zip(actions, scores.tolist()):
             if math.isfinite(sc) and sc > self.best_score:
                 self.best_score = sc

@@ -120,12 +120,12 @@ class ToyRandomSearch(SearchAlgorithm):
         self.observed = 0
         self.total = 0.0
 
-    def propose(self, n: int) -> list[dict[str, np.ndarray]]:
-        return [{a: sp.sample_with(self.rng) if hasattr(sp, "sample_with") else
-                 (self.rng.random(sp.shape) * sp.nvec).astype(np.int64)
-                 for a, sp in self.action_spaces.items()} for _ in range(n)]
+    def propose(self, n: int) -> np.ndarray:
+        return np.array([np.concatenate([(self.rng.random(sp.shape) * sp.nvec).astype(np.int64)
+                                         for sp in self.action_spaces.values()]) for _ in range(n)],
+                        dtype=np.int64).reshape(n, self.codec.size)
 
-    def observe(self, actions: Sequence[Any], scores: Sequence[float]) -> None:
+    def observe(self, actions: np.ndarray, scores: np.ndarray) -> None:
         self.observed += len(scores)
         self.total += float(sum(scores))
 
@@ -149,7 +149,6 @@ class RepeatSearch(ToyRandomSearch):
 
     name = "toy-repeat"
 
-    def propose(self, n: int) -> list[dict[str, np.ndarray]]:
+    def propose(self, n: int) -> np.ndarray:
         bits = self.rng.integers(2, size=n)
-        return [{a: np.full(sp.shape, int(b), dtype=np.int64) for a, sp in self.action_spaces.items()}
-                for b in bits]
+        return np.repeat(bits.astype(np.int64)[:, None], self.codec.size, axis=1)
