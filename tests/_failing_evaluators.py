@@ -8,12 +8,13 @@ trials can be compared with a clean run (:func:`check_error_trials`, shared by t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 import ma2ml_env
 from agents.base import run
-from ma2ml_env.rewards.base import EvalResult, Evaluator
+from ma2ml_env.rewards.base import BatchResult, EvalResult, Evaluator
 from tests._toys import ToyEvaluator, ToyRandomSearch, pipeline_score
 
 #: How :class:`FailingEvaluator` fails: ``raise`` (an exception), ``nan`` (builds an ``EvalResult`` with
@@ -23,7 +24,8 @@ MODES = ("raise", "nan", "nan_float", "too_many")
 
 
 class FailingEvaluator(Evaluator):
-    """Fails per ``mode`` on a ``fraction`` of the pipelines; ``failure_score`` is -1 (to see it used)."""
+    """A batch evaluator (the one-method contract) that fails per ``mode`` on a ``fraction`` of the
+    pipelines; ``failure_score`` is -1 (to see it used)."""
 
     name = "failing"
     failure_score = -1.0
@@ -38,27 +40,28 @@ class FailingEvaluator(Evaluator):
     def fails(pipeline: Any, fraction: float = 0.5) -> bool:
         return pipeline_score(pipeline.key(), None) < fraction
 
-    def evaluate(self, pipelines: Sequence[Any], seeds: Sequence[int]) -> list[Any]:
-        out: list[Any] = []
-        for p, s in zip(pipelines, seeds):
+    def evaluate(self, actions: np.ndarray, seeds: np.ndarray, on_result: Any = None) -> Any:
+        out: list[EvalResult] = []
+        for row, s in zip(actions, seeds.tolist()):
+            p = self.space.decode(row)
             if not self.fails(p, self.fraction):
-                out.extend(self.toy.evaluate([p], [s]))
+                out.append(self.toy.evaluate_pipeline(p, s))
             elif self.mode == "raise":
                 raise RuntimeError(f"user code failed on seed {s}")
             elif self.mode == "nan":
                 out.append(EvalResult(score=math.nan))
             elif self.mode == "nan_float":
-                out.append(math.nan)
+                return math.nan
             else:
-                out.extend(self.toy.evaluate([p, p], [s, s]))
-        return out
+                out.extend([self.toy.evaluate_pipeline(p, s)] * 2)
+        return BatchResult.from_results(out)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "mode": self.mode, "fraction": self.fraction}
 
 
 #: A phrase of the error message of each way a user evaluator fails (messages of evaluate_guarded).
-_MESSAGES = {"raise": "user code failed", "nan": "finite", "nan_float": "EvalResult", "too_many": "2 results"}
+_MESSAGES = {"raise": "user code failed", "nan": "finite", "nan_float": "BatchResult", "too_many": "2 results"}
 
 
 def check_error_trials(env: Any, backend: str, mode: str) -> None:
@@ -67,8 +70,8 @@ def check_error_trials(env: Any, backend: str, mode: str) -> None:
     res = run(ToyRandomSearch(), env, budget=8, seed=4, batch_size=4)
     clean = ma2ml_env.parallel_env(reward=ToyEvaluator())
     ref = run(ToyRandomSearch(), clean, budget=8, seed=4, batch_size=4)
-    assert [t.actions for t in res.trials] == [t.actions for t in ref.trials]
-    failed = [FailingEvaluator.fails(env.unwrapped.decode(t.actions)) for t in res.trials]
+    assert [t.action for t in res.trials] == [t.action for t in ref.trials]
+    failed = [FailingEvaluator.fails(env.unwrapped.decode(np.asarray(t.action))) for t in res.trials]
     assert any(failed) and not all(failed)
     for t, r, bad in zip(res.trials, ref.trials, failed):
         if not bad:

@@ -42,14 +42,16 @@ def compute(kw, modules, actions=None):
         actions = space.sample(np.random.default_rng(2024), N)
     seeds = np.arange(N, dtype=np.int64) * 7919 + 3
     out = {"actions": actions, "seeds": seeds}
-    b = ev.evaluate_actions(actions, seeds.tolist())
+    b = ev.evaluate(actions, seeds)  # the batch path
     for f in FIELDS:
-        out[f"batch_{f}"] = np.asarray(b[f], dtype=np.float64)
-    out["batch_over"] = np.asarray(b["over_budget"], dtype=bool)
-    rows = [ev.evaluate_one_tuple(a.tolist(), int(s)) for a, s in zip(actions, seeds)]
-    out["scalar_status"] = np.array([r[1] for r in rows])
-    for j, f in enumerate(FIELDS):
-        out[f"scalar_{f}"] = np.array([r[j if j == 0 else j + 1] for r in rows], dtype=np.float64)
+        out[f"batch_{f}"] = np.asarray(getattr(b, f), dtype=np.float64)
+    out["batch_over"] = np.array(b.statuses()) == "over_budget"
+    kernel, ev._row_kernel = ev._row_kernel, None  # the Python scalar path (one row at a time)
+    rows = [ev.evaluate(actions[i:i + 1], seeds[i:i + 1])[0] for i in range(len(actions))]
+    ev._row_kernel = kernel
+    out["scalar_status"] = np.array([r.status for r in rows])
+    for f in FIELDS:
+        out[f"scalar_{f}"] = np.array([getattr(r, f) for r in rows], dtype=np.float64)
     return out
 
 

@@ -1,4 +1,5 @@
-"""The compiled step (numba, extra "fast"): the same numbers as the Python path, and the same errors."""
+"""The surrogate's compiled single-row path (numba, extra "fast"): the same numbers as its Python scalar path,
+and env.step the same on both (validation is the codec's, before either runs)."""
 
 import pickle
 import warnings
@@ -24,11 +25,11 @@ class Dropout(AutoMLModule):
 
 
 def _pair(**kwargs):
-    """The same env twice: one on the compiled step, one forced onto the Python path."""
+    """The same env twice: one on the compiled single-row path, one forced onto the Python scalar path."""
     fast, slow = ma2ml_env.parallel_env(**kwargs), ma2ml_env.parallel_env(**kwargs)
-    assert fast._kernel is ...  # looked up on the first step, not at construction
-    fast._init_kernel()
-    slow._kernel = None
+    assert fast.evaluator._row_kernel is ...  # looked up on the first one-row evaluation, not at construction
+    fast.evaluator._lookup_row_kernel()
+    slow.evaluator._row_kernel = None
     return fast, slow
 
 
@@ -47,21 +48,14 @@ def test_pure_python_kernel_matches_the_scalar_path():
     this checks the table layout wherever the tests run."""
     env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"task": 4})
     ev, space = env.evaluator, env.space
+    ev._row_kernel = None
     t = ev.tables()
-    tables = (t.nvec, t.F, t.I, t.C)
-    for f in space.sample(np.random.default_rng(0), 200):
-        arrs = tuple(space.unflatten(f)[n] for n in space.names)
-        flat, obs = np.zeros(f.size, np.int64), np.zeros(3 + f.size, np.float32)
-        acc, flops, params, seconds = _jit.PY._step(arrs, *tables, flat, obs, env._scale)
-        want = ev.evaluate_one_tuple(f.tolist(), 0)
-        assert (acc, flops, params, seconds) == (want[2], want[3], want[4], want[5])
-        assert np.array_equal(flat, f)
-        assert np.array_equal(obs[3:], f.astype(np.float32) * env._scale)
-    bad = tuple(space.unflatten(f)[n] for n in space.names)
-    bad[2][0] = space.joint_nvec[space.offsets[2]]
-    flat = np.full(f.size, 7, np.int64)
-    assert _jit.PY._step(bad, *tables, flat, np.zeros(3 + f.size, np.float32), env._scale)[0] == -1.0
-    assert (flat == 7).all()  # nothing written before the whole action is validated
+    A = space.sample(np.random.default_rng(0), 200)
+    for i, f in enumerate(A):
+        got = _jit.PY._row(f, t.F, t.I, t.C)
+        want = ev.evaluate(A[i:i + 1], np.zeros(1, np.int64))
+        assert got[:, 0].tolist() == [want.score[0], want.accuracy[0], want.flops[0], want.params[0],
+                                      want.seconds[0]]
 
 
 # -- compiled ----------------------------------------------------------------------------------------
@@ -77,7 +71,7 @@ numba = pytest.importorskip("numba")
 ])
 def test_compiled_and_python_steps_are_identical(kwargs):
     fast, slow = _pair(**kwargs)
-    assert fast._kernel is not None
+    assert fast.evaluator._row_kernel is not None
     rng = np.random.default_rng(3)
     _same_step(fast.reset(seed=11), slow.reset(seed=11))
     for _ in range(600):
@@ -89,7 +83,8 @@ def test_compiled_and_python_steps_are_identical(kwargs):
     assert fast.evaluations == slow.evaluations == 600
     assert fast.last_result == slow.last_result
     assert all(np.array_equal(fast.last_actions[k], slow.last_actions[k]) for k in act)
-    assert fast._seed_buf == slow._seed_buf  # the evaluation seed stream is the same on both paths
+    # the evaluation seed stream is the same on both paths
+    assert fast._seed_pos == slow._seed_pos and np.array_equal(fast._seeds, slow._seeds)
 
 
 @pytest.mark.parametrize("mutate", [
@@ -97,7 +92,8 @@ def test_compiled_and_python_steps_are_identical(kwargs):
     lambda a: a.update(nas=a["nas"].tolist()),             # valid, a list
     lambda a: a.update(aug=np.repeat(a["aug"], 2)[::2]),   # valid, a strided view
 ])
-def test_other_valid_inputs_take_the_python_path(mutate):
+def test_other_valid_inputs_give_the_same_step(mutate):
+    """codec.encode turns every valid form into one int64 row: the compiled path takes them all."""
     fast, slow = _pair(reward="surrogate")
     fast.reset(seed=0), slow.reset(seed=0)
     act = sample_joint(fast, np.random.default_rng(1))
@@ -118,12 +114,12 @@ def test_bad_input_changes_nothing(mutate, match):
     rng = np.random.default_rng(2)
     first = sample_joint(fast, rng)
     fast.step(first), slow.step(first)
-    before = (fast.last_actions, fast.last_result, fast.evaluations, fast.state(), list(fast._seed_buf))
+    before = (fast.last_actions, fast.last_result, fast.evaluations, fast.state(), fast._seed_pos)
     bad = sample_joint(fast, rng)
     mutate(bad)
     with pytest.raises(ValueError, match=match):
         fast.step(bad)
-    after = (fast.last_actions, fast.last_result, fast.evaluations, fast.state(), list(fast._seed_buf))
+    after = (fast.last_actions, fast.last_result, fast.evaluations, fast.state(), fast._seed_pos)
     assert all(np.array_equal(before[0][k], after[0][k]) for k in before[0])
     assert before[1:3] == after[1:3] and np.array_equal(before[3], after[3]) and before[4] == after[4]
     nxt = sample_joint(fast, rng)
@@ -135,8 +131,18 @@ def test_bad_input_changes_nothing(mutate, match):
 )
 def test_kernel_only_where_it_computes_the_same_thing(reward_kwargs):
     env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs=reward_kwargs)
-    assert env._init_kernel() is None  # noise and budgets stay on the Python path
-    assert ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo"))._init_kernel() is not None
+    assert env.evaluator._lookup_row_kernel() is None  # noise and budgets stay on the Python path
+    assert ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo")).evaluator._lookup_row_kernel()
+
+
+def test_a_row_the_kernel_was_not_compiled_for_takes_the_python_path():
+    """The kernel takes C-contiguous int64 rows only; a caller's other valid row gets the same numbers."""
+    fast, slow = _pair(reward="surrogate")
+    A = fast.space.sample(np.random.default_rng(4), 3)
+    seeds = np.zeros(1, np.int64)
+    for row in (np.asfortranarray(A)[1:2], A[:, ::-1][:, ::-1][1:2], A[1:2]):
+        got, want = fast.evaluator.evaluate(row, seeds), slow.evaluator.evaluate(A[1:2], seeds)
+        assert got[0] == want[0]
 
 
 def test_switched_off_by_environment_variable(monkeypatch):
@@ -144,7 +150,7 @@ def test_switched_off_by_environment_variable(monkeypatch):
     env = ma2ml_env.parallel_env(reward="surrogate")
     env.reset(seed=0)
     assert 0.0 < env.step(sample_joint(env, np.random.default_rng(0)))[1]["aug"] < 1.0
-    assert env._kernel is None and not _jit.available()
+    assert env.evaluator._row_kernel is None and not _jit.available()
 
 
 def test_pickled_env_gets_its_kernel_back():
@@ -152,15 +158,16 @@ def test_pickled_env_gets_its_kernel_back():
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     env.step(sample_joint(env, rng))
-    assert env._kernel not in (None, ...)
+    assert env.evaluator._row_kernel not in (None, ...)
     clone = pickle.loads(pickle.dumps(env))
+    assert clone.evaluator._row_kernel is ...  # a numba dispatcher is not pickled: looked up again
     act = sample_joint(env, rng)
     _same_step(clone.step(act), env.step(act))
-    assert clone._kernel is env._kernel
+    assert clone.evaluator._row_kernel is env.evaluator._row_kernel
 
 
 def test_a_broken_numba_falls_back_with_a_warning(monkeypatch):
-    monkeypatch.setattr(_jit, "_KERNELS", {})
+    monkeypatch.setattr(_jit, "_KERNEL", None)
     monkeypatch.setattr(_jit, "_DISABLED", False)
 
     def broken(*args, **kwargs):
@@ -171,30 +178,30 @@ def test_a_broken_numba_falls_back_with_a_warning(monkeypatch):
     env.reset(seed=0)
     with pytest.warns(RuntimeWarning, match="LLVM exploded"):
         env.step(sample_joint(env, np.random.default_rng(0)))
-    assert env._kernel is None
+    assert env.evaluator._row_kernel is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once, not on every env
-        assert ma2ml_env.parallel_env(reward="surrogate")._init_kernel() is None
+        assert ma2ml_env.parallel_env(reward="surrogate").evaluator._lookup_row_kernel() is None
 
 
 def test_no_writable_cache_compiles_without_one(monkeypatch):
-    monkeypatch.setattr(_jit, "_KERNELS", {})
+    monkeypatch.setattr(_jit, "_KERNEL", None)
     real = numba.njit
     calls = []
 
     def njit(*args, cache=False, **kwargs):
         calls.append(cache)
         if cache:
-            raise RuntimeError("cannot cache function '_step': no locator available")
+            raise RuntimeError("cannot cache function '_row': no locator available")
         return real(*args, cache=cache, **kwargs)
 
     monkeypatch.setattr(numba, "njit", njit)
     fast = ma2ml_env.parallel_env(reward="surrogate")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fast._init_kernel() is not None and calls == [True, False]
+        assert fast.evaluator._lookup_row_kernel() is not None and calls == [True, False]
     slow = ma2ml_env.parallel_env(reward="surrogate")
-    slow._kernel = None
+    slow.evaluator._row_kernel = None
     act = sample_joint(fast, np.random.default_rng(0))
     _same_step(fast.reset(seed=0), slow.reset(seed=0))
     _same_step(fast.step(act), slow.step(act))

@@ -43,13 +43,13 @@ def test_batch_and_scalar_paths_reproduce_the_recorded_numbers(name, kw, modules
     ids=lambda v: v if isinstance(v, str) else "",
 )
 def test_step_paths_reproduce_the_recorded_numbers(name, kw, modules):
-    """env.step (Python path, and the compiled step where numba is installed) gives the scalar path's
-    numbers."""
+    """env.step (the surrogate's Python scalar path, and its compiled single-row path where numba is
+    installed) gives the scalar path's numbers."""
     want = {k.split("/", 1)[1]: GOLDEN[k] for k in GOLDEN if k.startswith(name + "/")}
     envs = [ma2ml_env.parallel_env(reward="surrogate", reward_kwargs=kw, modules=modules,
                                    pipelines_per_episode=10**6) for _ in range(2)]
-    envs[0]._kernel = None
-    if envs[1]._init_kernel() is None:
+    envs[0].evaluator._row_kernel = None
+    if envs[1].evaluator._lookup_row_kernel() is None:
         envs = envs[:1]
     for env in envs:
         env.reset(seed=0)
@@ -62,19 +62,20 @@ def test_step_paths_reproduce_the_recorded_numbers(name, kw, modules):
             )
 
 
-def test_the_python_step_function_matches_the_scalar_path():
-    """``_jit._step`` run uncompiled on the packed tables == the scalar path (checks the table layout
+def test_the_python_row_function_matches_the_scalar_path():
+    """``_jit._row`` run uncompiled on the packed tables == the scalar path (checks the table layout
     wherever the tests run, numba or not)."""
     env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"task": 4})
     ev, space = env.evaluator, env.space
+    ev._row_kernel = None
     t = ev.tables()
-    for f in space.sample(np.random.default_rng(0), 100):
-        arrs = tuple(space.unflatten(f)[n] for n in space.names)
-        flat, obs = np.zeros(f.size, np.int64), np.zeros(3 + f.size, np.float32)
-        got = _jit.PY._step(arrs, t.nvec, t.F, t.I, t.C, flat, obs, env._scale)
-        want = ev.evaluate_one_tuple(f.tolist(), 0)
-        assert got == (want[2], want[3], want[4], want[5])
-        assert np.array_equal(flat, f) and np.array_equal(obs[3:], f.astype(np.float32) * env._scale)
+    A = space.sample(np.random.default_rng(0), 100)
+    for i, f in enumerate(A):
+        got = _jit.PY._row(f.tolist(), t.F, t.I, t.C)
+        want = ev.evaluate(A[i:i + 1], np.zeros(1, np.int64))
+        assert got.shape == (5, 1)
+        assert got[:, 0].tolist() == [want.score[0], want.accuracy[0], want.flops[0], want.params[0],
+                                      want.seconds[0]]
 
 
 def test_the_feature_helpers_of_the_calibration_script_agree_with_the_batch_path():
@@ -88,6 +89,6 @@ def test_the_feature_helpers_of_the_calibration_script_agree_with_the_batch_path
     assert np.array_equal(s, g["s_flat"].take(idx).mean(axis=1))
     assert np.array_equal(q, g["q_flat"].take(idx).mean(axis=1))
     flops, params = ev._nas_costs(A)
-    out = ev.evaluate_actions(A)
-    assert np.array_equal(flops, out["flops"]) and np.array_equal(params, out["params"])
+    out = ev.evaluate(A, np.zeros(len(A), np.int64))
+    assert np.array_equal(flops, out.flops) and np.array_equal(params, out.params)
     assert np.array_equal(ev.capacity(flops) * _jit.LEVELS % 1, np.zeros(64))

@@ -16,7 +16,6 @@ import math
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,8 +93,17 @@ class EvalResult:
         }
 
 
-#: The ``info`` of a row without details (shared, read-only).
-EMPTY_INFO: Mapping[str, Any] = MappingProxyType({})
+class _ReadOnlyDict(dict):
+    """A dict that refuses changes (picklable, JSON-serialisable): the one shared empty ``info``."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("this info is shared by many results and read-only; copy it with dict(info) to change it")
+
+    __setitem__ = __delitem__ = __ior__ = update = setdefault = pop = popitem = clear = _refuse  # type: ignore
+
+
+#: The ``info`` of a row without details (shared by every such row, read-only).
+EMPTY_INFO: Mapping[str, Any] = _ReadOnlyDict()
 _FIELDS = ("score", "status", "accuracy", "flops", "params", "seconds")
 
 
