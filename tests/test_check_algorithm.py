@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from agents import AlgorithmCheckError, SearchAlgorithm, check_algorithm
+from agents.check import SPACES
 from agents.random_search import RandomSearch
 from agents.registry import make_algorithm, registered_algorithms
-from ma2ml_env import JointActionCodec
 
 NEEDS = {"tpe": "optuna", "gp": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
 
@@ -38,14 +38,13 @@ class Uniform(SearchAlgorithm):
 
     def setup(self, action_spaces, seed):
         super().setup(action_spaces, seed)
-        self.codec = JointActionCodec(action_spaces)
         self.rng = np.random.default_rng(seed)
 
     def propose(self, n):
-        return self.codec.decode_batch(self.codec.sample(self.rng, n))
+        return self.codec.sample(self.rng, n)
 
     def observe(self, actions, scores):
-        self.codec.encode_batch(actions)
+        self.observed_batch(actions, scores)
 
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state}
@@ -62,18 +61,28 @@ class ShortBatch(Uniform):
 class OutOfRange(Uniform):
     def propose(self, n):
         out = super().propose(n)
-        out[0]["y"] = out[0]["y"] + 5
+        out[0, 2] += 5  # y's second decision has 3 choices
         return out
 
 
-class MissingAgent(Uniform):
+class Dicts(Uniform):
     def propose(self, n):
-        return [{"y": a["y"]} for a in super().propose(n)]
+        return self.codec.decode_batch(super().propose(n))  # the old per-agent form
+
+
+class Floats(Uniform):
+    def propose(self, n):
+        return super().propose(n).astype(float)
+
+
+class OneRow(Uniform):
+    def propose(self, n):
+        return super().propose(n)[0]
 
 
 class GlobalRandom(Uniform):
     def propose(self, n):
-        return self.codec.decode_batch(self.codec.sample(np.random.default_rng(), n))  # unseeded
+        return self.codec.sample(np.random.default_rng(), n)  # unseeded
 
 
 class ForgetfulState(Uniform):
@@ -91,9 +100,15 @@ class UnpicklableState(Uniform):
 
 class CrashingObserve(Uniform):
     def observe(self, actions, scores):
-        for a in actions:
-            if int(a["x"]) >= 0 and np.any(np.asarray(a["y"]) >= self.codec.nvec[1:]):
-                raise IndexError("index 3 is out of bounds")
+        for row in actions:
+            row[self.codec.size - 1]  # indexes without checking the shape
+        if len(actions) != len(scores):
+            raise IndexError("index 1 is out of bounds")
+
+
+class WritesItsInput(Uniform):
+    def observe(self, actions, scores):
+        actions[:, 0] = 0  # run() passes the proposed rows read-only
 
 
 class RaisingPropose(Uniform):
@@ -114,18 +129,22 @@ class NoCheckpoints(Uniform):
 @pytest.mark.parametrize(
     ("algorithm", "message"),
     [
-        (ShortBatch, (r"search algorithm ShortBatch: propose\(4\) in round 0 returned 3 joint actions, "
-                      r"expected 4")),
-        (OutOfRange, (r"OutOfRange: propose\(4\) in round 0: joint action 0 is not valid for the action "
-                      r"spaces: action of agent 'y' is out of range at position 0")),
-        (MissingAgent, r"joint action 0 is not valid .*missing \['x'\]"),
+        (ShortBatch, (r"search algorithm ShortBatch: propose\(4\) in round 0 returned shape \(3, 4\), "
+                      r"expected an int64 array \[4, 4\]")),
+        (OutOfRange, (r"OutOfRange: propose\(4\) in round 0 returned a joint action out of range: row 0: "
+                      r"y\[1\] = \d is out of range \[0, 3\)")),
+        (Dicts, r"propose\(4\) in round 0 must return an int64 array \[4, 4\] .*, got list"),
+        (Floats, r"propose\(4\) in round 0 must return an int64 array \[4, 4\] .*, got dtype float64"),
+        (OneRow, r"propose\(4\) in round 0 returned shape \(4,\), expected an int64 array \[4, 4\]"),
         (GlobalRandom, (r"GlobalRandom: a second object with the same seed proposed other joint actions in "
-                       r"round 0")),
+                        r"round 0")),
         (ForgetfulState, (r"after load_state_dict\(\) of the state after round 0, round 1 proposed .* but "
                           r"the uninterrupted search proposed")),
         (UnpicklableState, r"state_dict\(\) after round 0 does not pickle \(TypeError"),
-        (CrashingObserve, (r"observe\(\) given a joint action with an out-of-range value raised IndexError: "
-                           r"index 3 is out of bounds; reject malformed input with a ValueError")),
+        (CrashingObserve, (r"observe\(\) given a 1-d row instead of a batch \[n, D\] raised IndexError: .*; "
+                           r"reject malformed input with a ValueError")),
+        (WritesItsInput, r"observe\(\) of 4 proposals in round 0 raised ValueError: assignment destination is "
+                         r"read-only"),
         (RaisingPropose, r"propose\(1\) in round 3 raised ZeroDivisionError: division by zero"),
     ],
 )
@@ -133,6 +152,24 @@ def test_broken_algorithms_fail_with_a_clear_message(algorithm, message):
     check_algorithm(Uniform)  # the unbroken original passes
     with pytest.raises(AlgorithmCheckError, match=message):
         check_algorithm(algorithm)
+
+
+@pytest.mark.parametrize(
+    ("actions", "scores", "message"),
+    [
+        (np.zeros(4, dtype=np.int64), [0.5], r"batch of joint actions \[n, 4\] as proposed, got shape \(4,\)"),
+        (np.zeros((1, 5), dtype=np.int64), [0.5], r"\[n, 4\] as proposed, got shape \(1, 5\)"),
+        (np.zeros((2, 4), dtype=np.int64), [0.5], r"got 2 joint actions and scores of shape \(1,\)"),
+        (np.zeros((1, 4)), [0.5], "integer joint actions as proposed, got dtype float64"),
+    ],
+)
+def test_observed_batch_refuses_malformed_input(actions, scores, message):
+    algo = Uniform()
+    algo.setup(SPACES, 0)
+    with pytest.raises(ValueError, match=message):
+        algo.observed_batch(actions, scores)
+    rows, r = algo.observed_batch([[0, 1, 2, 1]], [1])
+    assert rows.dtype == np.int64 and rows.shape == (1, 4) and r.dtype == np.float64
 
 
 def test_checkpointing_is_optional():
