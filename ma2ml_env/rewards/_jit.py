@@ -4,27 +4,29 @@
 architecture's analytical costs, the hyper-parameter terms, the capacity level, ``z``, the accuracy and
 the simulated training time (:mod:`ma2ml_env.rewards.surrogate` documents the model). It reads the
 evaluator's packed tables (:meth:`SurrogateEvaluator.tables`: a float table ``F``, an int table ``I`` and
-the constants ``C``, laid out as below) and nothing else. Every path runs this one source:
+the constants ``C``, laid out as below) and nothing else. Every private path of
+:meth:`SurrogateEvaluator.evaluate` runs this one source:
 
-* the **Python scalar path** (``evaluate_one_tuple``, ``env.step`` without numba): the functions as
-  written, with ``math`` and Python lists;
-* the **compiled step** (``env.step`` with numba, extra ``fast``): :func:`step_kernel` compiles the same
-  code objects with numba; ``_step`` validates the agents' arrays, writes the flat action and the
-  observation, then calls :func:`score`;
-* the **batch path** (``evaluate_actions``): the same code objects bound to numpy (``exp`` -> ``np.exp``,
+* the **Python scalar path** (one row, without numba or with noise, budget or declared effects): the
+  functions as written, with ``math`` and Python lists;
+* the **compiled single-row path** (one row with numba, extra ``fast``): :func:`row_kernel` compiles the
+  same code objects with numba; :func:`_row` scores one validated flat row into the ``[5, 1]`` array of a
+  one-row ``BatchResult``;
+* the **batch path** (several rows): the same code objects bound to numpy (``exp`` -> ``np.exp``,
   ``min``/``max`` -> ``np.minimum``/``np.maximum``, the slot sum -> one numpy reduction) and applied to the
   transposed ``[D, K]`` action array, so every line computes a column of ``K`` values at once.
 
-The three bindings are :data:`PY`, :data:`NP` and the numba namespace of :func:`step_kernel`; each is a
+The three bindings are :data:`PY`, :data:`NP` and the numba namespace of :func:`row_kernel`; each is a
 namespace with ``score``, ``capacity``, ``coupled_z``, ``accuracy`` and ``add_noise``. Each path keeps
 its own elementary functions (libm ``exp``, numpy's vectorised ``exp``, LLVM's), so its numbers are
 bit-identical to what that path computed before the formula was written once
 (``tests/test_surrogate_golden.py``); the paths agree with each other to ~1e-15.
 
-Without numba, or with ``MA2ML_JIT=0`` in the environment, nothing changes but the speed of
-``env.step``. The compiled kernel only ever accepts 1-d C-contiguous int64 arrays (one per agent): it is
-compiled for exactly that signature and further compilation is disabled, so anything else (lists, other
-dtypes, views) raises ``TypeError`` at dispatch and the env takes its Python path, which says what is wrong.
+Without numba, or with ``MA2ML_JIT=0`` in the environment, nothing changes but the speed of one-row
+evaluations (``env.step``). The kernel only ever accepts C-contiguous int64 rows: it is compiled for exactly
+that signature and further compilation is disabled, so anything else raises ``TypeError`` at dispatch and
+the evaluator takes its Python path. Validation is not the kernel's business: rows arrive validated (the
+env's codec).
 """
 
 from __future__ import annotations
@@ -222,7 +224,7 @@ def _enabled() -> bool:
 
 
 def available() -> bool:
-    """Whether the compiled step can be used (numba importable and not disabled by ``MA2ML_JIT=0``)."""
+    """Whether the compiled single-row path can be used (numba importable and not disabled by ``MA2ML_JIT=0``)."""
     if not _enabled():
         return False
     try:

@@ -74,9 +74,9 @@ JSON: ``reward_kwargs={"budget": {"max_flops": 5e6}}``; checked by :meth:`CostBu
 
 **One formula, every path.** The score of one flat joint action is written once,
 :func:`ma2ml_env.rewards._jit.score`, over the tables :meth:`SurrogateEvaluator.tables` packs at ``bind``;
-the batch path (``evaluate_actions``), the scalar path (``evaluate_one_tuple``, ``env.step``) and the
-compiled env step (numba) all run it (see :mod:`ma2ml_env.rewards._jit`). The budget is
-:meth:`CostBudget.apply` / :meth:`CostBudget.apply_arrays`.
+:meth:`SurrogateEvaluator.evaluate` runs it on its private paths: the numpy batch path for many rows, and for
+one row (``env.step``) the compiled kernel (numba) or the Python scalar path (see :mod:`ma2ml_env.rewards._jit`).
+The budget is :meth:`CostBudget.apply` / :meth:`CostBudget.apply_arrays`.
 
 **Other modules.** The score models the built-in modules: the first :class:`AugmentModule`,
 :class:`ArchitectureModule` and :class:`HyperParameterModule` of the env (absent ones are read off the
@@ -96,7 +96,7 @@ cannot change any reward and is accepted as it is.) The declaration is a class (
 The offsets are the user's model, not a prediction of ours (``reward="train"`` measures the real effect).
 They are additive and independent of the other modules, so :meth:`SurrogateEvaluator.optimum` stays exact
 (each such decision takes its largest offset), and they are part of :meth:`SurrogateEvaluator.config`.
-With such modules ``env.step`` runs the Python path (no compiled step).
+With such modules one-row evaluations take the Python scalar path (no compiled kernel).
 
 **Tasks.** ``task="default"`` or ``task=<int>``: a randomly generated task (coefficients, op utilities,
 optimal learning rates) drawn from that seed, so algorithms are not tuned to one function.
@@ -105,21 +105,31 @@ optimal learning rates) drawn from that seed, so algorithms are not tuned to one
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ma2ml_env.modules.aug import AUG_OPS, AugmentModule
+from ma2ml_env.modules.aug import AugmentModule
 from ma2ml_env.modules.hpo import OPTIMIZERS, SCHEDULES, HyperParameterModule
 from ma2ml_env.modules.nas import ArchitectureModule
-from ma2ml_env.pipeline import MAGNITUDE_BINS, Pipeline, SearchSpace, head_costs, stage_costs, stem_costs
+from ma2ml_env.pipeline import Pipeline, SearchSpace
 from ma2ml_env.rewards import _jit
 from ma2ml_env.rewards._jit import LEVELS, SurrogateTables
 from ma2ml_env.rewards.base import EMPTY_INFO, STATUS_CODES, BatchResult, CostBudget, EvalResult, Evaluator
+from ma2ml_env.rewards.surrogate_optimum import compute_optimum
+from ma2ml_env.rewards.surrogate_task import (
+    OP_NAMES,
+    SurrogateTask,
+    changed_fields,
+    ls_level,
+    nas_tables,
+    op_strength,
+    seed_noise,
+    steps_level,
+    wd_level,
+)
 
 __all__ = ["LEVELS", "SurrogateEvaluator", "SurrogateTask"]
 
@@ -127,138 +137,12 @@ _CHUNK = 16384
 _OK, _OVER_BUDGET = STATUS_CODES["ok"], STATUS_CODES["over_budget"]
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
-
-
 # the status and info of one-row results, shared (read-only)
-_OK_1, _OVER_BUDGET_1 = _frozen(np.array([_OK])), _frozen(np.array([_OVER_BUDGET]))
+_OK_1, _OVER_BUDGET_1 = np.array([_OK]), np.array([_OVER_BUDGET])
+_OK_1.flags.writeable = _OVER_BUDGET_1.flags.writeable = False
 _INFO_1 = (EMPTY_INFO,)
 _MAX_EFFECT = 10.0  # bound of a declared logit offset (exp stays finite for any sum of them)
 _score_py, _add_noise_py = _jit.PY.score, _jit.PY.add_noise
-_OP_NAMES = tuple(AUG_OPS)
-_NO_MAGNITUDE = {"AutoContrast": 0.5, "Equalize": 0.5, "Invert": 0.5, "Identity": 0.0}
-#: default per-op utility: geometric and mild photometric ops help, Invert and Solarize hurt.
-_DEFAULT_UTILITY = {
-    "Identity": 0.0, "ShearX": 0.5, "ShearY": 0.4, "TranslateX": 0.6, "TranslateY": 0.6, "Rotate": 0.7,
-    "Brightness": 0.2, "Color": 0.1, "Contrast": 0.3, "Sharpness": 0.2, "Posterize": -0.2,
-    "Solarize": -0.5, "AutoContrast": 0.3, "Equalize": 0.1, "Invert": -0.9, "Cutout": 0.8,
-}
-
-
-@dataclass(frozen=True)
-class SurrogateTask:
-    """Coefficients of the surrogate score (see the module docstring for the formula)."""
-
-    a_c: float = 1.258
-    b_c: float = 2.53
-    a_e: float = 2.458
-    a_q: float = 3.243
-    g_sc: float = 0.0
-    g_se: float = 0.019
-    kappa: float = 2.154
-    omega: float = 0.5
-    lam: float = 0.6
-    rho: float = 1.5
-    a_lr: float = 0.496
-    z0: float = -1.859
-    floor: float = 0.1
-    ceil: float = 0.99
-    lr0: tuple[float, ...] = (0.3, 0.003, 0.003)  # per OPTIMIZERS
-    b_opt: tuple[float, ...] = (0.0, 0.056, -0.16)
-    b_sched: tuple[float, ...] = (0.0, 0.129, 0.133)  # per SCHEDULES
-    op_utility: tuple[float, ...] = field(
-        default_factory=lambda: tuple(_DEFAULT_UTILITY[o] for o in _OP_NAMES)
-    )
-
-    @classmethod
-    def random(cls, seed: int) -> SurrogateTask:
-        """A randomly generated task from ``seed``: every coefficient of the default (calibrated) task scaled
-        by a factor in [0.6, 1.4], the optimal learning rates moved by up to half a decade, the optimizer
-        and schedule biases and ``z0`` shifted, and new per-op utilities."""
-        rng = np.random.default_rng(np.random.SeedSequence([20230601, int(seed)]))
-        d = cls()
-
-        def scale(v: float) -> float:
-            return float(v * rng.uniform(0.6, 1.4))
-
-        def shift(v: float, w: float) -> float:
-            return float(v + rng.uniform(-w, w))
-
-        return cls(
-            **{
-                k: scale(getattr(d, k))
-                for k in ("a_c", "b_c", "a_e", "a_q", "g_sc", "g_se", "kappa", "omega", "lam", "rho", "a_lr")
-            },
-            z0=shift(d.z0, 0.5),
-            floor=d.floor,
-            ceil=d.ceil,
-            lr0=tuple(float(v) * 10 ** rng.uniform(-0.5, 0.5) for v in d.lr0),
-            b_opt=tuple(shift(v, 0.2) for v in d.b_opt),
-            b_sched=tuple(shift(v, 0.2) for v in d.b_sched),
-            op_utility=tuple(0.0 if o == "Identity" else float(rng.uniform(-1.0, 1.0)) for o in _OP_NAMES),
-        )
-
-
-def _changed_fields(space: SearchSpace, mod: Any, off: int, max_joint: int = 256) -> list[str]:
-    """The :class:`Pipeline` fields that some choice of ``mod`` changes, with the other modules at their first
-    choices: every choice of each decision, and every combination when there are at most ``max_joint``."""
-    nvec = [int(v) for v in space.nvecs[mod.name]]
-    flat = np.zeros(space.joint_nvec.size, dtype=np.int64)
-    ref = space.decode(flat)
-    if math.prod(nvec) <= max_joint:
-        rows = itertools.product(*(range(n) for n in nvec))
-    else:
-        rows = (tuple(c if k == j else 0 for k in range(len(nvec)))
-                for j, n in enumerate(nvec) for c in range(n))
-    changed: set[str] = set()
-    for row in rows:
-        flat[off: off + len(nvec)] = row
-        p = space.decode(flat)
-        changed.update(f.name for f in dataclasses.fields(p)
-                       if f.name != "choices" and getattr(p, f.name) != getattr(ref, f.name))
-    return sorted(changed)
-
-
-# -- feature maps of single decision values (vectorised through per-choice tables) -------------------
-def _op_strength(op: str, mag: int) -> float:
-    return _NO_MAGNITUDE.get(op, mag / (MAGNITUDE_BINS - 1))
-
-
-def _steps_level(epochs: float, batch_size: float) -> float:
-    """Training length in optimiser steps per image: ``log2(epochs / batch_size)`` mapped from
-    ``[log2(1/256), log2(8/32)]`` to ``[0, 1]`` (on real training, fewer steps is what a large batch
-    costs)."""
-    return min(max((math.log2(max(epochs, 1e-9) / max(batch_size, 1e-9)) + 8.0) / 6.0, 0.0), 1.0)
-
-
-def _wd_level(v: float) -> float:
-    return min(math.log10(1.0 + v / 1e-5) / math.log10(201.0), 1.0)
-
-
-def _ls_level(v: float) -> float:
-    return min(v / 0.2, 1.0)
-
-
-def _noise(seed: int) -> float:
-    return float(np.random.default_rng(int(seed) & 0xFFFFFFFFFFFF).normal())
-
-
-def _place(table: np.ndarray, axes: list[int | None], nd: int) -> np.ndarray:
-    """View ``table`` as an ``nd``-dim array whose dim ``i`` lies on axis ``axes[i]`` (``None``: a
-    size-1 dim that is dropped), for broadcasting."""
-    keep = [i for i, ax in enumerate(axes) if ax is not None]
-    t = table.reshape([table.shape[i] for i in keep])
-    target = [axes[i] for i in keep]
-    order = sorted(range(len(target)), key=target.__getitem__)
-    t = np.transpose(t, order)
-    shape = [1] * nd
-    for j, i in enumerate(order):
-        shape[target[i]] = t.shape[j]
-    return t.reshape(shape)
-
-
 class SurrogateEvaluator(Evaluator):
     """Numpy-only surrogate reward backend (``reward="surrogate"``).
 
@@ -316,7 +200,7 @@ class SurrogateEvaluator(Evaluator):
         self.space = space
         self._optimum: tuple[float, dict[str, np.ndarray]] | None = None
         t = self.task
-        util = dict(zip(_OP_NAMES, t.op_utility))
+        util = dict(zip(OP_NAMES, t.op_utility))
         base = space.base
         self._aug = self._nas = self._hpo = None
         self._log_lr0 = np.log10(np.asarray(t.lr0, dtype=float))
@@ -325,7 +209,7 @@ class SurrogateEvaluator(Evaluator):
             if isinstance(mod, AugmentModule) and self._aug is None:
                 n = mod.num_subpolicies * mod.ops_per_subpolicy
                 cols = off + 3 * np.arange(n)
-                strength = np.array([[_op_strength(o, m) for m in mod.magnitudes] for o in mod.ops])
+                strength = np.array([[op_strength(o, m) for m in mod.magnitudes] for o in mod.ops])
                 self._aug = dict(
                     op=cols, prob=cols + 1, mag=cols + 2, n=n, mod=mod,
                     strength=strength, probs=np.array(mod.probs, dtype=float),
@@ -340,7 +224,7 @@ class SurrogateEvaluator(Evaluator):
                 self._aug["flat_lists"] = (self._aug["s_flat"].tolist(), self._aug["q_flat"].tolist(),
                                            len(mod.probs), strength.shape[1])
             elif isinstance(mod, ArchitectureModule) and self._nas is None:
-                self._nas = self._nas_tables(mod, off, space.base)
+                self._nas = nas_tables(mod, off, space.base, self.in_channels, self.num_classes)
                 self._nas["mod"] = mod
             elif isinstance(mod, HyperParameterModule) and self._hpo is None:
                 ch = {d.name: d.choices for d in mod.decisions}
@@ -348,11 +232,11 @@ class SurrogateEvaluator(Evaluator):
                     off=off, mod=mod,
                     opt=np.array([OPTIMIZERS.index(o) for o in ch["optimizer"]]),
                     log_lr=np.log10(np.array(ch["lr"], dtype=float)),
-                    w=np.array([_wd_level(v) for v in ch["weight_decay"]]),
+                    w=np.array([wd_level(v) for v in ch["weight_decay"]]),
                     bs=np.array(ch["batch_size"], dtype=float),
                     sched=np.array([SCHEDULES.index(v) for v in ch["schedule"]]),
-                    ls=np.array([_ls_level(v) for v in ch["label_smoothing"]]),
-                    e=np.array([[_steps_level(v, b) for b in ch["batch_size"]] for v in ch["epochs"]]),
+                    ls=np.array([ls_level(v) for v in ch["label_smoothing"]]),
+                    e=np.array([[steps_level(v, b) for b in ch["batch_size"]] for v in ch["epochs"]]),
                     epochs=np.array(ch["epochs"], dtype=float),
                 )
                 self._hpo["radix"] = [
@@ -362,7 +246,7 @@ class SurrogateEvaluator(Evaluator):
         # Features of absent modules are constants read off the base pipeline.
         slots = [op for sub in base.augment for op in sub]
         self._base_s = (
-            float(np.mean([op.prob * _op_strength(op.op, op.magnitude) for op in slots])) if slots else 0.0
+            float(np.mean([op.prob * op_strength(op.op, op.magnitude) for op in slots])) if slots else 0.0
         )
         self._base_q = float(np.mean([op.prob * util.get(op.op, 0.0) for op in slots])) if slots else 0.0
         a = base.arch
@@ -372,9 +256,9 @@ class SurrogateEvaluator(Evaluator):
         )
         tr = base.train
         self._base_train = dict(
-            opt=OPTIMIZERS.index(tr.optimizer), log_lr=math.log10(tr.lr), w=_wd_level(tr.weight_decay),
-            bs=float(tr.batch_size), sched=SCHEDULES.index(tr.schedule), ls=_ls_level(tr.label_smoothing),
-            e=_steps_level(tr.epochs, tr.batch_size), epochs=float(tr.epochs),
+            opt=OPTIMIZERS.index(tr.optimizer), log_lr=math.log10(tr.lr), w=wd_level(tr.weight_decay),
+            bs=float(tr.batch_size), sched=SCHEDULES.index(tr.schedule), ls=ls_level(tr.label_smoothing),
+            e=steps_level(tr.epochs, tr.batch_size), epochs=float(tr.epochs),
         )
         h = self._base_train
         self._base_hpo = (float(self._hz(h["opt"], h["log_lr"], h["bs"], h["sched"], h["e"])), h["e"], h["w"],
@@ -408,7 +292,7 @@ class SurrogateEvaluator(Evaluator):
             names = [d.name for d in mod.decisions]
             declared = mod.surrogate_effects
             if declared is None:
-                changed = _changed_fields(space, mod, off)
+                changed = changed_fields(space, mod, off)
                 if not changed:  # no choice of it changes the pipeline: no reward can depend on it
                     continue
                 raise ValueError(
@@ -561,62 +445,6 @@ class SurrogateEvaluator(Evaluator):
         ssum, qsum = _jit.NP.slot_sums(np.asarray(A, dtype=np.int64).T, t.F, t.i)
         return ssum / g["n"], qsum / g["n"]
 
-    def _nas_tables(self, mod: ArchitectureModule, off: int, base: Pipeline) -> dict[str, Any]:
-        """Per-stage cost tables: stage ``s`` costs depend on (resolution, previous width, kernel,
-        expansion, width, depth) only, so any architecture's cost is a sum of a few table entries."""
-        ns = len(mod.base_widths)
-        ch = {d.name: np.array(d.choices) for d in mod.decisions}
-        first = {d.name: d.choices[0] for d in mod.decisions}
-        widths = np.array(
-            [
-                [
-                    mod.apply({**first, f"stage{s}_width": w}, Pipeline()).arch.stages[s].width
-                    for w in ch[f"stage{s}_width"]
-                ]
-                for s in range(ns)
-            ],
-            dtype=np.float64,
-        )
-        res = ch["resolution"].astype(np.float64)
-        stem_m, stem_p = stem_costs(res, base.arch.stem_width, self.in_channels)
-        size, c_prev = res, np.array([float(base.arch.stem_width)])
-        macs, params = [], []
-        for s in range(ns):
-            m, p, _out = stage_costs(
-                size.reshape(-1, 1, 1, 1, 1, 1),
-                c_prev.reshape(1, -1, 1, 1, 1, 1),
-                ch[f"stage{s}_kernel"].reshape(1, 1, -1, 1, 1, 1),
-                ch[f"stage{s}_expansion"].reshape(1, 1, 1, -1, 1, 1),
-                widths[s].reshape(1, 1, 1, 1, -1, 1),
-                ch[f"stage{s}_depth"].reshape(1, 1, 1, 1, 1, -1),
-                mod.strides[s],
-            )
-            macs.append(m)
-            params.append(p)
-            size = np.ceil(size / mod.strides[s])
-            c_prev = widths[s]
-        head_m, head_p = head_costs(
-            size[:, None], widths[-1][None, :], base.arch.head_width, self.num_classes
-        )
-        head_m, head_p = (np.broadcast_to(x, (len(res), widths.shape[1])).copy() for x in (head_m, head_p))
-        return dict(
-            off=off,
-            ns=ns,
-            stem=(stem_m, stem_p),
-            stages=(macs, params),
-            head=(head_m, head_p),
-            flat_lists=(
-                stem_m.tolist(),
-                stem_p.tolist(),
-                [m.reshape(-1).tolist() for m in macs],
-                [p.reshape(-1).tolist() for p in params],
-                head_m.reshape(-1).tolist(),
-                head_p.reshape(-1).tolist(),
-                [tuple(int(v) for v in np.cumprod(m.shape[:0:-1])[::-1]) for m in macs],
-                head_m.shape[1],
-            ),
-        )
-
     def _nas_costs(self, A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """FLOPs and params of flat actions ``[K, D]``."""
         out = self._arrays(A, noise=False)
@@ -696,7 +524,7 @@ class SurrogateEvaluator(Evaluator):
         if self._effects:
             acc = float(self._apply_effects(acc, math.fsum(tab[xs[c]] for c, tab in self._eff_pairs)))
         if self.noise_std > 0:
-            acc = _add_noise_py(acc, self.noise_std * _noise(int(seeds[0])))
+            acc = _add_noise_py(acc, self.noise_std * seed_noise(int(seeds[0])))
         score, status, _ = self.budget.apply(acc, flops, params)
         v = np.array([[score], [acc], [flops], [params], [seconds]], dtype=np.float64)
         return BatchResult._trusted(v[0], _OK_1 if status == "ok" else _OVER_BUDGET_1, v[1], v[2], v[3], v[4],
@@ -734,7 +562,8 @@ class SurrogateEvaluator(Evaluator):
         if self.noise_std > 0 and noise:
             if seeds is None:
                 raise ValueError("noise_std > 0 needs one seed per evaluation")
-            acc = _jit.NP.add_noise(acc, self.noise_std * np.array([_noise(sd) for sd in np.asarray(seeds).tolist()]))
+            eps = np.array([seed_noise(sd) for sd in np.asarray(seeds).tolist()])
+            acc = _jit.NP.add_noise(acc, self.noise_std * eps)
         score, over = self.budget.apply_arrays(acc, flops, params)
         return dict(score=score, accuracy=acc, flops=flops, params=params, seconds=seconds, over_budget=over)
 
@@ -767,141 +596,5 @@ class SurrogateEvaluator(Evaluator):
         """
         space = self._require_bound()
         if self._optimum is None:
-            self._optimum = self._compute_optimum(space, max_architectures)
+            self._optimum = compute_optimum(self, space, max_architectures)
         return self._optimum[0], space.unflatten(self._optimum[1])
-
-    def _compute_optimum(self, space: SearchSpace, max_architectures: int) -> tuple[float, np.ndarray]:
-        D = space.joint_nvec.size
-        flat = np.zeros(D, dtype=np.int64)
-        # architectures -> per capacity level, the best budget factor (hard: feasible) and its action
-        if self._nas is not None:
-            g = self._nas
-            cols = g["off"] + np.arange(4 * g["ns"] + 1)
-            sizes = tuple(int(v) for v in space.joint_nvec[cols])
-            if math.prod(sizes) > max_architectures:
-                raise ValueError(
-                    f"the architecture space has {math.prod(sizes)} members (> max_architectures="
-                    f"{max_architectures}); the exact optimum is only computed for smaller spaces"
-                )
-            flops, params = self._all_arch_costs(sizes)
-        else:
-            cols, sizes = np.zeros(0, dtype=np.int64), (1,)
-            flops, params = np.array([self._base_arch[0]], float), np.array([self._base_arch[1]], float)
-        c = self.capacity(flops)
-        factor, feasible = self.budget.factors(flops, params)
-        order = np.lexsort((-factor, c))  # by level, best factor first
-        order = order[feasible[order]]
-        if order.size == 0:
-            raise ValueError("no architecture satisfies the hard cost budget")
-        _, first = np.unique(c[order], return_index=True)
-        arch_rows = order[first]
-        arch_c, arch_f = c[arch_rows], factor[arch_rows]
-        # augmentation -> per strength level, the best mean quality (exact DP over slots)
-        aug_levels = self._aug_levels()
-        s_lv = np.array(list(aug_levels))
-        q_lv = np.array([aug_levels[k][0] for k in aug_levels])
-        # hyper-parameters -> per (e, w, l) group, the best hz
-        if self._hpo is not None:
-            hcols = self._hpo["off"] + np.arange(7)
-            hsizes = tuple(int(v) for v in space.joint_nvec[hcols])
-            hidx = np.stack(np.unravel_index(np.arange(math.prod(hsizes)), hsizes), axis=1)
-            Ah = np.zeros((len(hidx), D), dtype=np.int64)
-            Ah[:, hcols] = hidx
-        else:
-            Ah = np.zeros((1, D), dtype=np.int64)
-        h = self._hpo_features(Ah)
-        hz = self._hz(h["opt"], h["log_lr"], h["bs"], h["sched"], h["e"])
-        groups = np.stack([h["e"], h["w"], h["ls"]], axis=1)
-        _, gid = np.unique(groups, axis=0, return_inverse=True)
-        gid = gid.reshape(-1)
-        best_in_group = np.full(gid.max() + 1, -1)
-        for j in np.argsort(hz, kind="stable"):  # ascending: the last write per group is its max
-            best_in_group[gid[j]] = j
-        hj = best_in_group
-        # product of levels: [arch level, strength level, hpo group]
-        z = self._hz(h["opt"][hj], h["log_lr"][hj], h["bs"][hj], h["sched"][hj], h["e"][hj])[
-            None, None, :
-        ] + self._cz(
-            arch_c[:, None, None],
-            s_lv[None, :, None],
-            q_lv[None, :, None],
-            h["e"][hj][None, None, :],
-            h["w"][hj][None, None, :],
-            h["ls"][hj][None, None, :],
-        )
-        best_delta = sum(float(tab.max()) for tab in self._eff_tables)  # additive and separate from the rest
-        val = self._accuracy(z + best_delta) * arch_f[:, None, None]
-        ia, isv, ih = np.unravel_index(int(np.argmax(val)), val.shape)
-        if self._nas is not None:
-            flat[cols] = np.unravel_index(int(arch_rows[ia]), sizes)
-        if self._aug is not None:
-            flat[self._aug_cols()] = aug_levels[float(s_lv[isv])][1]
-        if self._hpo is not None:
-            flat[hcols] = hidx[hj[ih]]
-        for c, tab in zip(self._eff_cols, self._eff_tables):
-            flat[c] = int(np.argmax(tab))
-        # the score of that action as every path computes it (the enumeration sums strengths in another
-        # order, which can differ in the last bits)
-        return float(self._arrays(flat[None], noise=False)["score"][0]), flat
-
-    def _all_arch_costs(self, sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """FLOPs and params of every architecture, flattened in the order of the module's action
-        columns (stage0 kernel, expansion, width, depth, stage1 ..., resolution): one broadcast sum
-        of the per-stage tables."""
-        g = self._nas
-        ns, nd = g["ns"], len(sizes)
-        res = nd - 1
-        out = []
-        for which in (0, 1):
-            total = _place(g["stem"][which], [res], nd)
-            for s in range(ns):
-                prev = 4 * s - 2 if s > 0 else None
-                total = total + _place(
-                    g["stages"][which][s], [res, prev, 4 * s, 4 * s + 1, 4 * s + 2, 4 * s + 3], nd
-                )
-            total = total + _place(g["head"][which], [res, 4 * ns - 2], nd)
-            out.append(np.broadcast_to(total, sizes).reshape(-1))
-        return 2.0 * out[0], out[1]
-
-    def _aug_cols(self) -> np.ndarray:
-        g = self._aug
-        return np.stack([g["op"], g["prob"], g["mag"]], axis=1).reshape(-1)
-
-    def _aug_levels(self) -> dict[float, tuple[float, np.ndarray]]:
-        """Strength level -> (best mean quality, one aug action achieving it), exact by DP."""
-        g = self._aug
-        if g is None:
-            return {float(self._base_s): (self._base_q, np.zeros(0, dtype=np.int64))}
-        # per slot option (op, prob, mag): strength and quality; keep the best quality per strength value
-        options: dict[float, tuple[float, tuple[int, int, int]]] = {}
-        for o, pi, mi in itertools.product(
-            range(len(g["util"])), range(len(g["probs"])), range(g["strength"].shape[1])
-        ):
-            p = g["probs"][pi]
-            st, qu = round(float(p * g["strength"][o, mi]), 12), float(p * g["util"][o])
-            if st not in options or qu > options[st][0]:
-                options[st] = (qu, (o, pi, mi))
-        # DP over slots on the exact strength sum
-        layers: list[dict[float, tuple[float, float]]] = [{0.0: (0.0, math.nan)}]
-        for _ in range(g["n"]):
-            nxt: dict[float, tuple[float, float]] = {}
-            for total, (qsum, _) in layers[-1].items():
-                for st, (qu, _) in options.items():
-                    key = round(total + st, 9)
-                    if key not in nxt or qsum + qu > nxt[key][0]:
-                        nxt[key] = (qsum + qu, st)
-            layers.append(nxt)
-        levels: dict[float, tuple[float, float]] = {}
-        for total, (qsum, _) in layers[-1].items():
-            lvl = total / g["n"]  # exact: every p * strength is a multiple of 1/90
-            if lvl not in levels or qsum > levels[lvl][0]:
-                levels[lvl] = (qsum, total)
-        out = {}
-        for lvl, (qsum, total) in levels.items():
-            action = []
-            for layer in range(g["n"], 0, -1):  # backtrack
-                st = layers[layer][total][1]
-                action.append(options[st][1])
-                total = round(total - st, 9)
-            out[lvl] = (qsum / g["n"], np.array(action[::-1], dtype=np.int64).reshape(-1))
-        return out
