@@ -49,13 +49,13 @@ def drive(algo: SearchAlgorithm, spaces: Mapping[str, gymnasium.Space], score: C
         algo.setup(spaces, seed)
     out: list[tuple[Config, float]] = []
     while len(out) < budget:
-        acts = algo.propose(min(batch, budget - len(out)))
-        for a in acts:
-            for agent, space in spaces.items():
-                assert space.contains(a[agent]), (agent, a[agent])
-        xs = [tuple(codec.encode(a).tolist()) for a in acts]
+        n = min(batch, budget - len(out))
+        acts = algo.propose(n)
+        assert isinstance(acts, np.ndarray) and acts.dtype == np.int64 and acts.shape == (n, codec.size)
+        codec.validate_batch(acts)  # every value in range
+        xs = [tuple(row) for row in acts.tolist()]
         scores = [score(x) for x in xs]
-        algo.observe(acts, scores)
+        algo.observe(acts, np.array(scores, dtype=np.float64))
         out.extend(zip(xs, scores))
         if after is not None:
             after(algo)

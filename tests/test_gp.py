@@ -112,11 +112,12 @@ def test_state_dict_resumes_exactly():
 def test_observing_actions_it_did_not_propose():
     algo = GPBO(n_startup_trials=2)
     algo.setup(SPACES, 0)
-    warm = [{"a": np.array([i, i]), "b": np.int64(i)} for i in range(3)]
-    algo.observe(warm, [0.2, float("nan"), 0.9])  # a non-finite score is not added
+    warm = np.array([[i, i, i] for i in range(3)], dtype=np.int64)
+    algo.observe(warm, np.array([0.2, float("nan"), 0.9]))  # a non-finite score is not added
     assert [t.value for t in algo.study.trials] == [0.2, 0.9]
-    (a,) = algo.propose(1)  # modelled at once: two finished trials >= n_startup_trials
-    assert all(SPACES[k].contains(v) for k, v in a.items())
+    a = algo.propose(1)  # modelled at once: two finished trials >= n_startup_trials
+    assert a.dtype == np.int64 and a.shape == (1, 3)
+    assert all(SPACES[k].contains(v) for k, v in algo.codec.decode(a[0]).items())
 
 
 def test_beats_random_search_on_an_additive_score():

@@ -67,12 +67,12 @@ def test_first_improvement_moves_at_once_best_improvement_after_the_neighbourhoo
         x0 = algo.incumbent
         nbrs = []
         for k in range(9):  # 3 decisions x 3 other values
-            (a,) = algo.propose(1)
-            x = tuple(algo.codec.encode(a).tolist())
+            a = algo.propose(1)
+            x = tuple(a[0].tolist())
             assert hamming(x, x0) == 1 and x not in nbrs
             nbrs.append(x)
             # the third and the sixth neighbour beat the incumbent, the sixth by more
-            algo.observe([a], [{2: 0.6, 5: 0.7}.get(k, 0.4)])
+            algo.observe(a, [{2: 0.6, 5: 0.7}.get(k, 0.4)])
             if not best_improvement and k == 2:
                 break
             assert algo.incumbent == (nbrs[5] if k == 8 else x0)
@@ -148,13 +148,13 @@ def test_same_seed_same_trials_and_no_repeats_on_nas_bench_201():
 
     def trials(seed):
         res = run(LocalSearch(), env, budget=120, seed=seed, batch_size=8)
-        return [(t.actions, t.score) for t in res.trials]
+        return [(t.action, t.score) for t in res.trials]
 
     first = trials(3)
     np.random.seed(123)  # the global RNG must not matter
     assert trials(3) == first
     assert trials(4) != first
-    keys = [tuple(v for a in acts.values() for v in a) for acts, _ in first]
+    keys = [action for action, _ in first]
     assert len(set(keys)) == len(keys)
 
 
@@ -184,7 +184,7 @@ def test_state_dict_resumes_exactly(best_improvement):
 
     acts = algo.propose(8)
     state = algo.state_dict()
-    scores = [rugged(tuple(algo.codec.encode(a).tolist())) for a in acts]
+    scores = [rugged(tuple(a)) for a in acts.tolist()]
     algo.observe(acts, scores)
     expected = rounds(algo, 3)
     resumed = fresh(state)
@@ -196,8 +196,8 @@ def test_observing_actions_it_did_not_propose():
     """Warm starts count as evaluated (a non-finite score as -inf) and are never proposed again."""
     algo = LocalSearch(n_initial=1)
     algo.setup(SMALL, 0)
-    warm = [{"a": np.array([0, 0]), "b": np.int64(v)} for v in range(4)]
-    algo.observe(warm, [0.1, 0.2, 0.3, float("nan")])
+    warm = np.array([[0, 0, v] for v in range(4)], dtype=np.int64)
+    algo.observe(warm, np.array([0.1, 0.2, 0.3, float("nan")]))
     assert algo.evaluated[(0, 0, 3)] == -np.inf
     seen = drive(algo, SMALL, lambda x: 0.0, budget=60, batch=6, setup=False)
     assert not {x for x, _ in seen} & {(0, 0, v) for v in range(4)}
