@@ -6,6 +6,7 @@ import importlib.util
 import json
 import pickle
 
+import numpy as np
 import pytest
 
 import ma2ml_env
@@ -27,11 +28,11 @@ class CrashingEvaluator(ToyEvaluator):
         super().__init__(**kw)
         self.after, self.count = after, 0
 
-    def evaluate(self, pipelines, seeds):
-        if self.after is not None and self.count + len(pipelines) > self.after:
+    def evaluate_pipeline(self, pipeline, seed):
+        if self.after is not None and self.count >= self.after:
             raise Crash(f"crash after {self.count} evaluations")
-        self.count += len(pipelines)
-        return super().evaluate(pipelines, seeds)
+        self.count += 1
+        return super().evaluate_pipeline(pipeline, seed)
 
 
 def _env(evaluator=None):
@@ -45,7 +46,7 @@ def _ma2ml():
 
 
 def _key(trials):
-    return [(t.index, t.round, t.actions, t.score, t.status) for t in trials]
+    return [(t.index, t.round, t.action, t.score, t.status) for t in trials]
 
 
 @pytest.mark.parametrize("make", [ToyRandomSearch, _ma2ml], ids=["random", "ma2ml"])
@@ -122,6 +123,55 @@ def test_one_running_search_per_store(tmp_path):
     a.close()
     b.lock()
     b.close()
+
+
+def test_a_store_is_free_again_as_soon_as_run_returns_or_raises(tmp_path):
+    """``run`` releases the lock it took when it ends, so the same process (or another) can open the store
+    for the next search at once, without waiting for garbage collection."""
+    path = tmp_path / "s.db"
+    first = TrialStore(path)
+    run(ToyRandomSearch(), _env(), budget=4, seed=0, batch_size=2, store=first)
+    again = TrialStore(path)
+    again.lock()  # no "in use by another running search"
+    again.close()
+    assert len(first.trials()) == 4  # the first object still reads the store
+    with pytest.raises(Crash):
+        run(ToyRandomSearch(), _env(CrashingEvaluator(1)), budget=8, seed=0, batch_size=2, store=TrialStore(path))
+    res = run(ToyRandomSearch(), _env(), budget=8, seed=0, batch_size=2, store=TrialStore(path))
+    assert len(res.trials) == 8
+    with pytest.raises(StoreMismatchError):
+        run(ToyRandomSearch(), _env(), budget=8, seed=5, batch_size=2, store=TrialStore(path))
+    TrialStore(path).lock()  # a refused resume leaves it free too
+
+
+def test_a_lock_taken_before_run_is_kept_after_it(tmp_path):
+    """A caller that locked the store itself (the CLI locks a new store before writing its files) keeps
+    the lock: ``run`` releases only what it took."""
+    path = tmp_path / "s.db"
+    store = TrialStore(path)
+    store.lock()
+    run(ToyRandomSearch(), _env(), budget=2, seed=0, batch_size=2, store=store)
+    with pytest.raises(RuntimeError, match="in use by another running search"):
+        TrialStore(path).lock()
+    store.close()
+    TrialStore(path).lock()
+
+
+def test_trials_and_proposals_are_stored_as_flat_rows(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    res = run_durable(ToyRandomSearch(), _env(), budget=4, seed=0, batch_size=4, store_path=path)
+    with sqlite3.connect(path) as db:
+        actions = [json.loads(a) for (a,) in db.execute("SELECT action FROM trials ORDER BY idx")]
+        (proposals,) = db.execute("SELECT proposals FROM rounds").fetchone()
+    assert actions == [list(t.action) for t in res.trials] == json.loads(proposals)
+    assert all(isinstance(v, int) for a in actions for v in a)
+    with TrialStore(path, create=False) as store:
+        (rnd,) = store.rounds()
+        assert rnd.proposals.dtype == np.int64 and rnd.proposals.shape == (4, len(actions[0]))
+        assert not rnd.proposals.flags.writeable
+        assert [t.to_dict()["action"] for t in store.trials()] == actions
 
 
 def test_store_is_wal_and_readable_while_written(tmp_path):
@@ -247,6 +297,10 @@ def test_an_empty_file_becomes_a_store_and_another_schema_is_refused(tmp_path):
     assert len(TrialStore(empty, create=False).trials()) == len(res.trials) == 4
     old = tmp_path / "old.db"
     with TrialStore(old) as store:
-        store.set_meta(schema=1)
-    with pytest.raises(StoreError, match="schema 1; this version of ma2ml reads schema 2"):
+        store.set_meta(schema=2)  # per-agent dicts and pickled proposals: before the flat rows
+    with pytest.raises(StoreError) as err:
         TrialStore(old)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "search store of schema 2, which this version of ma2ml cannot read (it reads schema 3)" in msg
+    assert "start the search again in another store" in msg
