@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import SearchAlgorithm
-from ma2ml_env.rewards.base import EvalResult, Evaluator
+from ma2ml_env.rewards.base import EvalResult, PipelineEvaluator
 
 
 def pipeline_score(key: str, seed: int | None) -> float:
@@ -24,7 +24,7 @@ def pipeline_score(key: str, seed: int | None) -> float:
     return int.from_bytes(h[:8], "little") / 2**64
 
 
-class ToyEvaluator(Evaluator):
+class ToyEvaluator(PipelineEvaluator):
     """Score = a hash of the pipeline (and of the seed when ``use_seed``); optional sleep per pipeline;
     optional log file: one JSON line per *completed* evaluation (``{"seed", "key", "pid"}``)."""
 
@@ -33,17 +33,15 @@ class ToyEvaluator(Evaluator):
     def __init__(self, delay: float = 0.0, use_seed: bool = True, log: str | None = None) -> None:
         self.delay, self.use_seed, self.log = delay, use_seed, log
 
-    def evaluate(self, pipelines: Sequence[Any], seeds: Sequence[int]) -> list[EvalResult]:
-        out = []
-        for p, s in zip(pipelines, seeds):
-            if self.delay:
-                time.sleep(self.delay)
-            key = p.key()
-            out.append(EvalResult(score=pipeline_score(key, s if self.use_seed else None), seconds=self.delay,
-                                  info={"pid": os.getpid()}))
-            if self.log:
-                with open(self.log, "a") as f:
-                    f.write(json.dumps({"seed": int(s), "key": key[:64], "pid": os.getpid()}) + "\n")
+    def evaluate_pipeline(self, pipeline: Any, seed: int) -> EvalResult:
+        if self.delay:
+            time.sleep(self.delay)
+        key = pipeline.key()
+        out = EvalResult(score=pipeline_score(key, seed if self.use_seed else None), seconds=self.delay,
+                         info={"pid": os.getpid()})
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(json.dumps({"seed": int(seed), "key": key[:64], "pid": os.getpid()}) + "\n")
         return out
 
 
@@ -82,28 +80,24 @@ class FaultyEvaluator(ToyEvaluator):
         self.mode, self.marker_dir, self.once = mode, marker_dir, once
         self.only_seeds = None if only_seeds is None else set(only_seeds)
 
-    def evaluate(self, pipelines: Sequence[Any], seeds: Sequence[int]) -> list[EvalResult]:
-        out = []
-        for p, s in zip(pipelines, seeds):
-            hit = self.only_seeds is None or int(s) in self.only_seeds
-            if hit and (not self.once or _first_time(self.marker_dir, f"{p.key()}|{s}")):
-                if self.mode == "raise":
-                    raise ValueError("injected failure")
-                if self.mode == "exit":
-                    os._exit(3)
-                if self.mode == "kill":
-                    os.kill(os.getpid(), 9)
-                if self.mode == "hang":
-                    time.sleep(60)
-                if self.mode == "oom":
-                    raise MemoryError("injected host OOM")
-                if self.mode == "cuda_oom":
-                    raise CudaLikeOOM("CUDA out of memory. Tried to allocate 2.00 GiB")
-                if self.mode == "oom_status":
-                    out.append(EvalResult(score=0.0, status="oom", info={"error": "injected oom status"}))
-                    continue
-            out.extend(super().evaluate([p], [s]))
-        return out
+    def evaluate_pipeline(self, pipeline: Any, seed: int) -> EvalResult:
+        hit = self.only_seeds is None or int(seed) in self.only_seeds
+        if hit and (not self.once or _first_time(self.marker_dir, f"{pipeline.key()}|{seed}")):
+            if self.mode == "raise":
+                raise ValueError("injected failure")
+            if self.mode == "exit":
+                os._exit(3)
+            if self.mode == "kill":
+                os.kill(os.getpid(), 9)
+            if self.mode == "hang":
+                time.sleep(60)
+            if self.mode == "oom":
+                raise MemoryError("injected host OOM")
+            if self.mode == "cuda_oom":
+                raise CudaLikeOOM("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if self.mode == "oom_status":
+                return EvalResult(score=0.0, status="oom", info={"error": "injected oom status"})
+        return super().evaluate_pipeline(pipeline, seed)
 
 
 class ToyRandomSearch(SearchAlgorithm):

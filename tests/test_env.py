@@ -107,10 +107,33 @@ def test_pickle_round_trip(senv):
 def test_batch_evaluate_matches_step(senv):
     rng = np.random.default_rng(5)
     acts = [sample_joint(senv, rng) for _ in range(20)]
-    batch = senv.evaluate(acts, seeds=list(range(20)))
+    flat = np.stack([senv.codec.encode(a) for a in acts])
+    batch = senv.evaluate(flat, seeds=list(range(20)))
+    assert isinstance(batch, ma2ml_env.BatchResult) and len(batch) == 20
+    assert senv.last_result == batch[19] and senv.evaluations == 20
+    assert all(np.array_equal(senv.last_actions[a], acts[-1][a]) for a in acts[-1])
     for a, r in zip(acts, batch):
         senv.reset(seed=0)
         assert senv.step(a)[1]["aug"] == pytest.approx(r.score, abs=1e-12)
+
+
+def test_evaluate_takes_one_int64_batch_and_says_what_is_wrong(senv):
+    flat = senv.space.sample(np.random.default_rng(1), 3)
+    want = senv.evaluate(flat, seeds=[1, 2, 3])
+    assert senv.evaluate(flat.tolist(), seeds=np.array([1, 2, 3], np.int32)).score.tolist() == want.score.tolist()
+    assert senv.evaluate(flat, seeds=[1, 2, 3], validate=False).score.tolist() == want.score.tolist()
+    bad = flat.copy()
+    bad[2, 0] = 99
+    with pytest.raises(ValueError, match=r"row 2: aug\.sub0_op0 = 99 is out of range"):
+        senv.evaluate(bad)
+    with pytest.raises(ValueError, match="pass \\[row\\]"):
+        senv.evaluate(flat[0])
+    with pytest.raises(ValueError, match="seeds must be 3 integers"):
+        senv.evaluate(flat, seeds=[1, 2])
+    assert len(senv.evaluate(np.zeros((0, flat.shape[1]), np.int64))) == 0
+    seen = []
+    r = senv.evaluate(flat, seeds=[1, 2, 3], on_result=lambda i, res: seen.append((i, res.score)))
+    assert sorted(seen) == [(i, r[i].score) for i in range(3)]
 
 
 def test_decode_and_render():
@@ -154,13 +177,13 @@ def test_bad_actions(senv, mutate, match):
     senv.step(sample_joint(senv, np.random.default_rng(0)))
 
 
-@pytest.mark.parametrize("compiled", [True, False], ids=["compiled-step", "python-step"])
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled-path", "python-path"])
 @pytest.mark.parametrize("agents", [("hpo",), ("aug", "nas", "hpo")], ids=["one-bool-array", "all-bool"])
 def test_boolean_action_arrays_are_refused_in_step_and_evaluate(compiled, agents):
     """numpy promotes a bool array concatenated with int arrays to int: still not an action."""
     env = ma2ml_env.parallel_env(reward="surrogate")
     if not compiled:
-        env._kernel = None
+        env.evaluator._row_kernel = None
     env.reset(seed=0)
     act = sample_joint(env, np.random.default_rng(0))
     for a in agents:
@@ -168,7 +191,7 @@ def test_boolean_action_arrays_are_refused_in_step_and_evaluate(compiled, agents
     with pytest.raises(ValueError, match="must be integers, got dtype bool \\(booleans are not actions\\)"):
         env.step(act)
     with pytest.raises(ValueError, match="booleans are not actions"):
-        env.evaluate([act])
+        env.evaluate(np.zeros((1, env.codec.size), dtype=bool))
     assert env.agents and env.evaluations == 0  # nothing evaluated, the episode untouched
     assert env.step({a: v.astype(np.int64) for a, v in act.items()})[1]["hpo"] > 0
 
@@ -228,3 +251,39 @@ def test_import_is_light():
 
 def test_gymnasium_id_registered():
     assert ma2ml_env.JOINT_ENV_ID in gymnasium.registry
+
+
+# -- AEC: each agent's action is validated at its own step (defect 6) -----------------------------------
+@pytest.mark.parametrize("bad_agent", ["aug", "nas", "hpo"])
+@pytest.mark.parametrize("bad", [lambda a: np.full(a.shape, np.nan), lambda a: a + 1000,
+                                 lambda a: a.astype(bool)], ids=["nan", "out-of-range", "bool"])
+def test_aec_refuses_an_invalid_action_at_that_agents_step(bad_agent, bad):
+    aec = ma2ml_env.env(reward="surrogate", pipelines_per_episode=2)
+    aec.reset(seed=0)
+    for agent in aec.agent_iter():
+        action = aec.action_space(agent).sample()
+        if agent == bad_agent:
+            with pytest.raises(ValueError, match=f"action of agent '{agent}'"):
+                aec.step(bad(action))
+            assert aec.agent_selection == agent  # nothing stored: the same agent acts again
+            aec.step(aec.action_space(agent).sample())  # a valid action goes on, no repeated error
+            break
+        aec.step(action)
+    while aec.agents and aec.agent_selection != "aug":  # finish the joint action: it is evaluated
+        aec.step(aec.action_space(aec.agent_selection).sample())
+    assert aec.unwrapped.evaluations == 1
+    assert aec.infos["aug"]["t"] == 1 and aec.infos["aug"]["status"] == 0
+
+
+def test_aec_evaluates_the_same_joint_action_as_the_parallel_env():
+    par = ma2ml_env.parallel_env(reward="surrogate", pipelines_per_episode=3)
+    aec = ma2ml_env.env(reward="surrogate", pipelines_per_episode=3)
+    par.reset(seed=5), aec.reset(seed=5)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        act = sample_joint(par, rng)
+        _, rew, *_ = par.step(act)
+        for agent in list(aec.agents):
+            aec.step(act[agent])
+        assert aec.rewards["hpo"] == rew["hpo"] and aec.unwrapped.last_result == par.last_result
+    assert not aec.agents or all(aec.terminations.values())

@@ -62,10 +62,10 @@ def small_env(**reward_kwargs):
 def test_optimum_matches_brute_force(kwargs):
     e = small_env(**kwargs)
     ev, space = e.evaluator, e.space
-    scores = ev.evaluate_actions(all_actions(space.joint_nvec))["score"]
+    scores = ev._arrays(all_actions(space.joint_nvec))["score"]
     best, action = ev.optimum()
     assert best == pytest.approx(scores.max(), abs=1e-10)  # float summation order of the strengths only
-    assert ev.evaluate_actions(space.flatten(action))["score"][0] == best
+    assert ev._arrays(space.flatten(action))["score"][0] == best
 
 
 def test_budget_changes_the_optimum():
@@ -80,24 +80,24 @@ def test_default_space_optimum_beats_random_and_local_moves(senv):
     best, action = ev.optimum()
     rng = np.random.default_rng(0)
     samples = space.sample(rng, 100_000)
-    assert ev.evaluate_actions(samples)["score"].max() < best
+    assert ev._arrays(samples)["score"].max() < best
     flat = space.flatten(action)
     # no single-decision change improves on it
     for i, n in enumerate(space.joint_nvec):
         A = np.repeat(flat[None], n, axis=0)
         A[:, i] = np.arange(n)
-        assert ev.evaluate_actions(A)["score"].max() <= best + 1e-12
+        assert ev._arrays(A)["score"].max() <= best + 1e-12
 
 
 def _coordinate_ascent(ev, space, flat):
-    cur = ev.evaluate_actions(flat)["score"][0]
+    cur = ev._arrays(flat)["score"][0]
     while True:
         improved = False
         for name, off, size in zip(space.names, space.offsets, space.sizes):
             cand = all_actions(space.nvecs[name])
             A = np.repeat(flat[None], len(cand), axis=0)
             A[:, off:off + size] = cand
-            scores = ev.evaluate_actions(A)["score"]
+            scores = ev._arrays(A)["score"]
             j = int(np.argmax(scores))
             if scores[j] > cur + 1e-12:
                 cur, flat, improved = scores[j], A[j].copy(), True
@@ -139,9 +139,10 @@ def test_interactions_documented_in_formula(senv):
 
 def test_noise_is_seeded():
     e = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02})
-    a = [e.space.unflatten(e.space.sample(np.random.default_rng(0)))] * 3
-    r1 = [r.score for r in e.evaluate(a, seeds=[1, 2, 1])]
+    a = np.repeat(e.space.sample(np.random.default_rng(0), 1), 3, axis=0)
+    r1 = e.evaluate(a, seeds=[1, 2, 1]).score.tolist()
     assert r1[0] == r1[2] != r1[1]
+    assert [e.evaluate(a[i:i + 1], seeds=[s])[0].score for i, s in enumerate([1, 2, 1])] == r1  # one-row path
     clean = ma2ml_env.parallel_env(reward="surrogate").evaluate(a[:1], seeds=[1])[0].score
     assert abs(r1[0] - clean) < 0.1
 
@@ -161,8 +162,8 @@ def test_hard_and_soft_budget_statuses():
         reward="surrogate", reward_kwargs={"budget": CostBudget(max_flops=5e6, mode="soft")}
     )
     free = ma2ml_env.parallel_env(reward="surrogate")
-    big = {a: hard.action_space(a).nvec - 1 for a in hard.possible_agents}
-    rh, rs, rf = (env.evaluate([big], [0])[0] for env in (hard, soft, free))
+    big = (hard.codec.nvec - 1)[None]
+    rh, rs, rf = (env.evaluate(big, [0])[0] for env in (hard, soft, free))
     assert rf.flops > 5e6
     assert rh.status == "over_budget" and rh.score == 0.0
     assert rs.status == "ok" and rs.score == pytest.approx(rf.score * (rf.flops / 5e6) ** -0.07)
@@ -186,10 +187,10 @@ def test_scalar_and_batch_paths_agree(kwargs):
     assert clone.tables().c == ev.tables().c and np.array_equal(clone.tables().F, ev.tables().F)
     A = space.sample(np.random.default_rng(9), 300)
     seeds = list(range(300))
-    batch = ev.evaluate_actions(A, seeds)
+    batch = ev._arrays(A, seeds)
     for i in range(len(A)):
         for e in (ev, clone):
-            one = e.evaluate_one(A[i].tolist(), seeds[i])
+            one = e.evaluate(A[i:i + 1], np.array(seeds[i:i + 1]))[0]  # the one-row (scalar) path
             assert one.score == pytest.approx(batch["score"][i], abs=1e-12)
             assert one.status == ("over_budget" if batch["over_budget"][i] else "ok")
             assert one.flops == batch["flops"][i] and one.params == batch["params"][i]
@@ -199,18 +200,18 @@ def test_scalar_and_batch_paths_agree(kwargs):
 def test_costs_match_the_architecture(senv):
     space, ev = senv.space, senv.evaluator
     A = space.sample(np.random.default_rng(4), 50)
-    out = ev.evaluate_actions(A)
+    out = ev._arrays(A)
     for i, a in enumerate(A):
         arch = space.decode(a).arch
         assert out["flops"][i] == arch.flops() and out["params"][i] == arch.params()
 
 
 def test_user_evaluator_instance():
-    class Constant(ma2ml_env.Evaluator):
+    class Constant(ma2ml_env.PipelineEvaluator):
         name = "constant"
 
-        def evaluate(self, pipelines, seeds):
-            return [ma2ml_env.EvalResult(score=0.5, info={"n": len(p.augment)}) for p in pipelines]
+        def evaluate_pipeline(self, pipeline, seed):
+            return ma2ml_env.EvalResult(score=0.5, info={"n": len(pipeline.augment)})
 
     e = ma2ml_env.parallel_env(reward=Constant())
     e.reset(seed=0)
@@ -220,7 +221,7 @@ def test_user_evaluator_instance():
 
 def test_unbound_surrogate_errors():
     with pytest.raises(RuntimeError, match="not bound"):
-        SurrogateEvaluator().evaluate_actions(np.zeros((1, 50), dtype=int))
+        SurrogateEvaluator().evaluate(np.zeros((1, 50), dtype=np.int64), np.zeros(1, dtype=np.int64))
 
 
 def test_every_magnitude_or_probability_change_of_an_applied_op_changes_the_score(senv):
@@ -244,7 +245,7 @@ def test_every_magnitude_or_probability_change_of_an_applied_op_changes_the_scor
         y[j + 2] = (x[j + 2] + 1) % len(aug.magnitudes)
         z = x.copy()
         z[j + 1] = x[j + 1] % (len(aug.probs) - 1) + 1  # another probability > 0
-        moved.append(ev.evaluate_actions(np.stack([x, y, z]))["accuracy"])
+        moved.append(ev._arrays(np.stack([x, y, z]))["accuracy"])
     moved = np.array(moved)
     assert np.all(moved[:, 0] != moved[:, 1]) and np.all(moved[:, 0] != moved[:, 2])
 
@@ -306,20 +307,21 @@ def test_declared_effects_move_the_logit_by_the_declared_offsets_on_every_path()
     env = ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "nas", "hpo", DeclaredRegularise()),
                                  pipelines_per_episode=100)
     ev, space = env.evaluator, env.space
-    assert env._init_kernel() is None  # the compiled step does not know the effects: the Python path
+    assert env.evaluator._lookup_row_kernel() is None  # the compiled path does not know the effects
     base = space.sample(np.random.default_rng(5), 40)
     base[:, -2:] = 0
-    z0 = _logit(env, ev.evaluate_actions(base)["accuracy"])
+    z0 = _logit(env, ev._arrays(base)["accuracy"])
     scores = set()
     for d, dropout in enumerate((0.0, 0.08, -0.05)):
         for m, mixup in enumerate((0.0, 0.1)):
             A = base.copy()
             A[:, -2:] = (d, m)
-            out = ev.evaluate_actions(A, list(range(40)))
+            out = ev._arrays(A, list(range(40)))
             np.testing.assert_allclose(_logit(env, out["accuracy"]) - z0, dropout + mixup, atol=1e-9)
             env.reset(seed=0)
             for i, row in enumerate(A[:10]):  # env.step (scalar path) == batch path
-                assert ev.evaluate_one_tuple(row.tolist(), i)[0] == pytest.approx(out["score"][i], abs=1e-12)
+                one = ev.evaluate(row[None], np.array([i]))[0].score  # the one-row (scalar) path
+                assert one == pytest.approx(out["score"][i], abs=1e-12)
                 info = env.step(space.unflatten(row))[4]["reg"]
                 assert info["score"] == pytest.approx(out["score"][i], abs=1e-12)
             scores.add(round(float(out["score"][0]), 12))
@@ -341,7 +343,7 @@ def test_optimum_with_a_declared_module_matches_brute_force():
     for kw in ({}, {"budget": {"max_flops": 2.0e6, "mode": "soft"}}):
         e = ma2ml_env.parallel_env(reward="surrogate", modules=[*small_modules(), Flag()], reward_kwargs=kw)
         ev, space = e.evaluator, e.space
-        scores = ev.evaluate_actions(all_actions(space.joint_nvec))["score"]
+        scores = ev._arrays(all_actions(space.joint_nvec))["score"]
         best, action = ev.optimum()
         assert best == pytest.approx(scores.max(), abs=1e-10)
         assert action["flag"].tolist() == [1]
@@ -363,7 +365,7 @@ def test_a_module_that_changes_nothing_or_declares_no_effect_is_accepted_as_it_i
     zero.surrogate_effects = {"dropout": (0, 0, 0), "mixup": (0, 0)}
     plain = ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo"))
     A = plain.space.sample(np.random.default_rng(2), 50)
-    want = plain.evaluator.evaluate_actions(A)["score"]
+    want = plain.evaluator._arrays(A)["score"]
     for extra in (Label(), zero):
         env = ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo", extra))
         assert env.config()["reward"] == plain.config()["reward"]
@@ -371,5 +373,5 @@ def test_a_module_that_changes_nothing_or_declares_no_effect_is_accepted_as_it_i
         for c in range(int(env.space.nvecs[extra.name][0])):
             B = np.concatenate([A, np.full((len(A), k), 0)], axis=1)
             B[:, -k] = c
-            assert np.array_equal(env.evaluator.evaluate_actions(B)["score"], want)
+            assert np.array_equal(env.evaluator._arrays(B)["score"], want)
         assert env.evaluator._jit_ok
