@@ -119,7 +119,10 @@ def test_runs_end_to_end_on_the_surrogate_env(name):
     assert [t.index for t in res.trials] == list(range(20))
     assert [t.round for t in res.trials] == [0] * 8 + [1] * 8 + [2] * 4
     assert all(t.status == "ok" and 0.0 <= t.score <= 1.0 for t in res.trials)
-    assert set(res.trials[0].actions) == {"aug", "nas", "hpo"}
+    codec = env.unwrapped.codec
+    assert all(isinstance(t.action, tuple) and len(t.action) == codec.size for t in res.trials)
+    assert set(codec.decode(res.trials[0].action)) == {"aug", "nas", "hpo"}
+    assert res.best_pipeline == env.unwrapped.decode(np.asarray(res.best.action))
     assert isinstance(res.best_pipeline, ma2ml_env.Pipeline)
     assert res.best_score == res.scores.max()
 
@@ -130,7 +133,7 @@ def test_same_seed_same_trials(name):
 
     def trials(seed):
         res = run(make_algorithm(name), _env(("nas", "hpo")), budget=24, seed=seed, batch_size=8)
-        return [(t.actions, t.score) for t in res.trials]
+        return [(t.action, t.score) for t in res.trials]
 
     first = trials(3)
     torch.manual_seed(123)  # global RNG state must not matter
@@ -151,9 +154,9 @@ def test_state_dict_resumes_exactly(name):
         out = []
         for r in range(r0, r1):
             acts = algo.propose(8)
-            scores = [x.score for x in base.evaluate(acts, seeds=[r * 8 + i for i in range(8)])]
+            scores = base.evaluate(acts, seeds=np.arange(r * 8, r * 8 + 8)).score
             algo.observe(acts, scores)
-            out.append([{k: np.asarray(v).tolist() for k, v in a.items()} for a in acts])
+            out.append(acts.tolist())
         return out
 
     algo = make_algorithm(name)
@@ -172,7 +175,7 @@ def test_state_dict_resumes_exactly(name):
     rounds(algo, 0, 2)
     acts = algo.propose(8)
     state = pickle.loads(pickle.dumps(algo.state_dict()))
-    scores = [x.score for x in base.evaluate(acts, seeds=list(range(8)))]
+    scores = base.evaluate(acts, seeds=np.arange(8)).score
     algo.observe(acts, scores)
     expected = rounds(algo, 3, 5)
     fresh = make_algorithm(name)
@@ -220,7 +223,8 @@ def test_baselines_run_on_any_pettingzoo_env_with_discrete_actions(name):
     env = matrix_game("climbing")
     res = run(make_algorithm(name), env, budget=16, seed=0, batch_size=4)
     assert len(res.trials) == 16
-    assert all(len(v) == 1 and 0 <= v[0] < 3 for t in res.trials for v in t.actions.values())
+    assert all(len(t.action) == len(env.possible_agents) and all(0 <= v < 3 for v in t.action)
+               for t in res.trials)
 
 
 @pytest.mark.parametrize("name", ["tpe", "ppo"])
@@ -231,8 +235,8 @@ def test_observing_actions_it_did_not_propose(name):
     algo = make_algorithm(name, **({"n_steps": 4, "batch_size": 4} if name == "ppo" else {}))
     algo.setup(action_spaces_of(env), 0)
     rng = np.random.default_rng(0)
-    acts = [env.space.unflatten(x) for x in env.space.sample(rng, 4)]
-    algo.observe(acts, [0.5, 0.1, 0.2, 0.3])
+    acts = env.unwrapped.codec.sample(rng, 4)
+    algo.observe(acts, np.array([0.5, 0.1, 0.2, 0.3]))
     if name == "tpe":
         assert len(algo.study.trials) == 4
     else:
@@ -244,16 +248,18 @@ def test_module_by_module_changes_one_module_per_stage():
     env = _env(("aug", "nas", "hpo"))
     algo = ModuleByModule(evals_per_stage=4, inner="random")
     algo.setup(action_spaces_of(env), 0)
+    codec = algo.codec
     first = algo.propose(1)
-    algo.observe(first, [1.0])  # the incumbent; nothing later beats a score of 1
-    inc = first[0]
+    algo.observe(first, np.array([1.0]))  # the incumbent; nothing later beats a score of 1
+    inc = codec.decode(first[0])
     for stage_agent in ["aug", "nas", "hpo", "aug"]:
         assert algo.stage_agent == stage_agent
-        for a in algo.propose(4):
+        for row in algo.propose(4):
+            a = codec.decode(row)
             for agent in ("aug", "nas", "hpo"):
                 if agent != stage_agent:
                     np.testing.assert_array_equal(a[agent], inc[agent])
-        algo.observe([], [])
+        algo.observe(np.zeros((0, codec.size), dtype=np.int64), np.zeros(0))
 
 
 def test_independent_learners_q_variant_runs_and_learns():
@@ -269,14 +275,13 @@ def test_evolution_children_are_one_mutation_from_a_tournament_winner():
     first = algo.propose(6)  # the initial population: uniform random
     scores = list(np.linspace(0.1, 0.6, 6))
     algo.observe(first, scores)
-    pop = [np.concatenate([a["nas"], a["hpo"]]) for a in first]
-    for child in algo.propose(40):
-        x = np.concatenate([child["nas"], child["hpo"]])
+    pop = list(first)
+    for x in algo.propose(40):
         diffs = [int((x != p).sum()) for p in pop]
         assert min(diffs) == 1  # exactly one decision changed, to a different value
     # the worst member never wins a tournament of two: no child is one mutation from it alone
     pop[0]
-    kids = [np.concatenate([c["nas"], c["hpo"]]) for c in algo.propose(200)]
+    kids = list(algo.propose(200))
     parents = [[i for i, p in enumerate(pop) if (k != p).sum() == 1] for k in kids]
     assert not any(ps == [0] for ps in parents) and any(0 not in ps for ps in parents)
     # aging: observing six more members pushes the first six out
