@@ -1,5 +1,5 @@
-"""The evaluator contract: the base class's declared fast paths, CostBudget, streaming, guarded failures,
-config() and the shipped conformance check :func:`ma2ml_env.check_evaluator`."""
+"""The evaluator contract: one method on flat batches, BatchResult, PipelineEvaluator, CostBudget, streaming,
+guarded failures, config() and the shipped conformance check :func:`ma2ml_env.check_evaluator`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import ma2ml_env
-from ma2ml_env import CostBudget, EvalResult, Evaluator, EvaluatorCheckError, check_evaluator
+from ma2ml_env import CostBudget, EvalResult, Evaluator, EvaluatorCheckError, PipelineEvaluator, check_evaluator
 from ma2ml_env.pipeline import Architecture, Pipeline, Stage
 from ma2ml_env.rewards.surrogate import SurrogateEvaluator
 from ma2ml_env.rewards.tabular import TabularEvaluator, benchmark_env, benchmark_modules
@@ -19,16 +19,16 @@ from ma2ml_env.rewards.tabular import TabularEvaluator, benchmark_env, benchmark
 from .test_tabular import _tiny_table
 
 
-class Const(Evaluator):
-    """A minimal user backend: only evaluate()."""
+class Const(PipelineEvaluator):
+    """A minimal user backend: only evaluate_pipeline()."""
 
     name = "const"
 
     def __init__(self, value: float = 0.5) -> None:
         self.value = value
 
-    def evaluate(self, pipelines, seeds):
-        return [EvalResult(score=self.value + 1e-3 * (s % 7), accuracy=self.value) for s in seeds]
+    def evaluate_pipeline(self, pipeline, seed):
+        return EvalResult(score=self.value + 1e-3 * (seed % 7), accuracy=self.value)
 
     def config(self):
         return {**super().config(), "value": self.value}
@@ -37,66 +37,97 @@ class Const(Evaluator):
 class Raises(Const):
     name = "raises"
 
-    def evaluate(self, pipelines, seeds):
+    def evaluate_pipeline(self, pipeline, seed):
+        raise RuntimeError("the cluster is down")
+
+
+class BatchRaises(Evaluator):
+    """A batch backend (the one method) whose whole call fails."""
+
+    name = "batch-raises"
+
+    def evaluate(self, actions, seeds, on_result=None):
         raise RuntimeError("the cluster is down")
 
 
 class NaNScore(Const):
     name = "nan"
 
-    def evaluate(self, pipelines, seeds):
-        return [EvalResult(score=math.nan) for _ in pipelines]
+    def evaluate_pipeline(self, pipeline, seed):
+        return EvalResult(score=math.nan)
 
 
 class FailsOnSomeSeeds(Const):
     """Raises for odd seeds only: one bad pipeline must not take the others of its batch with it."""
 
-    def evaluate(self, pipelines, seeds):
-        if any(s % 2 for s in seeds):
+    def evaluate_pipeline(self, pipeline, seed):
+        if seed % 2:
             raise ValueError("odd seed")
-        return super().evaluate(pipelines, seeds)
+        return super().evaluate_pipeline(pipeline, seed)
 
 
-# -- the base class declares every optional method --------------------------------------------------------
-def test_a_new_backend_learns_every_fast_path_from_the_base_class():
+# -- the contract: one method ---------------------------------------------------------------------------------
+_GONE = ("evaluate_streaming", "evaluate_actions", "results_from_arrays", "evaluate_one_tuple", "step_kernel",
+         "vectorised")
+
+
+def test_the_contract_is_one_method():
+    from ma2ml_env.rewards.parallel import BACKENDS
+    from ma2ml_env.rewards.train import TrainEvaluator
+
+    for cls in (Evaluator, PipelineEvaluator, SurrogateEvaluator, TabularEvaluator, TrainEvaluator,
+                *BACKENDS.values()):
+        assert not [n for n in _GONE if hasattr(cls, n)], cls
+    with pytest.raises(NotImplementedError, match="must implement evaluate\\(actions, seeds"):
+        Evaluator().evaluate(np.zeros((1, 3), np.int64), np.zeros(1, np.int64))
+    with pytest.raises(NotImplementedError, match="must implement evaluate_pipeline"):
+        PipelineEvaluator().evaluate_pipeline(Pipeline(), 0)
     ev = Const()
-    assert ev.vectorised is False and ev.deterministic is True
-    assert ev.evaluate_one_tuple([0, 1], 3) is None and ev.step_kernel() is None
-    with pytest.raises(NotImplementedError, match="not vectorised"):
-        ev.evaluate_actions(np.zeros((1, 3), np.int64))
-    out = {
-        "score": np.array([0.5, 0.0]),
-        "accuracy": np.array([0.5, 0.7]),
-        "flops": np.array([1.0, 2.0]),
-        "params": np.array([3.0, 4.0]),
-        "seconds": np.array([0.1, 0.2]),
-        "over_budget": np.array([False, True]),
-    }
-    r = ev.results_from_arrays(out)
-    assert [x.status for x in r] == ["ok", "over_budget"] and r[1].accuracy == 0.7 and r[0].params == 3.0
+    assert ev.deterministic is True and ev.wall_clock_seconds is False and ev.device is None
     assert ev.config() == {"class": "tests.test_evaluator_contract.Const", "value": 0.5}
-    for cls in (SurrogateEvaluator, TabularEvaluator):
-        assert cls.vectorised is True
 
 
-def test_the_env_uses_only_declared_methods():
-    """A backend with no fast path: step and evaluate go through evaluate_streaming, one pipeline each."""
+def test_batch_result_is_arrays_with_one_result_per_row():
+    rows = [EvalResult(0.5, accuracy=0.5, flops=1.0, params=3.0, seconds=0.1, info={"a": 1}),
+            EvalResult(0.0, "over_budget", accuracy=0.7, flops=2.0, params=4.0, seconds=0.2),
+            EvalResult(-1.0, "error", info={"error": "x"})]
+    b = ma2ml_env.BatchResult.from_results(rows)
+    assert len(b) == 3 and list(b) == rows and b[1] == rows[1] and b[-1] == rows[2]
+    assert b.status.tolist() == [0, 1, 5] and b.statuses() == ["ok", "over_budget", "error"]
+    assert b.score.dtype == np.float64 and np.isnan(b.accuracy[2]) and b.info[0] == {"a": 1}
+    assert len(ma2ml_env.BatchResult.from_results([])) == 0
+    with pytest.raises(ValueError, match="score must be finite, got nan in row 1"):
+        ma2ml_env.BatchResult([0.1, math.nan], [0, 0], [0, 0], [0, 0], [0, 0], [0, 0], ({}, {}))
+    with pytest.raises(ValueError, match="codes into STATUSES"):
+        ma2ml_env.BatchResult([0.1], [9], [0], [0], [0], [0], ({},))
+    with pytest.raises(ValueError, match="1-d array of 1 values"):
+        ma2ml_env.BatchResult([0.1], [0], [0, 1], [0], [0], [0], ({},))
+    with pytest.raises(ValueError, match="one mapping per row"):
+        ma2ml_env.BatchResult([0.1], [0], [0], [0], [0], [0], ())
+    with pytest.raises(TypeError, match="EvalResult objects, got float"):
+        ma2ml_env.BatchResult.from_results([0.5])
+
+
+def test_the_env_makes_one_evaluator_call_per_step_and_per_evaluate_and_builds_the_observation():
     calls = []
 
     class Counting(Const):
-        def evaluate_streaming(self, pipelines, seeds, on_result):
-            calls.append(len(pipelines))
-            return super().evaluate_streaming(pipelines, seeds, on_result)
+        def evaluate(self, actions, seeds, on_result=None):
+            calls.append(len(actions))
+            return super().evaluate(actions, seeds, on_result)
 
     env = ma2ml_env.parallel_env(reward=Counting(), pipelines_per_episode=3)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
-    for _ in range(2):
-        _, rew, *_ = env.step(env.space.unflatten(env.space.sample(rng)))
+    for t in (1, 2):
+        flat = env.space.sample(rng)
+        obs, rew, *_ = env.step(env.space.unflatten(flat))
         assert 0.5 <= rew["aug"] < 0.51
-    env.evaluate([env.space.unflatten(f) for f in env.space.sample(rng, 4)])
+        scale = (1.0 / np.maximum(env.space.joint_nvec - 1, 1)).astype(np.float32)
+        assert np.array_equal(obs["aug"][3:], flat.astype(np.float32) * scale)  # the env's own observation
+        assert obs["aug"][0] == np.float32(t / 3) and obs["aug"][1] == np.float32(rew["aug"])
+    env.evaluate(env.space.sample(rng, 4))
     assert calls == [1, 1, 4] and env.evaluations == 6
-    assert env._init_kernel() is None and env._one is False
 
 
 # -- budgets in one place ----------------------------------------------------------------------------------
@@ -169,8 +200,8 @@ def test_a_budget_as_a_dict_is_the_budget_on_every_backend():
     a = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"budget": fields})
     b = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"budget": want})
     assert a.config() == b.config()
-    acts = [a.space.unflatten(f) for f in a.space.sample(np.random.default_rng(0), 20)]
-    assert a.evaluate(acts, seeds=list(range(20))) == b.evaluate(acts, seeds=list(range(20)))
+    acts = a.space.sample(np.random.default_rng(0), 20)
+    assert list(a.evaluate(acts, seeds=list(range(20)))) == list(b.evaluate(acts, seeds=list(range(20))))
     # a hard budget from JSON on the training backend: every child over it, none trained
     env = ma2ml_env.parallel_env(reward="train", reward_kwargs={"device": "cpu", "max_train": 64,
                                                                 "budget": {"max_flops": 1}})
@@ -183,35 +214,33 @@ def test_a_budget_as_a_dict_is_the_budget_on_every_backend():
 @pytest.mark.parametrize("reward", ["surrogate", "const"])
 def test_env_evaluate_reports_each_result_once_as_it_becomes_final(reward):
     env = ma2ml_env.parallel_env(reward=Const() if reward == "const" else reward)
-    actions = [env.space.unflatten(f) for f in env.space.sample(np.random.default_rng(2), 5)]
+    actions = env.space.sample(np.random.default_rng(2), 5)
     seen = []
     results = env.evaluate(actions, seeds=[1, 2, 3, 4, 5], on_result=lambda i, r: seen.append((i, r)))
     assert [i for i, _ in seen] == [0, 1, 2, 3, 4]
-    assert [r for _, r in seen] == results == env.evaluate(actions, seeds=[1, 2, 3, 4, 5])
+    assert [r for _, r in seen] == list(results) == list(env.evaluate(actions, seeds=[1, 2, 3, 4, 5]))
 
 
 def test_tabular_env_streams_the_batch_at_once():
     env = benchmark_env("hpobench/car", table=_tiny_table())
-    actions = [env.space.unflatten(f) for f in env.space.sample(np.random.default_rng(0), 6)]
+    actions = env.space.sample(np.random.default_rng(0), 6)
     seen = []
     results = env.evaluate(actions, seeds=list(range(6)), on_result=lambda i, r: seen.append(i))
     assert seen == list(range(6)) and len(results) == 6
-    ev = env.evaluator
-    pipes = [env.space.decode(env.space.flatten(a)) for a in actions]
     got = {}
-    assert ev.evaluate_streaming(pipes, list(range(6)), got.__setitem__) == results
-    assert [got[i] for i in range(6)] == results
+    assert list(env.evaluator.evaluate(actions, np.arange(6), got.__setitem__)) == list(results)
+    assert [got[i] for i in range(6)] == list(results)
 
 
-@pytest.mark.parametrize("bad", [Raises, NaNScore])
+@pytest.mark.parametrize("bad", [Raises, NaNScore, BatchRaises])
 def test_a_failing_user_evaluator_gives_error_results_in_evaluate_and_step(bad):
     env = ma2ml_env.parallel_env(reward=bad(), pipelines_per_episode=2)
-    actions = [env.space.unflatten(f) for f in env.space.sample(np.random.default_rng(3), 3)]
+    actions = env.space.sample(np.random.default_rng(3), 3)
     results = env.evaluate(actions, seeds=[1, 2, 3])
     assert [r.status for r in results] == ["error"] * 3 and all(r.score == 0.0 for r in results)
-    assert ("cluster is down" if bad is Raises else "finite") in results[0].info["error"]
+    assert ("finite" if bad is NaNScore else "cluster is down") in results[0].info["error"]
     env.reset(seed=0)
-    _, rew, terms, _, infos = env.step(actions[0])
+    _, rew, terms, _, infos = env.step(env.space.unflatten(actions[0]))
     assert ma2ml_env.STATUSES[infos["aug"]["status"]] == "error" and rew["nas"] == 0.0 and not terms["hpo"]
     assert infos["aug"]["status"] == ma2ml_env.STATUS_CODES["error"] == 5
     # an error result measured nothing: -1.0, never NaN, in the infos
@@ -221,7 +250,7 @@ def test_a_failing_user_evaluator_gives_error_results_in_evaluate_and_step(bad):
 
 def test_one_failing_pipeline_does_not_fail_its_batch():
     env = ma2ml_env.parallel_env(reward=FailsOnSomeSeeds())
-    actions = [env.space.unflatten(f) for f in env.space.sample(np.random.default_rng(4), 4)]
+    actions = env.space.sample(np.random.default_rng(4), 4)
     results = env.evaluate(actions, seeds=[2, 3, 4, 5])
     assert [r.status for r in results] == ["ok", "error", "ok", "error"]
 
@@ -327,27 +356,31 @@ def test_check_evaluator_passes_the_training_evaluator():
     check_evaluator(Const())
 
 
-class _Count(Const):
-    def evaluate(self, pipelines, seeds):
-        return [EvalResult(0.5)]
+class _Count(Evaluator):
+    name = "count"
+
+    def evaluate(self, actions, seeds, on_result=None):
+        return ma2ml_env.BatchResult.from_results([EvalResult(0.5)])
 
 
-class _Type(Const):
-    def evaluate(self, pipelines, seeds):
-        return [0.5 for _ in pipelines]
+class _Type(Evaluator):
+    name = "type"
+
+    def evaluate(self, actions, seeds, on_result=None):
+        return [0.5 for _ in actions]
 
 
 class _FailureScore(Const):
-    def evaluate(self, pipelines, seeds):
-        return [EvalResult(0.3, "error") for _ in pipelines]
+    def evaluate_pipeline(self, pipeline, seed):
+        return EvalResult(0.3, "error")
 
 
 class _NonDeterministic(Const):
     calls = 0
 
-    def evaluate(self, pipelines, seeds):
+    def evaluate_pipeline(self, pipeline, seed):
         self.calls += 1
-        return [EvalResult(self.calls / 100) for _ in pipelines]
+        return EvalResult(self.calls / 100)
 
 
 class _Unpicklable(Const):
@@ -367,35 +400,35 @@ class _ConfigObject(Const):
 
 
 class _StreamOnce(Const):
-    def evaluate_streaming(self, pipelines, seeds, on_result):
-        out = self.evaluate(pipelines, seeds)
-        on_result(0, out[0])
+    def evaluate(self, actions, seeds, on_result=None):
+        out = super().evaluate(actions, seeds)
+        if on_result is not None:
+            on_result(0, out[0])
         return out
 
 
-class _Vectorised(Const):
-    vectorised = True
-
-    def evaluate_actions(self, flat_actions, seeds=None):
-        k = len(flat_actions)
-        return {
-            "score": np.full(k, 0.9),
-            "accuracy": np.zeros(k),
-            "flops": np.zeros(k),
-            "params": np.zeros(k),
-            "seconds": np.zeros(k),
-            "over_budget": np.zeros(k, bool),
-        }
+class _ReportsOther(Const):
+    def evaluate(self, actions, seeds, on_result=None):
+        out = super().evaluate(actions, seeds)
+        for i in range(len(out)):
+            if on_result is not None:
+                on_result(i, EvalResult(0.123))
+        return out
 
 
-class _Scalar(Const):
-    def evaluate_one_tuple(self, x, seed=None):
-        return 0.1, "ok", 0.1, 0.0, 0.0, 0.0
+class _OneRowPath(Const):
+    """A private single-row path that disagrees with the batch."""
+
+    def evaluate(self, actions, seeds, on_result=None):
+        if len(actions) == 1:
+            return ma2ml_env.BatchResult.from_results([EvalResult(0.1)])
+        return super().evaluate(actions, seeds, on_result)
 
 
-_BROKEN = {"raises": Raises, "count": _Count, "type": _Type, "failure_score": _FailureScore,
+_BROKEN = {"raises": BatchRaises, "count": _Count, "type": _Type, "failure_score": _FailureScore,
            "nondeterministic": _NonDeterministic, "unpicklable": _Unpicklable, "config": _ConfigTuple,
-           "config_json": _ConfigObject, "stream": _StreamOnce, "vectorised": _Vectorised, "scalar": _Scalar}
+           "config_json": _ConfigObject, "stream": _StreamOnce, "reported": _ReportsOther,
+           "one_row": _OneRowPath}
 
 
 def _broken(kind):
@@ -404,16 +437,16 @@ def _broken(kind):
 
 @pytest.mark.parametrize("kind, match", [
     ("raises", "raised RuntimeError: the cluster is down"),
-    ("count", "one EvalResult per pipeline"),
-    ("type", "EvalResult objects, got float"),
+    ("count", "BatchResult of one row per joint action \\(3"),
+    ("type", "must return a ma2ml_env.BatchResult"),
     ("failure_score", "must score failure_score"),
     ("nondeterministic", "same seeds"),
     ("unpicklable", "cannot be pickled before bind"),
     ("config", "JSON-native"),
     ("config_json", "JSON-serialisable"),
-    ("stream", "once per index"),
-    ("vectorised", "evaluate_actions \\+ results_from_arrays disagrees"),
-    ("scalar", "evaluate_one_tuple disagrees"),
+    ("stream", "exactly once per row"),
+    ("reported", "results reported to on_result disagrees"),
+    ("one_row", "one row at a time disagrees"),
 ])
 def test_check_evaluator_names_what_is_broken(kind, match):
     with pytest.raises(EvaluatorCheckError, match=match):

@@ -107,6 +107,12 @@ EMPTY_INFO: Mapping[str, Any] = _ReadOnlyDict()
 _FIELDS = ("score", "status", "accuracy", "flops", "params", "seconds")
 
 
+def _num(x: Any) -> float:
+    """A Python float; NaN as the one ``math.nan`` (so that equal results compare equal, as EvalResults do)."""
+    v = float(x)
+    return math.nan if v != v else v
+
+
 @dataclass(frozen=True, eq=False)
 class BatchResult:
     """The results of a batch of ``K`` evaluations, as arrays (what :meth:`Evaluator.evaluate` returns).
@@ -178,8 +184,8 @@ class BatchResult:
         return len(self.score)
 
     def __getitem__(self, i: int) -> EvalResult:
-        return EvalResult(float(self.score[i]), STATUSES[int(self.status[i])], float(self.accuracy[i]),
-                          float(self.flops[i]), float(self.params[i]), float(self.seconds[i]), dict(self.info[i]))
+        return EvalResult(float(self.score[i]), STATUSES[int(self.status[i])], _num(self.accuracy[i]),
+                          _num(self.flops[i]), _num(self.params[i]), _num(self.seconds[i]), dict(self.info[i]))
 
     def __iter__(self) -> Iterator[EvalResult]:
         return (self[i] for i in range(len(self)))
