@@ -20,6 +20,13 @@ TINY = Architecture(resolution=8, stem_width=16, stages=(Stage(3, 1, 16, 1, 1), 
 GOOD = Pipeline(arch=TINY).with_train(optimizer="sgd", lr=0.1, batch_size=32, epochs=2)
 
 
+def _evaluate(ev, pipelines, seeds):
+    """Each pipeline with its seed through ``ev.evaluate_pipeline`` (the PipelineEvaluator method), in order."""
+    if len(pipelines) != len(seeds):
+        raise ValueError(f"got {len(pipelines)} pipelines but {len(seeds)} seeds; pass one seed per pipeline")
+    return [ev.evaluate_pipeline(p, s) for p, s in zip(pipelines, seeds)]
+
+
 def _patterns(n: int, shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Learnable uint8 images: class c is bright in row block c (3 classes), plus noise."""
     rng = np.random.default_rng(seed)
@@ -73,7 +80,7 @@ def test_npz_arrays_become_nchw_splits(tmp_path, shape):
 
 def test_npz_trains_a_child(tmp_path):
     ev = TrainEvaluator(dataset="npz", root=str(_write_npz(tmp_path / "d.npz")), device="cpu", epoch_scale=1.0)
-    r = ev.evaluate([GOOD], [0])[0]
+    r = _evaluate(ev, [GOOD], [0])[0]
     assert r.status == "ok" and r.accuracy > 0.6, r  # 3 classes: chance is 1/3
 
 

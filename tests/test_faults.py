@@ -20,14 +20,13 @@ from agents.store import TrialStore
 from ma2ml_env.rewards.parallel import LocalPoolEvaluator, SerialEvaluator, failure_kind
 from tests._failing_evaluators import MODES, FailingEvaluator, check_error_trials
 from tests._toys import CudaLikeOOM, FaultyEvaluator, ToyEvaluator, ToyRandomSearch
-from tests.conftest import sample_joint
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _actions(env, n, seed=0):
-    rng = np.random.default_rng(seed)
-    return [sample_joint(env, rng) for _ in range(n)]
+    """``n`` random flat joint actions (int64 ``[n, D]``, what ``env.evaluate`` takes)."""
+    return env.unwrapped.space.sample(np.random.default_rng(seed), n)
 
 
 def _reference(acts, seeds):
@@ -124,9 +123,10 @@ def test_failing_user_evaluator_is_an_error_trial_local(mode):
 def test_serial_wrapper_streams_error_results_in_order():
     ev = SerialEvaluator(FailingEvaluator("raise"), max_retries=0)
     env = ma2ml_env.parallel_env(reward=ev)
-    pipes = [env.unwrapped.decode(a) for a in _actions(env, 6)]
+    rows = _actions(env, 6)
+    pipes = [env.unwrapped.decode(a) for a in rows]
     seen: list[tuple[int, str]] = []
-    res = ev.evaluate_streaming(pipes, list(range(6)), lambda i, r: seen.append((i, r.status)))
+    res = ev.evaluate(rows, np.arange(6), lambda i, r: seen.append((i, r.status)))
     assert seen == [(i, r.status) for i, r in enumerate(res)]  # one at a time, each as it is final
     assert [r.status == "error" for r in res] == [FailingEvaluator.fails(p) for p in pipes]
 

@@ -13,7 +13,7 @@ import pytest
 
 import ma2ml_env
 from agents.base import run
-from ma2ml_env.rewards.base import EvalResult, Evaluator
+from ma2ml_env.rewards.base import EvalResult, PipelineEvaluator
 from ma2ml_env.rewards.devices import pin_cuda_device, visible_gpus
 from ma2ml_env.rewards.parallel import (
     LocalPoolEvaluator,
@@ -23,21 +23,20 @@ from ma2ml_env.rewards.parallel import (
 )
 from tests._failing_evaluators import MODES, FailingEvaluator, check_error_trials
 from tests._toys import ToyEvaluator, ToyRandomSearch
-from tests.conftest import sample_joint
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 
 
 def _actions(env, n, seed=0):
-    rng = np.random.default_rng(seed)
-    return [sample_joint(env, rng) for _ in range(n)]
+    """``n`` random flat joint actions (int64 ``[n, D]``, what ``env.evaluate`` takes)."""
+    return env.unwrapped.space.sample(np.random.default_rng(seed), n)
 
 
 def _same(a: list[EvalResult], b: list[EvalResult]) -> None:
     assert [r.to_dict() for r in a] == [r.to_dict() for r in b]
 
 
-class EnvReporter(Evaluator):
+class EnvReporter(PipelineEvaluator):
     """Reports the worker's pinning and thread variables, and its copy's ``device``."""
 
     name = "env-reporter"
@@ -45,12 +44,11 @@ class EnvReporter(Evaluator):
     def __init__(self, device=None):
         self.device = device
 
-    def evaluate(self, pipelines, seeds):
+    def evaluate_pipeline(self, pipeline, seed):
         time.sleep(0.05)
-        return [EvalResult(score=0.5, info={"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                                            "omp": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid(),
-                                            "device": None if self.device is None else str(self.device)})
-                for _ in pipelines]
+        return EvalResult(score=0.5, info={"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                           "omp": os.environ.get("OMP_NUM_THREADS"), "pid": os.getpid(),
+                                           "device": None if self.device is None else str(self.device)})
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +64,17 @@ def test_local_pool_matches_serial_surrogate(pool_env):
     serial = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02})
     acts = _actions(serial, 10)
     seeds = list(range(100, 110))
-    _same(pool_env.evaluate(acts, seeds), serial.evaluate(acts, seeds))
+    pooled = pool_env.evaluate(acts, seeds)
+    # a worker evaluates one row per task: exactly what the serial evaluator gives each row alone (the
+    # surrogate's one-row path), and the batch path's numbers to the last bit or two
+    _same(pooled, [serial.evaluate(acts[i:i + 1], seeds[i:i + 1])[0] for i in range(10)])
+    np.testing.assert_allclose(pooled.score, serial.evaluate(acts, seeds).score, rtol=1e-15, atol=0)
     assert isinstance(pool_env.evaluator, LocalPoolEvaluator) and pool_env.evaluator.workers == 2
-    # env.step goes through the pool too (the wrapper has no scalar fast path)
+    # env.step goes through the pool too (one evaluator call, one row)
     pool_env.reset(seed=3)
     serial.reset(seed=3)
-    _, r1, *_ = pool_env.step(acts[0])
-    _, r2, *_ = serial.step(acts[0])
+    _, r1, *_ = pool_env.step(serial.codec.decode(acts[0]))
+    _, r2, *_ = serial.step(serial.codec.decode(acts[0]))
     assert r1 == r2
 
 
@@ -86,13 +88,9 @@ def test_local_pool_search_matches_serial_and_uses_workers():
     finally:
         par.close()
     assert [t.score for t in a.trials] == [t.score for t in b.trials]
-    assert [t.actions for t in a.trials] == [t.actions for t in b.trials]
+    assert [t.action for t in a.trials] == [t.action for t in b.trials]
     assert len({t.info["pid"] for t in b.trials}) == 2  # both workers evaluated pipelines
     assert {t.info["pid"] for t in b.trials}.isdisjoint({os.getpid()})
-
-
-def _pipelines(env, n, seed=0):
-    return [env.unwrapped.decode(a) for a in _actions(env, n, seed)]
 
 
 def test_streaming_reports_each_result_once(pool_env):
@@ -105,11 +103,11 @@ def test_streaming_reports_each_result_once(pool_env):
         got[i] = r
         order.append(i)
 
-    pipes = _pipelines(pool_env, 6, seed=1)
-    res = ev.evaluate_streaming(pipes, list(range(6)), on_result)
+    rows = _actions(pool_env, 6, seed=1)
+    res = ev.evaluate(rows, np.arange(6), on_result)
     assert sorted(got) == list(range(6))
-    assert [got[i] for i in range(6)] == res  # returned in input order
-    _same(res, ev.evaluate(pipes, list(range(6))))  # evaluate is the same without the callback
+    assert [got[i] for i in range(6)] == list(res)  # returned in input order
+    _same(res, ev.evaluate(rows, np.arange(6)))  # evaluate is the same without the callback
     assert not hasattr(ev, "on_result")
 
 

@@ -27,6 +27,13 @@ TINY = Architecture(
 GOOD = Pipeline(arch=TINY).with_train(optimizer="sgd", lr=0.1, batch_size=32, epochs=2)
 
 
+def _evaluate(ev, pipelines, seeds):
+    """Each pipeline with its seed through ``ev.evaluate_pipeline`` (the PipelineEvaluator method), in order."""
+    if len(pipelines) != len(seeds):
+        raise ValueError(f"got {len(pipelines)} pipelines but {len(seeds)} seeds; pass one seed per pipeline")
+    return [ev.evaluate_pipeline(p, s) for p, s in zip(pipelines, seeds)]
+
+
 @pytest.fixture(scope="module")
 def ev() -> TrainEvaluator:
     return TrainEvaluator(dataset="digits", device="cpu", epoch_scale=1.0)
@@ -203,7 +210,7 @@ def test_cifar_format_through_torchvision_loader(tmp_path):
     assert len(d.train_y) + len(d.val_y) == 100 and len(d.test_y) == 20
     ev = TrainEvaluator(dataset="cifar10", root=str(tmp_path), check_md5=False, device="cpu")
     arch = TINY.__class__(**{**TINY.__dict__, "resolution": 8})
-    r = ev.evaluate([Pipeline(arch=arch).with_train(batch_size=16, epochs=1)], [0])[0]
+    r = _evaluate(ev, [Pipeline(arch=arch).with_train(batch_size=16, epochs=1)], [0])[0]
     assert r.status == "ok" and 0.0 <= r.score <= 1.0
     # the real checksums reject the fake files, with a message saying how to proceed
     with pytest.raises(FileNotFoundError, match="check_md5=False"):
@@ -275,7 +282,7 @@ def test_imagefolder_from_pngs(tmp_path):
     d = load_dataset("imagefolder", root=tmp_path, image_size=12)
     assert d.num_classes == 2 and d.channels == 3 and d.image_size == (12, 12)
     assert len(d.train_y) + len(d.val_y) == 24 and len(d.test_y) == 8
-    r = TrainEvaluator(dataset="imagefolder", root=str(tmp_path), image_size=12, device="cpu").evaluate(
+    r = _evaluate(TrainEvaluator(dataset="imagefolder", root=str(tmp_path), image_size=12, device="cpu"),
         [GOOD.with_train(batch_size=8, epochs=2)], [0]
     )[0]
     assert r.status == "ok"
@@ -285,14 +292,14 @@ def test_synthetic_is_learnable():
     ev = TrainEvaluator(
         dataset={"name": "synthetic", "size": 600, "shape": (3, 8, 8)}, device="cpu", epoch_scale=1
     )
-    r = ev.evaluate([GOOD], [0])[0]
+    r = _evaluate(ev, [GOOD], [0])[0]
     assert r.status == "ok" and r.accuracy > 0.5, r
 
 
 # -- reward --------------------------------------------------------------------------------------------
 def test_reward_is_validation_accuracy_deterministic_and_pipeline_dependent(ev):
     other = GOOD.with_train(lr=1e-3, epochs=1)
-    r1, r2, r3 = ev.evaluate([GOOD, GOOD, other], [0, 0, 0])
+    r1, r2, r3 = _evaluate(ev, [GOOD, GOOD, other], [0, 0, 0])
     assert r1.status == r2.status == r3.status == "ok"
     assert r1.score == r2.score == r1.accuracy  # same seed, same accuracy on the CPU
     assert r1.accuracy > 0.7, r1  # it really learns (10 classes: chance is 0.1)
@@ -302,7 +309,7 @@ def test_reward_is_validation_accuracy_deterministic_and_pipeline_dependent(ev):
     # the global RNG is untouched by an evaluation
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
-    ev.evaluate([GOOD.replace(arch=TINY.__class__(**{**TINY.__dict__, "dropout": 0.3}))], [1])
+    _evaluate(ev, [GOOD.replace(arch=TINY.__class__(**{**TINY.__dict__, "dropout": 0.3}))], [1])
     assert torch.equal(before, torch.random.get_rng_state())
 
 
@@ -316,14 +323,14 @@ def test_recipe_options_run(ev):
         ),
         GOOD.replace(batch_hooks=(soft_label_hook,)),
     ]
-    results = ev.evaluate(pipes, [0] * len(pipes))
+    results = _evaluate(ev, pipes, [0] * len(pipes))
     assert [r.status for r in results] == ["ok"] * len(pipes), [r.info.get("error") for r in results]
     assert all(r.accuracy > 0.3 for r in results), [r.accuracy for r in results]
 
 
 def test_epoch_scale(ev):
     half = TrainEvaluator(dataset="digits", device="cpu", max_train=400, epoch_scale=0.5)
-    r = half.evaluate([GOOD.with_train(epochs=3)], [0])[0]
+    r = _evaluate(half, [GOOD.with_train(epochs=3)], [0])[0]
     assert r.info["steps"] == round(1.5 * (400 // 32))
 
 
@@ -340,14 +347,14 @@ def test_epoch_scale(ev):
     ids=["nan-hook", "huge-lr", "cuda-oom", "cpu-oom", "user-exception"],
 )
 def test_failures_become_statuses(ev, pipeline, status):
-    r = ev.evaluate([pipeline], [0])[0]
+    r = _evaluate(ev, [pipeline], [0])[0]
     assert r.status == status, r.info.get("error")
     assert r.score == ev.failure_score and math.isnan(r.accuracy)
     assert r.flops == TINY.flops(1, 10)  # the cost is still reported
     assert r.info["error"] and "Traceback" in r.info["traceback"]
     if status == "error":
         assert "user code exploded" in r.info["error"] and "bad_hook" in r.info["traceback"]
-    ok = ev.evaluate([GOOD], [0])[0]  # the evaluator stays usable
+    ok = _evaluate(ev, [GOOD], [0])[0]  # the evaluator stays usable
     assert ok.status == "ok"
 
 
@@ -355,14 +362,14 @@ def test_time_limit(ev):
     limited = TrainEvaluator(
         dataset="digits", device="cpu", max_train=400, time_limit=0.5, failure_score=-1.0
     )
-    r = limited.evaluate([GOOD.replace(batch_hooks=(slow_hook,)), GOOD.with_train(epochs=1)], [0, 0])
+    r = _evaluate(limited, [GOOD.replace(batch_hooks=(slow_hook,)), GOOD.with_train(epochs=1)], [0, 0])
     assert r[0].status == "timeout" and r[0].score == -1.0
     assert r[1].status == "ok"
 
 
 def test_threads_restored():
     old = torch.get_num_threads()
-    TrainEvaluator(device="cpu", max_train=100, num_threads=old + 1).evaluate(
+    _evaluate(TrainEvaluator(device="cpu", max_train=100, num_threads=old + 1),
         [GOOD.with_train(epochs=1)], [0]
     )
     assert torch.get_num_threads() == old
@@ -378,7 +385,7 @@ def test_failure_status_mapping():
 
 def test_bad_architecture_is_an_error_not_a_crash(ev):
     bad = GOOD.with_arch(stages=(Stage(4, 1, 8, 1, 1),))  # even kernel: output shapes do not match
-    r = ev.evaluate([bad.with_arch(resolution=0)], [0])[0]
+    r = _evaluate(ev, [bad.with_arch(resolution=0)], [0])[0]
     assert r.status == "error"
 
 
@@ -398,17 +405,17 @@ def test_user_module_changes_training(ev):
     try:
         space = SearchSpace([BlankOut()], base=GOOD)
         off, on = space.decode({"blankout_test": [0]}), space.decode({"blankout_test": [1]})
-        r_off, r_on = ev.evaluate([off, on], [0, 0])
+        r_off, r_on = _evaluate(ev, [off, on], [0, 0])
         assert r_off.accuracy > 0.7 and r_on.accuracy < 0.3, (r_off.accuracy, r_on.accuracy)
     finally:
         unregister_module("blankout_test")
 
 
 def test_model_hook_is_applied_and_measured(ev):
-    r = ev.evaluate([GOOD.replace(model_hooks=(widen_head,))], [0])[0]
+    r = _evaluate(ev, [GOOD.replace(model_hooks=(widen_head,))], [0])[0]
     assert r.status == "ok"
     assert r.flops == TINY.flops(1, 10) - 2 * 64 * 10 + 2 * (64 * 64 + 64 * 10)
-    assert r.params > ev.evaluate([GOOD], [0])[0].params
+    assert r.params > _evaluate(ev, [GOOD], [0])[0].params
 
 
 # -- budgets -------------------------------------------------------------------------------------------
@@ -416,10 +423,10 @@ def test_hard_budget_skips_training():
     flops = TINY.flops(1, 10)
     ev = TrainEvaluator(device="cpu", max_train=200, budget=CostBudget(max_flops=flops - 1))
     t0 = time.perf_counter()
-    r = ev.evaluate([GOOD.with_train(epochs=8)], [0])[0]
+    r = _evaluate(ev, [GOOD.with_train(epochs=8)], [0])[0]
     assert r.status == "over_budget" and r.score == 0.0 and r.flops == flops and r.params > 0
     assert time.perf_counter() - t0 < 1.0
-    ok = TrainEvaluator(device="cpu", max_train=200, budget=CostBudget(max_flops=flops)).evaluate(
+    ok = _evaluate(TrainEvaluator(device="cpu", max_train=200, budget=CostBudget(max_flops=flops)),
         [GOOD], [0]
     )[0]
     assert ok.status == "ok"
@@ -428,7 +435,7 @@ def test_hard_budget_skips_training():
 def test_soft_budget_scales_accuracy():
     flops = TINY.flops(1, 10)
     budget = CostBudget(max_flops=flops / 2, mode="soft", weight=-0.5)
-    r = TrainEvaluator(device="cpu", max_train=200, budget=budget).evaluate([GOOD], [0])[0]
+    r = _evaluate(TrainEvaluator(device="cpu", max_train=200, budget=budget), [GOOD], [0])[0]
     assert r.status == "ok"
     assert r.score == pytest.approx(r.accuracy * 2**-0.5)
     assert r.info["budget_factor"] == pytest.approx(2**-0.5)
@@ -438,14 +445,14 @@ def test_soft_budget_scales_accuracy():
 def test_registry_and_pickle(ev):
     made = make_evaluator("train", dataset="digits", device="cpu", max_train=200)
     assert isinstance(made, TrainEvaluator) and made.name == "train"
-    ev.evaluate([GOOD], [0])  # data loaded
+    _evaluate(ev, [GOOD], [0])  # data loaded
     blob = pickle.dumps(ev)
     assert len(blob) < 10_000  # configuration only, no tensors
     clone = pickle.loads(blob)
     assert clone._data is None
-    assert clone.evaluate([GOOD], [0])[0].score == ev.evaluate([GOOD], [0])[0].score
-    with pytest.raises(ValueError, match="one seed per pipeline"):
-        ev.evaluate([GOOD], [0, 1])
+    assert _evaluate(clone, [GOOD], [0])[0].score == _evaluate(ev, [GOOD], [0])[0].score
+    with pytest.raises(ValueError, match="one seed per joint action"):
+        ev.evaluate(np.zeros((1, 7), dtype=np.int64), np.zeros(2, dtype=np.int64))
 
 
 def test_train_final_reports_test_accuracy():

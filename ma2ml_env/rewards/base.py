@@ -436,6 +436,9 @@ class PipelineEvaluator(Evaluator):
 
     def evaluate(self, actions: np.ndarray, seeds: np.ndarray,
                  on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
+        if len(actions) != len(seeds):
+            raise ValueError(f"got {len(seeds)} seeds for {len(actions)} joint actions; pass one seed per "
+                             "joint action")
         out = []
         for i, (row, seed) in enumerate(zip(actions, seeds)):
             try:
