@@ -41,6 +41,11 @@ def _tiny_env(**kw):
     return benchmark_env("hpobench/car", table=_tiny_table(), **kw)
 
 
+def _flat(env, actions) -> np.ndarray:
+    """Per-agent joint actions as the flat int64 batch ``env.evaluate`` takes."""
+    return np.stack([env.unwrapped.codec.encode(a) for a in actions])
+
+
 def _row_action(env, row: int) -> dict:
     # mixed radix over (depth, width, lr, batch, alpha), depth most significant
     d = [(row >> (4 - k)) & 1 for k in range(5)]
@@ -51,7 +56,7 @@ def _row_action(env, row: int) -> dict:
 def test_tiny_table_lookup_seed_draw_and_cost():
     env = _tiny_env()
     rows = [0, 5, 17, 31]
-    res = env.unwrapped.evaluate([_row_action(env, r) for r in rows], seeds=[11, 12, 13, 14])
+    res = env.unwrapped.evaluate(_flat(env, [_row_action(env, r) for r in rows]), seeds=[11, 12, 13, 14])
     for r, out in zip(rows, res):
         k = out.info["recorded_seed"]
         assert k in ((0,) if r == 31 else (0, 1))  # config 31 has one recorded seed only
@@ -59,16 +64,16 @@ def test_tiny_table_lookup_seed_draw_and_cost():
         assert out.seconds == pytest.approx(r + 1.0 + k)  # recorded training time of that run
         assert out.status == "ok"
     # the evaluation seed decides the recorded seed; over many seeds both are drawn about equally often
-    many = env.unwrapped.evaluate([_row_action(env, 5)] * 400, seeds=list(range(400)))
+    many = env.unwrapped.evaluate(_flat(env, [_row_action(env, 5)] * 400), seeds=list(range(400)))
     ks = np.array([m.info["recorded_seed"] for m in many])
     assert 150 < ks.sum() < 250
-    again = env.unwrapped.evaluate([_row_action(env, 5)] * 400, seeds=list(range(400)))
+    again = env.unwrapped.evaluate(_flat(env, [_row_action(env, 5)] * 400), seeds=list(range(400)))
     assert [m.score for m in again] == [m.score for m in many]
 
 
 def test_tiny_table_seed_mean_and_optimum():
     env = _tiny_env(seed_mean=True)
-    out = env.unwrapped.evaluate([_row_action(env, 30), _row_action(env, 31)], seeds=[0, 1])
+    out = env.unwrapped.evaluate(_flat(env, [_row_action(env, 30), _row_action(env, 31)]), seeds=[0, 1])
     assert out[0].score == pytest.approx(0.30 + 0.0025)
     assert out[1].score == pytest.approx(0.31)  # the mean over its one seed
     assert out[0].seconds == pytest.approx(31.5)
@@ -192,7 +197,7 @@ def test_real_task_optimum_is_the_best_seed_mean_of_the_package_table(name):
     assert means[key] == pytest.approx(score, abs=1e-12)
     # a query returns one of the package's recorded values for that configuration
     env.reset(seed=0)
-    out = env.unwrapped.evaluate([action], seeds=[123])[0]
+    out = env.unwrapped.evaluate(_flat(env, [action]), seeds=[123])[0]
     assert out.info[metric] in raw[key][metric]
 
 
@@ -242,9 +247,23 @@ def test_real_query_matches_the_package_call():
         recorded = bench._dataset[
             "".join(str(list(c).index(params[n])) for n, c in bench.search_space.items())
         ]
-        out = env.unwrapped.evaluate([a], seeds=[int(rng.integers(1 << 30))])[0]
+        out = env.unwrapped.evaluate(_flat(env, [a]), seeds=[int(rng.integers(1 << 30))])[0]
         assert out.score == recorded["val_acc"][out.info["recorded_seed"]]
         assert out.seconds == recorded["train_time"][out.info["recorded_seed"]]
         assert (
             bench(params)["val_acc"] in recorded["val_acc"]
         )  # the package's own call: one of the same seeds
+
+
+def test_tabular_is_a_registered_reward():
+    """``reward="tabular"`` with ``reward_kwargs={"task": ...}`` is the task's env (its agents, its table)."""
+    table = _tiny_table()
+    env = ma2ml_env.parallel_env(reward="tabular", reward_kwargs={"task": "hpobench/car", "table": table})
+    ref = _tiny_env()
+    assert "tabular" in ma2ml_env.registered_evaluators()
+    assert env.possible_agents == ref.possible_agents and env.config() == ref.config()
+    A = ref.space.sample(np.random.default_rng(0), 5)
+    assert list(env.evaluate(A, seeds=range(5))) == list(ref.evaluate(A, seeds=range(5)))
+    with pytest.raises(ValueError, match="table over"):
+        ma2ml_env.parallel_env(reward="tabular", reward_kwargs={"task": "hpobench/car", "table": table},
+                               modules=("aug", "nas", "hpo"))
