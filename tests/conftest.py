@@ -16,6 +16,20 @@ def one_torch_thread():
 
 
 @pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """The system temp folder (``tempfile.gettempdir()``, ``TMPDIR``) pointed at an empty pytest folder, for
+    tests that check a run leaves nothing there."""
+    import tempfile
+
+    folder = tmp_path / "systemp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    return folder
+
+
+@pytest.fixture
 def senv():
     """The default surrogate env."""
     e = ma2ml_env.parallel_env(reward="surrogate")

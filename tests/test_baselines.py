@@ -290,19 +290,6 @@ def test_evolution_children_are_one_mutation_from_a_tournament_winner():
 
 
 # -- SB3 leaves nothing in the temp folder ---------------------------------------------------------------
-@pytest.fixture
-def private_tmp(tmp_path, monkeypatch):
-    """The system temp folder (``tempfile.gettempdir()``, ``TMPDIR``) pointed at an empty pytest folder."""
-    import tempfile
-
-    folder = tmp_path / "systemp"
-    folder.mkdir()
-    monkeypatch.setenv("TMPDIR", str(folder))
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    monkeypatch.delenv("SB3_LOGDIR", raising=False)
-    return folder
-
-
 @pytest.mark.parametrize("name", ["ppo", "a2c"])
 def test_sb3_searches_leave_no_log_folder(private_tmp, name):
     pytest.importorskip("stable_baselines3")

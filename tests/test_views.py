@@ -31,17 +31,18 @@ def test_joint_view_step_matches_parallel_env():
         view.step(a)
 
 
-def test_sb3_ppo_improves_on_the_joint_view():
+def test_sb3_ppo_improves_on_the_joint_view(private_tmp, one_torch_thread):
     """SB3's PPO (the library's own, not re-implemented) learns on the joint view: the HPO agent alone
-    keeps it to seconds on CI."""
+    keeps it to seconds on CI. Given a logger with no outputs, it leaves no log folder in the temp folder
+    (SB3's default logger makes an ``SB3-<date>`` folder there at ``learn``)."""
     pytest.importorskip("stable_baselines3")
-    import torch
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
-    torch.set_num_threads(1)
     env = ma2ml_env.JointActionEnv(reward="surrogate", modules=("hpo",))
     model = PPO("MlpPolicy", env, n_steps=128, batch_size=128, n_epochs=4, learning_rate=3e-3, seed=0,
                 device="cpu", policy_kwargs=dict(net_arch=[32]))
+    model.set_logger(Logger(folder=None, output_formats=[]))
 
     def mean_reward(n=100):
         rewards = []
@@ -55,3 +56,4 @@ def test_sb3_ppo_improves_on_the_joint_view():
     model.learn(total_timesteps=1024)
     after = mean_reward()
     assert after > before + 0.02, (before, after)
+    assert list(private_tmp.glob("SB3-*")) == []
