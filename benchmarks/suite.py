@@ -244,7 +244,9 @@ def run_cell(out: str, task: str, algo: str, seed: int, budget: int, batch_size:
         task=task, algo=algo, seed=seed, budget=budget, batch_size=batch_size, optimum=optimum,
         wall_seconds=time.perf_counter() - t0,
         scores=[t.score for t in result.trials], statuses=[t.status for t in result.trials],
-        seconds=[t.seconds for t in result.trials], best_actions=result.best.actions,
+        seconds=[t.seconds for t in result.trials],
+        best_actions={a: np.atleast_1d(v).tolist()  # the recorded cells' per-agent form
+                      for a, v in env.unwrapped.codec.decode(result.best.action).items()},
     )
     if TASKS[task].final_training:  # the test accuracy of the search's pick, trained on train + validation
         from ma2ml_env.rewards.train import train_final
@@ -254,8 +256,7 @@ def run_cell(out: str, task: str, algo: str, seed: int, budget: int, batch_size:
         final = train_final(result.best_pipeline, device="cpu", seed=seed, **rk)
         record["final"] = {k: final[k] for k in ("test_accuracy", "train_images", "test_images", "seconds")}
     if hasattr(env.evaluator, "true_score_of"):  # seed mean (tabular) or noise-free (surrogate): true worth
-        space = env.unwrapped.space
-        flat = np.stack([space.flatten({k: np.array(v) for k, v in t.actions.items()}) for t in result.trials])
+        flat = np.array([t.action for t in result.trials], dtype=np.int64)
         record["true_scores"] = env.evaluator.true_score_of(flat).tolist()
     path = cell_path(Path(out), task, algo, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
