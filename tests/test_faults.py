@@ -156,7 +156,7 @@ def _boom():
 # -- kill -9 of the whole search in the middle of a round --------------------------------------------------
 def _stored(path: Path) -> dict[int, tuple[int, float, str]]:
     with sqlite3.connect(str(path)) as db:
-        return {i: (s, sc, a) for i, s, sc, a in db.execute("SELECT idx, seed, score, actions FROM trials")}
+        return {i: (s, sc, a) for i, s, sc, a in db.execute("SELECT idx, seed, score, action FROM trials")}
 
 
 def _search(store: Path, log: Path, backend: str) -> subprocess.Popen:
@@ -212,7 +212,7 @@ def test_search_killed_with_sigkill_resumes_without_losing_or_recomputing(backen
               batch_size=4)
     trials = TrialStore(store).trials()
     assert [t.score for t in trials] == [t.score for t in ref.trials]
-    assert [t.actions for t in trials] == [t.actions for t in ref.trials]
+    assert [t.action for t in trials] == [t.action for t in ref.trials]
 
 
 def _alive(pid: int) -> bool:
