@@ -1,11 +1,8 @@
 """The one interface every search algorithm implements, and the one loop that runs any of them.
 
 A search algorithm proposes a batch of joint actions, is told the shared reward of each, and repeats. A
-batch is one ``int64 [n, D]`` array in the layout of :class:`ma2ml_env.codec.JointActionCodec` (every
-decision of every agent in agent order, 0-based): the one currency from ``propose`` through the loop, the
-store and ``env.evaluate`` back to ``observe``. The loop validates each proposed batch once
-(:meth:`~ma2ml_env.codec.JointActionCodec.validate_batch`) and keys each row once; per-agent dicts appear
-only when a foreign PettingZoo env is played. The batch is what lets a backend evaluate in parallel.
+batch is one ``int64 [n, D]`` array in the codec's layout: the one currency from ``propose`` through the
+loop (which validates it once), the store and ``env.evaluate`` back to ``observe``.
 
     algo = RandomSearch()
     result = run(algo, ma2ml_env.parallel_env(reward="surrogate"), budget=200, seed=0, batch_size=8)
@@ -75,7 +72,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-
 class SearchAlgorithm:
     """Base class of search algorithms over a multi-agent joint action space.
 
@@ -83,18 +79,15 @@ class SearchAlgorithm:
     ``observe(actions, scores)``. ``state_dict()``/``load_state_dict()`` capture everything needed to
     resume a search exactly (including RNG state).
 
-    Joint actions travel as flat rows: a batch is an ``int64 [n, D]`` array in the layout of
-    ``self.codec`` (:class:`~ma2ml_env.codec.JointActionCodec`: every decision of every agent in agent
-    order, each a 0-based index ``0 <= a[:, d] < codec.nvec[d]``). :func:`run` validates what ``propose``
-    returns (once) and hands ``observe`` the same rows, so an algorithm never decodes to per-agent dicts
-    and never validates its input again; ``self.codec.decode(row)`` gives the dict of one row where an
-    algorithm really needs it (a library boundary).
+    A batch is an ``int64 [n, D]`` array in the layout of ``self.codec`` (every decision of every agent in
+    agent order, 0-based indices). :func:`run` validates what ``propose`` returns, once, and hands
+    ``observe`` the same rows: an algorithm needs no per-agent dicts (``self.codec.decode(row)`` at a
+    library boundary) and never validates again.
 
     Attributes:
         name: the name the CLI and benchmark use.
-        codec: the joint-action codec of the action spaces (set by :meth:`setup`).
-        agents: the agent names, in order (set by :meth:`setup`).
-        seed: the search's seed (set by :meth:`setup`).
+        codec, agents, seed: the :class:`~ma2ml_env.codec.JointActionCodec`, the agent names and the seed
+            (set by :meth:`setup`).
     """
 
     name: str = "algorithm"
@@ -250,14 +243,10 @@ def evaluate_joint_actions(
     env: Any, actions: np.ndarray, seeds: Sequence[int] | np.ndarray,
     on_result: Callable[[int, EvalResult], None] | None = None,
 ) -> Sequence[EvalResult]:
-    """Evaluate a validated batch of joint actions (``int64 [K, D]``) on ``env``, one
-    :class:`~ma2ml_env.EvalResult` each, calling ``on_result(i, result)`` the moment result ``i`` is final.
-
-    Uses the env's batch ``evaluate`` when it has one (our envs: every reward and parallel backend; the
-    rows are not validated again), otherwise plays one episode per joint action on any PettingZoo
-    ParallelEnv (the row decoded to a per-agent dict there, the PettingZoo boundary) and sums the shared
-    reward (a non-finite reward is an ``"error"`` result).
-    """
+    """Evaluate a validated batch (``int64 [K, D]``) on ``env``, calling ``on_result(i, result)`` the moment
+    result ``i`` is final. Our envs: their ``evaluate`` (``validate=False``); any other PettingZoo
+    ParallelEnv: one episode per row (decoded to per-agent dicts there, the PettingZoo boundary), the shared
+    reward summed (a non-finite one is an ``"error"`` result)."""
     rows = np.asarray(actions, dtype=np.int64)
     base = getattr(env, "unwrapped", env)
     if callable(getattr(base, "evaluate", None)):
