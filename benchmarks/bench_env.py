@@ -1,8 +1,9 @@
 """Throughput of the surrogate environment.
 
 Prints joint steps/s of ``AutoMLPipeline-v1`` with the surrogate reward (one process, one pipeline per
-step, random valid actions prepared in advance) on the compiled step (numba, extra ``fast``) and on the
-pure-Python path, batched evaluations/s through the evaluator, and each as a ratio against a reference
+step, random valid actions prepared in advance) with the surrogate's compiled single-row path (numba, extra
+``fast``) and its pure-Python path, batched evaluations/s through the evaluator, and each as a ratio against a
+reference
 measured in the same process: a bare PettingZoo ParallelEnv with the same agents and a table-lookup
 reward (steps), and a numpy table lookup of the same batch (evaluations). Runs are interleaved and the
 best of each kept, since the machines are noisy.
@@ -74,14 +75,14 @@ def main() -> None:
     bare = BareEnv({a: env.action_space(a) for a in env.possible_agents})
 
     py_env = ma2ml_env.parallel_env(reward="surrogate", pipelines_per_episode=10**9)
-    py_env._kernel = None  # the pure-Python path (what runs without numba, or with MA2ML_JIT=0)
-    compiled = env._init_kernel() is not None
+    py_env.evaluator._row_kernel = None  # the surrogate's Python scalar path (no numba, or MA2ML_JIT=0)
+    compiled = env.evaluator._lookup_row_kernel() is not None
     best_env = best_py = best_bare = 0.0
     for _ in range(args.repeats):
         best_env = max(best_env, steps_per_second(env, actions))
         best_py = max(best_py, steps_per_second(py_env, actions))
         best_bare = max(best_bare, steps_per_second(bare, actions))
-    label = "compiled step" if compiled else "no numba or MA2ML_JIT=0"
+    label = "compiled path" if compiled else "no numba or MA2ML_JIT=0"
     print(f"{'env steps/s (' + label + '):':38s}{best_env:>12,.0f}   (goal: >= 50,000)")
     print(f"env steps/s (Python path):            {best_py:>12,.0f}")
     print(f"bare ParallelEnv steps/s (reference): {best_bare:>12,.0f}")
@@ -89,12 +90,13 @@ def main() -> None:
     print(f"ratio Python path / bare:             {best_py / best_bare:>12.3f}")
 
     ev = env.evaluator
-    A = space.sample(rng, args.batch)
+    A = space.codec.validate_batch(space.sample(rng, args.batch))
+    seeds = np.arange(len(A), dtype=np.int64)
     table = rng.random(int(space.joint_nvec[0]))
     best_eval = best_ref = 0.0
     for _ in range(args.repeats):
         t = time.perf_counter()
-        ev.evaluate_actions(A)
+        ev.evaluate(A, seeds)
         best_eval = max(best_eval, len(A) / (time.perf_counter() - t))
         t = time.perf_counter()
         table[A[:, 0]].copy()

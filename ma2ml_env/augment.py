@@ -26,10 +26,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torchvision.transforms.v2.functional as TF
 
+from ma2ml_env._torch_import import import_torchvision
 from ma2ml_env.modules.aug import AUG_OPS, op_magnitude
 from ma2ml_env.pipeline import AugOp
+
+#: torchvision.transforms.v2.functional, imported without torch's inductor cache folder in $TMPDIR
+TF = import_torchvision("torchvision.transforms.v2.functional")
 
 __all__ = ["KERNELS", "AugGroup", "apply_op", "apply_plan", "augment_batch", "cutout", "plan_policy"]
 

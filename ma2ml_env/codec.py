@@ -31,6 +31,7 @@ import numpy as np
 __all__ = ["JointActionCodec"]
 
 _INT64 = np.dtype(np.int64)
+_UINT64 = np.dtype(np.uint64)
 
 
 class JointActionCodec:
@@ -187,23 +188,8 @@ class JointActionCodec:
         return True
 
     def validate_fast(self, action: Mapping[str, Any]) -> tuple[np.ndarray, list[int]]:
-        """:meth:`encode`, also returning the index vector as a list of ints. The common case (right keys,
-        1-d int64 arrays in range, every space starting at 0) costs a few microseconds; anything else goes
-        through :meth:`validate`, which says precisely what is wrong."""
-        if self._fast:
-            try:
-                if len(action) == len(self.agents):
-                    arrs = [action[a] for a in self.agents]
-                    # shapes and dtypes (a bool array would concatenate to ints) in one comparison
-                    if [(a.shape, a.dtype) for a in arrs] == self._fast_sig:
-                        flat = np.concatenate(arrs)
-                        if np.count_nonzero(flat.view(np.uint64) < self._nvec_u) == self.size:
-                            # negatives wrap to huge unsigned values: one comparison checks both ends
-                            return flat, flat.tolist()
-            except (KeyError, TypeError, AttributeError, ValueError):
-                pass
-        checked = self.validate(action)
-        flat = np.concatenate([np.atleast_1d(checked[a]) for a in self.agents]) - self.start
+        """:meth:`encode`, also returning the index vector as a list of ints."""
+        flat = self.encode(action)
         return flat, flat.tolist()
 
     def validate_batch(self, actions: Any) -> np.ndarray:
@@ -246,8 +232,23 @@ class JointActionCodec:
     # -- encode / decode -----------------------------------------------------------------------------------
     def encode(self, action: Mapping[str, Any]) -> np.ndarray:
         """Joint action -> flat index vector (int64 ``[D]``, 0-based); validated (``ValueError`` as
-        :meth:`validate`)."""
-        return self.validate_fast(action)[0]
+        :meth:`validate`). The common case (right keys, 1-d int64 arrays in range, every space starting at 0)
+        costs a few microseconds; anything else goes through :meth:`validate`, which says precisely what is
+        wrong."""
+        if self._fast:
+            try:
+                if len(action) == len(self.agents):
+                    arrs = [action[a] for a in self.agents]
+                    # shapes and dtypes (a bool array would concatenate to ints) in one comparison
+                    if [(a.shape, a.dtype) for a in arrs] == self._fast_sig:
+                        flat = np.concatenate(arrs)
+                        # negatives wrap to huge unsigned values: one comparison checks both ends
+                        if np.count_nonzero(flat.view(_UINT64) < self._nvec_u) == self.size:
+                            return flat
+            except (KeyError, TypeError, AttributeError, ValueError):
+                pass
+        checked = self.validate(action)
+        return np.concatenate([np.atleast_1d(checked[a]) for a in self.agents]) - self.start
 
     def encode_batch(self, actions: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Joint actions -> int64 ``[n, D]`` (``[0, D]`` for none)."""

@@ -124,6 +124,7 @@ Version history
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -137,7 +138,7 @@ from ma2ml_env.aec import AECAutoMLEnv
 from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
 from ma2ml_env.pipeline import Pipeline, SearchSpace
 from ma2ml_env.rewards.base import BatchResult, EvalResult, Evaluator, evaluate_guarded, make_evaluator
-from ma2ml_env.rewards.parallel import wrap_evaluator
+from ma2ml_env.rewards.parallel import BackendWrapper, wrap_evaluator
 
 __all__ = ["ENV_ID", "INFO_KEYS", "INFO_MISSING", "AutoMLPipelineEnv", "env", "parallel_env"]
 
@@ -194,6 +195,10 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._base_pipeline = base_pipeline
         self.evaluator = wrap_evaluator(evaluator, backend, workers, **dict(backend_kwargs or {}))
         self.evaluator.bind(self.space)
+        # the one evaluator call of step and evaluate: a parallel backend guards each row itself (and its own
+        # set-up errors, e.g. Ray missing, must reach the caller); any other evaluator through the guard
+        self._evaluate = (self.evaluator.evaluate if isinstance(self.evaluator, BackendWrapper)
+                          else functools.partial(evaluate_guarded, self.evaluator))
         self.pipelines_per_episode = int(pipelines_per_episode)
         self.render_mode = render_mode
         self.possible_agents = list(self.space.names)
@@ -260,11 +265,12 @@ class AutoMLPipelineEnv(ParallelEnv):
         """The step of a validated flat joint action (``step`` after ``codec.encode``; the AEC env after each
         agent's own check): one evaluator call, the observation, the infos."""
         batch = flat[None]
-        r = evaluate_guarded(self.evaluator, batch, self._draw_seeds(1))
+        r = self._evaluate(batch, self._draw_seeds(1))
         self.evaluations += 1
         self._last = (flat, r, 0)
         self._t = t = self._t + 1
-        score = float(r.score[0])
+        info = self._info(r, 0, t)
+        score = info["score"]
         self._best = best = max(self._best, score)
         obs = np.empty(self._obs_size, np.float32)  # the env's own observation (module docstring)
         tail = obs[3:]
@@ -276,7 +282,6 @@ class AutoMLPipelineEnv(ParallelEnv):
         self._obs = obs
         done = t >= self.pipelines_per_episode
         agents = self.agents
-        info = self._info(r, 0, t)
         observations = dict.fromkeys(agents, obs)  # one fresh array per step, shared (read-only use)
         rewards = dict.fromkeys(agents, score)
         terms = dict.fromkeys(agents, done)
@@ -296,9 +301,8 @@ class AutoMLPipelineEnv(ParallelEnv):
         if r is None:
             return {"score": 0.0, "status": -1, "accuracy": INFO_MISSING, "flops": INFO_MISSING,
                     "params": INFO_MISSING, "seconds": INFO_MISSING, "t": t}
-        acc, flops, params, seconds = (float(r.accuracy[i]), float(r.flops[i]), float(r.params[i]),
-                                       float(r.seconds[i]))
-        return {"score": float(r.score[i]), "status": int(r.status[i]),
+        score, status, acc, flops, params, seconds = r.row(i)
+        return {"score": score, "status": status,
                 "accuracy": acc if acc == acc else INFO_MISSING, "flops": flops if flops == flops else INFO_MISSING,
                 "params": params if params == params else INFO_MISSING,
                 "seconds": INFO_MISSING if self._wall_seconds or seconds != seconds else seconds, "t": t}
@@ -350,7 +354,7 @@ class AutoMLPipelineEnv(ParallelEnv):
             seeds = seeds.astype(np.int64, copy=False)
         if not k:
             return BatchResult.from_results([])
-        r = evaluate_guarded(self.evaluator, A, seeds, on_result)
+        r = self._evaluate(A, seeds, on_result)
         self.evaluations += k
         self._last = (A[-1], r, k - 1)
         return r

@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -229,9 +231,11 @@ def ray_local():
         pytest.skip("ray is not installed")
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    temp_dir = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths live inside it
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir)
     yield ray
     ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.skipif(not HAS_RAY, reason="ray is not installed (pip install \"ma2ml[ray]\")")
@@ -245,7 +249,7 @@ def test_ray_matches_serial_and_recovers_from_a_killed_worker(ray_local, tmp_pat
     env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02}, backend="ray",
                                  workers=2)
     try:
-        _same(env.evaluate(acts, seeds), serial.evaluate(acts, seeds))
+        _same(env.evaluate(acts, seeds), [serial.evaluate(acts[i:i + 1], seeds[i:i + 1])[0] for i in range(6)])
     finally:
         env.close()
     assert ray_local.is_initialized()  # the evaluator did not shut down a Ray it did not start

@@ -10,8 +10,7 @@ the constants ``C``, laid out as below) and nothing else. Every private path of
 * the **Python scalar path** (one row, without numba or with noise, budget or declared effects): the
   functions as written, with ``math`` and Python lists;
 * the **compiled single-row path** (one row with numba, extra ``fast``): :func:`row_kernel` compiles the
-  same code objects with numba; :func:`_row` scores one validated flat row into the ``[5, 1]`` array of a
-  one-row ``BatchResult``;
+  same code objects with numba and scores one validated flat row;
 * the **batch path** (several rows): the same code objects bound to numpy (``exp`` -> ``np.exp``,
   ``min``/``max`` -> ``np.minimum``/``np.maximum``, the slot sum -> one numpy reduction) and applied to the
   transposed ``[D, K]`` action array, so every line computes a column of ``K`` values at once.
@@ -169,21 +168,7 @@ def score(x, F, itab, C):
     return acc, flops, params, ep * C[DATASET] * 3 * flops / C[THROUGHPUT] + C[OVERHEAD]
 
 
-def _row(x, F, itab, C):
-    """The single-row path: :func:`score` of one flat joint action ``x`` (validated), as a float64 ``[5, 1]``
-    array of ``score, accuracy, flops, params, seconds`` (the score is the accuracy: the compiled path only
-    runs without noise and budget); its rows are the arrays of a one-row ``BatchResult``."""
-    acc, flops, params, seconds = score(x, F, itab, C)
-    out = np.empty((5, 1))
-    out[0, 0] = acc
-    out[1, 0] = acc
-    out[2, 0] = flops
-    out[3, 0] = params
-    out[4, 0] = seconds
-    return out
-
-
-_FORMULA = (slot_sums, capacity, coupled_z, accuracy, add_noise, score, _row)
+_FORMULA = (slot_sums, capacity, coupled_z, accuracy, add_noise, score)
 
 
 def _bind(functions: dict, wrap=None) -> types.SimpleNamespace:
@@ -239,17 +224,24 @@ def _compile(cache: bool):
     from numba import types as nt
 
     jit = numba.njit(cache=cache, nogil=True)
-    kern = _bind({"exp": math.exp, "log": math.log, "floor": math.floor}, wrap=jit)._row
-    i64, f64 = nt.Array(nt.int64, 1, "C"), nt.Array(nt.float64, 1, "C")
-    kern.compile((i64, f64, i64, f64))
+    ns = _bind({"exp": math.exp, "log": math.log, "floor": math.floor}, wrap=jit)
+    score_ = ns.score
+
+    def row(actions, F, itab, C):  # the one row of a [1, D] batch, without a view made in Python
+        return score_(actions[0], F, itab, C)
+
+    kern = jit(row)
+    i64_2, i64, f64 = nt.Array(nt.int64, 2, "C"), nt.Array(nt.int64, 1, "C"), nt.Array(nt.float64, 1, "C")
+    kern.compile((i64_2, f64, i64, f64))
     kern.disable_compile()
     return kern
 
 
 def row_kernel():
-    """The compiled single-row path, or ``None`` (numba missing, disabled or failing). Called as
-    ``kernel(x, F, I, C)`` with a C-contiguous int64 row ``x`` and a :class:`SurrogateTables`'s ``F, I, C``;
-    anything else raises ``TypeError`` at dispatch (compilation is disabled)."""
+    """The compiled single-row path (:func:`score` compiled), or ``None`` (numba missing, disabled or
+    failing). Called as ``kernel(actions, F, I, C) -> (accuracy, flops, params, seconds)`` with a C-contiguous
+    int64 ``[1, D]`` batch and a :class:`SurrogateTables`'s ``F, I, C``; anything else raises ``TypeError`` at
+    dispatch (compilation is disabled)."""
     global _DISABLED, _KERNEL
     if not available():
         return None

@@ -180,6 +180,21 @@ class BatchResult:
                             seconds=seconds, info=info)
         return out
 
+    @classmethod
+    def _one(cls, score: float, status: int, accuracy: float, flops: float, params: float, seconds: float,
+             info: Mapping[str, Any] = EMPTY_INFO) -> BatchResult:
+        """A one-row batch from an evaluator's own fast path (finite score, valid code): its arrays are
+        made on first access, so that a caller that reads :meth:`row` (``env.step``) never pays for them."""
+        out = object.__new__(_OneRow)
+        out.__dict__["_values"] = (score, status, accuracy, flops, params, seconds)
+        out.__dict__["info"] = (info,)
+        return out
+
+    def row(self, i: int) -> tuple[float, int, float, float, float, float]:
+        """Row ``i`` as Python numbers: ``(score, status code, accuracy, flops, params, seconds)``."""
+        return (float(self.score[i]), int(self.status[i]), float(self.accuracy[i]), float(self.flops[i]),
+                float(self.params[i]), float(self.seconds[i]))
+
     def __len__(self) -> int:
         return len(self.score)
 
@@ -193,6 +208,26 @@ class BatchResult:
     def statuses(self) -> list[str]:
         """The status names of the rows."""
         return [STATUSES[c] for c in self.status.tolist()]
+
+
+class _OneRow(BatchResult):
+    """A one-row :class:`BatchResult` from :meth:`BatchResult._one`: the arrays are built on first access."""
+
+    def __getattr__(self, name: str) -> Any:  # called only for attributes not set yet
+        if name not in _FIELDS:
+            raise AttributeError(name)
+        values = self.__dict__["_values"]
+        for f, v in zip(_FIELDS, values):
+            self.__dict__[f] = np.array([v], dtype=np.int64 if f == "status" else np.float64)
+        return self.__dict__[name]
+
+    def row(self, i: int) -> tuple[float, int, float, float, float, float]:
+        if i not in (0, -1):
+            raise IndexError(f"row {i} of a batch of 1")
+        return self.__dict__["_values"]
+
+    def __len__(self) -> int:
+        return 1
 
 
 _BUDGET_FIELDS = ("max_flops", "max_params", "mode", "weight", "penalty_score")
@@ -483,7 +518,7 @@ def evaluate_guarded(evaluator: Evaluator, actions: np.ndarray, seeds: np.ndarra
     if on_result is None:
         try:
             out = evaluator.evaluate(actions, seeds)
-            if type(out) is not BatchResult or len(out.score) != k:
+            if not (out.__class__ is _OneRow and k == 1) and (not isinstance(out, BatchResult) or len(out) != k):
                 check_batch(evaluator, out, k)
             return out
         except Exception as exc:  # noqa: BLE001 - user code: any failure is an outcome

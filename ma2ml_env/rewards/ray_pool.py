@@ -28,9 +28,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from ma2ml_env.pipeline import SearchSpace
     from ma2ml_env.rewards.retry import Task
 
-__all__ = ["RAY_INSTALL", "RayEvaluator"]
+__all__ = ["MAX_TEMP_DIR", "RAY_INSTALL", "RayEvaluator"]
 
 RAY_INSTALL = 'pip install "ma2ml[ray]"'
+#: The longest ``temp_dir`` Ray's unix socket paths leave room for (``<temp_dir>/session_<date>_<pid>/sockets/
+#: plasma_store`` must stay under 107 bytes).
+MAX_TEMP_DIR = 48
+
+
+def _check_temp_dir(temp_dir: str | os.PathLike) -> str:
+    path = os.path.abspath(os.fspath(temp_dir))
+    if len(path.encode()) > MAX_TEMP_DIR:
+        raise ValueError(f"temp_dir {path!r} is {len(path.encode())} bytes long; Ray's unix sockets inside it "
+                         f"need it at most {MAX_TEMP_DIR}: pick a shorter folder")
+    return path
 
 
 def _import_ray() -> Any:
@@ -100,6 +111,12 @@ class RayEvaluator(BackendWrapper):
             ``"crash"``/``"oom"`` attempt here.
         startup_timeout: seconds a worker may take to be scheduled and load the evaluator (a cluster without
             the requested resources raises ``RuntimeError`` after it).
+        temp_dir: the folder for the session files (logs, sockets, object spilling) of a local Ray instance
+            this backend starts (``ray.init(_temp_dir=...)``); required then, so that a search writes nothing
+            outside the folders its user named (Ray's default is a ``ray`` folder in the temp directory).
+            Ray puts unix sockets inside it, whose paths may not exceed 107 bytes: keep it to at most
+            :data:`MAX_TEMP_DIR` characters (e.g. ``/scratch/me/ray``). Not used when connecting to a running
+            instance or a cluster.
     """
 
     backend = "ray"
@@ -121,6 +138,7 @@ class RayEvaluator(BackendWrapper):
         max_retries: int = 2,
         retry_on: Collection[str] = tuple(FAILURE_KINDS),
         startup_timeout: float = 300.0,
+        temp_dir: str | os.PathLike | None = None,
         inner_kwargs: Mapping[str, Any] | None = None,
         **inner_kw: Any,
     ) -> None:
@@ -138,6 +156,7 @@ class RayEvaluator(BackendWrapper):
         self.runtime_env = dict(runtime_env) if runtime_env else None
         self.init_kwargs = dict(init_kwargs or {})
         self.startup_timeout = float(startup_timeout)
+        self.temp_dir = None if temp_dir is None else _check_temp_dir(temp_dir)
         self._ref: Any = None
         self._actor_cls: Any = None
         self._slots: list[_RaySlot] = []
@@ -178,8 +197,15 @@ class RayEvaluator(BackendWrapper):
                 kw["runtime_env"] = self.runtime_env
             if self.address is not None:
                 kw["address"] = self.address
-            elif self.workers is not None and "num_cpus" not in kw:
-                kw["num_cpus"] = max(1, math.ceil(self.workers * max(self.num_cpus_per_trial, 1)))
+            else:  # a local instance of our own: its files go where the user said
+                if self.temp_dir is None and "_temp_dir" not in kw:
+                    raise ValueError(
+                        "backend='ray' is about to start a local Ray instance, which writes its session files "
+                        "(logs, sockets) into a folder: pass backend_kwargs={'temp_dir': <short folder of "
+                        f"yours>}} (at most {MAX_TEMP_DIR} characters), or address= of a running Ray cluster")
+                kw.setdefault("_temp_dir", self.temp_dir)
+                if self.workers is not None and "num_cpus" not in kw:
+                    kw["num_cpus"] = max(1, math.ceil(self.workers * max(self.num_cpus_per_trial, 1)))
             ray.init(**kw)
             self._started_ray = self.address is None
         if self._actor_cls is None:

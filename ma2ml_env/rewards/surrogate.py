@@ -137,10 +137,6 @@ _CHUNK = 16384
 _OK, _OVER_BUDGET = STATUS_CODES["ok"], STATUS_CODES["over_budget"]
 
 
-# the status and info of one-row results, shared (read-only)
-_OK_1, _OVER_BUDGET_1 = np.array([_OK]), np.array([_OVER_BUDGET])
-_OK_1.flags.writeable = _OVER_BUDGET_1.flags.writeable = False
-_INFO_1 = (EMPTY_INFO,)
 _MAX_EFFECT = 10.0  # bound of a declared logit offset (exp stays finite for any sum of them)
 _score_py, _add_noise_py = _jit.PY.score, _jit.PY.add_noise
 class SurrogateEvaluator(Evaluator):
@@ -495,9 +491,10 @@ class SurrogateEvaluator(Evaluator):
         Private fast paths, all running the one formula of :mod:`ma2ml_env.rewards._jit`: one row (what
         ``env.step`` asks) goes through the compiled kernel (numba, no noise or budget) or the Python scalar
         path; more rows through the numpy batch path (:meth:`_arrays`)."""
-        self._require_bound()
+        if self.space is None:
+            self._require_bound()
         if len(actions) == 1:
-            out = self._one_row(actions[0], seeds)
+            out = self._one_row(actions, seeds)
         else:
             a = self._arrays(actions, seeds)
             status = np.where(a["over_budget"], _OVER_BUDGET, _OK)
@@ -508,27 +505,25 @@ class SurrogateEvaluator(Evaluator):
                 on_result(i, r)
         return out
 
-    def _one_row(self, x: np.ndarray, seeds: np.ndarray) -> BatchResult:
+    def _one_row(self, actions: np.ndarray, seeds: np.ndarray) -> BatchResult:
         kern = self._row_kernel
         if kern is ...:
             kern = self._lookup_row_kernel()
         if kern is not None:
             try:
-                v = kern(x, *self._kernel_tables)  # float64 [5, 1]: score, accuracy, flops, params, seconds
-            except TypeError:  # not a C-contiguous int64 row (a caller's own array): the Python path
+                acc, flops, params, seconds = kern(actions, *self._kernel_tables)  # the score is the accuracy
+            except TypeError:  # not a C-contiguous int64 [1, D] array (a caller's own): the Python path
                 pass
             else:
-                return BatchResult._trusted(v[0], _OK_1, v[1], v[2], v[3], v[4], _INFO_1)
-        xs = x.tolist()
+                return BatchResult._one(acc, _OK, acc, flops, params, seconds)
+        xs = actions[0].tolist()
         acc, flops, params, seconds = _score_py(xs, *self._py_tables)
         if self._effects:
             acc = float(self._apply_effects(acc, math.fsum(tab[xs[c]] for c, tab in self._eff_pairs)))
         if self.noise_std > 0:
             acc = _add_noise_py(acc, self.noise_std * seed_noise(int(seeds[0])))
         score, status, _ = self.budget.apply(acc, flops, params)
-        v = np.array([[score], [acc], [flops], [params], [seconds]], dtype=np.float64)
-        return BatchResult._trusted(v[0], _OK_1 if status == "ok" else _OVER_BUDGET_1, v[1], v[2], v[3], v[4],
-                                    _INFO_1)
+        return BatchResult._one(float(score), STATUS_CODES[status], acc, flops, params, seconds)
 
     def _arrays(self, flat_actions: np.ndarray, seeds: Sequence[int] | None = None, *,
                 noise: bool = True) -> dict[str, np.ndarray]:
