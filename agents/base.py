@@ -187,6 +187,10 @@ class Trial:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Trial:
+        if "action" not in d:
+            raise ValueError("a trial record without a flat 'action' row" + (
+                " (per-agent 'actions': written by an older ma2ml, which this version does not read)"
+                if "actions" in d else ""))
         fields = ("score", "status", "accuracy", "flops", "params", "seconds", "info")
         res = EvalResult(**{k: (math.nan if d[k] is None else d[k]) if k in ("accuracy", "flops", "params")
                             else d[k] for k in fields if k in d})
@@ -324,17 +328,10 @@ class MemoryRecorder:
     def begin(self, config: Mapping[str, Any], resume: bool, budget: int, dedupe: bool) -> None:
         self._dedupe = dedupe
 
-    def end(self) -> None:
-        pass
-
-    def trials(self) -> list[Trial]:
-        return list(self._trials)
-
-    def rounds(self) -> list[Round]:
-        return []
-
-    def checkpoint(self) -> None:
-        return None
+    def end(self) -> None: ...
+    def trials(self) -> list[Trial]: return list(self._trials)
+    def rounds(self) -> list[Round]: return []
+    def checkpoint(self) -> None: return None
 
     def add_trial(self, trial: Trial) -> None:
         self._trials.append(trial)

@@ -174,6 +174,21 @@ def test_trials_and_proposals_are_stored_as_flat_rows(tmp_path):
         assert [t.to_dict()["action"] for t in store.trials()] == actions
 
 
+def test_a_trial_round_trips_as_a_flat_row_and_an_old_record_is_named():
+    from agents.base import Trial
+    from ma2ml_env import EvalResult
+
+    t = Trial(3, 1, (0, 2, 1), EvalResult(0.5, info={"pid": 7}), seed=9, key="a=0,2;b=1")
+    d = json.loads(json.dumps(t.to_dict()))
+    assert d["action"] == [0, 2, 1] and "actions" not in d
+    back = Trial.from_dict({**d, "key": t.key})
+    assert (back.index, back.round, back.action, back.seed, back.key) == (3, 1, (0, 2, 1), 9, t.key)
+    assert json.dumps(back.to_dict()) == json.dumps(t.to_dict())  # NaN fields compare equal as text
+    old = {k: v for k, v in d.items() if k != "action"} | {"actions": {"a": [0, 2], "b": [1]}}
+    with pytest.raises(ValueError, match="per-agent 'actions': written by an older ma2ml"):
+        Trial.from_dict(old)
+
+
 def test_store_is_wal_and_readable_while_written(tmp_path):
     path = tmp_path / "s.db"
     seen = []
