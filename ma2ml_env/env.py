@@ -50,27 +50,30 @@ Infos (per agent; the keys ``INFO_KEYS`` after ``reset`` and after every ``step`
     ``status``   int     the result's status as a code: ``ma2ml_env.STATUSES[code]`` is its name,
                          ``ma2ml_env.STATUS_CODES[name]`` the code: ok 0, over_budget 1, diverged 2,
                          oom 3, timeout 4, error 5; ``-1`` after ``reset`` (nothing evaluated yet)
-    ``accuracy`` float   accuracy before any cost penalty; ``-1.0`` when not measured (an over-budget
-                         child is not trained, a failed one has none, a user evaluator may give none)
-    ``flops``    float   forward FLOPs of one image of the child; ``-1.0`` when not measured
-    ``params``   float   parameters of the child; ``-1.0`` when not measured
+    ``accuracy`` float   accuracy before any cost penalty; ``INFO_MISSING`` when not measured (an
+                         over-budget child is not trained, a failed one has none, a user evaluator may
+                         give none)
+    ``flops``    float   forward FLOPs of one image of the child; ``INFO_MISSING`` when not measured
+    ``params``   float   parameters of the child; ``INFO_MISSING`` when not measured
     ``seconds``  float   the evaluation's cost when it is reproducible (the surrogate's simulated
-                         training time, a tabular task's recorded one); ``-1.0`` when the backend
+                         training time, a tabular task's recorded one); ``INFO_MISSING`` when the backend
                          measures wall time (``reward="train"``: :attr:`Evaluator.wall_clock_seconds`)
     ``t``        int     pipelines evaluated in this episode (``env.unwrapped.evaluations`` counts
                          them over the env's life)
     ============ ======= ===========================================================================
 
-    ``-1.0`` (``ma2ml_env.INFO_MISSING``) is never a measured value (they are all >= 0). The full result,
+    ``ma2ml_env.INFO_MISSING`` (-1.0) is never a measured value (they are all >= 0). The full result,
     with NaN for what was not measured, the measured wall time and the backend's details (error messages,
     losses...), is ``env.unwrapped.last_result`` (an :class:`EvalResult`).
 
 Arguments
-    modules: module names and/or :class:`AutoMLModule` instances, applied in this order. With
+    modules: module names and/or :class:`AutoMLModule` instances, applied in this order (default: the
+        evaluator's own ``modules`` when it has them, as a tabular task does, else aug, nas, hpo). With
         ``reward="surrogate"`` a module other than the built-in aug, nas and hpo whose choices change the
         pipeline must declare ``surrogate_effects`` (else ``ValueError``; see
         :mod:`ma2ml_env.rewards.surrogate`, "Other modules").
-    reward: ``"train"`` (real child training, default), ``"surrogate"`` or an :class:`Evaluator`.
+    reward: ``"train"`` (real child training, default), ``"surrogate"``, ``"tabular"`` (a recorded task,
+        ``reward_kwargs={"task": "nb201/cifar10"}``) or an :class:`Evaluator` instance.
     reward_kwargs: keyword arguments of the named reward backend (e.g. ``dataset``, ``device``,
         ``budget`` (a :class:`CostBudget` or a dict of its fields, e.g. parsed JSON), ``task``,
         ``noise_std``).
@@ -78,30 +81,39 @@ Arguments
         one per GPU on CUDA) or ``"ray"`` (Ray tasks); see :mod:`ma2ml_env.rewards.parallel`.
     workers: concurrent evaluations of the ``"local"``/``"ray"`` backend.
     backend_kwargs: more backend options (``time_limit``, ``max_retries``, ``address``,
-        ``num_gpus_per_trial``...).
+        ``num_gpus_per_trial``, ``temp_dir`` for a Ray instance the backend starts...).
     pipelines_per_episode: pipelines evaluated per episode.
     base_pipeline: the pipeline the modules start from.
     render_mode: ``None``, ``"ansi"`` (render returns the last pipeline) or ``"human"`` (prints it).
 
-Speed
-    With the surrogate reward and numba installed (extra ``fast``), ``step`` runs one compiled call
-    (:mod:`ma2ml_env.rewards._jit`) for validation, evaluation and observation: the same numbers as the
-    Python path, several times faster. ``MA2ML_JIT=0`` in the environment switches it off. The env only
-    calls the fast paths an evaluator declares (:class:`~ma2ml_env.Evaluator`: ``step_kernel``,
-    ``evaluate_one_tuple``, ``vectorised`` with ``evaluate_actions``); any other evaluator is called through
-    ``evaluate_streaming``.
+Step
+    ``step`` is a thin adapter: it validates the agents' actions once (``env.unwrapped.codec.encode``, the
+    PettingZoo boundary; a ``ValueError`` says what is wrong and changes nothing), draws the evaluation seed,
+    makes ONE call to the evaluator (:meth:`Evaluator.evaluate` on the one-row batch), and builds the
+    observation and the infos itself. Fast paths are the evaluator's own: the surrogate evaluates one row
+    with a compiled kernel (numba, extra ``fast``; ``MA2ML_JIT=0`` switches it off) or its Python scalar
+    path, the same numbers either way.
+
+AEC
+    ``ma2ml_env.env()`` (:class:`~ma2ml_env.aec.AECAutoMLEnv`) checks each agent's action at that agent's own
+    step (``codec.encode_agent``: an invalid action raises there and is not stored) and evaluates the
+    validated joint action at the last agent's step.
 
 Batch evaluation
-    ``env.unwrapped.evaluate(joint_actions, seeds, on_result=None)`` evaluates many joint actions outside
-    the episode loop (one call to the backend, which may run them in parallel); search algorithms use it.
-    ``on_result(i, result)`` is called the moment result ``i`` is final (a durable search commits it then).
+    ``env.unwrapped.evaluate(actions, seeds=None, on_result=None, *, validate=True)`` evaluates many joint
+    actions outside the episode loop (one call to the backend, which may run them in parallel); search
+    algorithms use it. ``actions`` is one int64 array ``[K, D]`` in the layout of ``env.unwrapped.codec``
+    (every decision of every agent in agent order, 0-based), validated once by ``codec.validate_batch``
+    (``validate=False`` when the caller did that); seeds default to the env's stream. It returns a
+    :class:`~ma2ml_env.BatchResult`; ``on_result(i, result)`` is called once per row, the moment it is
+    final (a durable search commits it then).
 
 Failures
     An evaluator that raises, returns a NaN score or the wrong results gives ``"error"`` results (score
     ``failure_score``, the message in the result's ``info["error"]``; after a ``step``:
-    ``env.unwrapped.last_result.info``), in ``evaluate`` and in ``step`` alike: a failing evaluation is a
-    recorded outcome, never an aborted search. Invalid actions (out of range, wrong shape, non-integer,
-    booleans) still raise ``ValueError``.
+    ``env.unwrapped.last_result.info``), in ``evaluate`` and in ``step`` alike, under every backend: a
+    failing evaluation is a recorded outcome, never an aborted search. Invalid actions (out of range, wrong
+    shape, non-integer, booleans) raise ``ValueError``.
 
 Configuration
     ``env.unwrapped.config()``: a JSON-serialisable dict of everything that determines the rewards (modules,

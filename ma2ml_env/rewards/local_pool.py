@@ -119,12 +119,12 @@ class LocalPoolEvaluator(BackendWrapper):
     """Evaluate a round's pipelines concurrently in persistent local worker processes.
 
     Each worker is a ``spawn``-ed process holding its own copy of the (bound) inner evaluator, so data a
-    backend caches (e.g. the training set on the GPU) is loaded once per worker. Pipelines are handed out
-    one at a time to idle workers; each result is final the moment it arrives
-    (:meth:`~ma2ml_env.rewards.wrapper.BackendWrapper.evaluate_streaming`). A worker evaluates through
-    :func:`~ma2ml_env.rewards.base.evaluate_guarded`, so an exception or a malformed result is a failed
-    ``"error"``/``"oom"`` attempt; a worker that dies is a ``"crash"`` and one past ``time_limit`` a
-    ``"timeout"``: both are killed and replaced.
+    backend caches (e.g. the training set on the GPU) is loaded once per worker. Rows (flat joint actions)
+    are handed out one at a time to idle workers; each result is final the moment it arrives
+    (:meth:`~ma2ml_env.rewards.wrapper.BackendWrapper.evaluate` calls ``on_result`` then). A worker
+    evaluates each row as one attempt (:func:`~ma2ml_env.rewards.retry.attempt`), so an exception or a
+    malformed result is a failed ``"error"``/``"oom"`` attempt; a worker that dies is a ``"crash"`` and one
+    past ``time_limit`` a ``"timeout"``: both are killed and replaced.
 
     Devices: the pool reads only the inner evaluator's declared
     :attr:`~ma2ml_env.rewards.base.Evaluator.device`. When it is a CUDA device (``"cuda"``, ``"cuda:1"``,

@@ -1,9 +1,9 @@
 """Parallel and distributed evaluation: evaluator wrappers that run a round's pipelines concurrently.
 
-A search round proposes ``K`` pipelines and the env hands them to its evaluator in one
-``evaluate(pipelines, seeds)`` call. The wrappers here evaluate them concurrently, one pipeline per task,
-each with its own seed, so the results are the same as a serial evaluation of the same pipelines and
-seeds:
+A search round proposes ``K`` joint actions and the env hands them to its evaluator in one
+``evaluate(actions, seeds, on_result)`` call (int64 ``[K, D]``). The wrappers here evaluate them
+concurrently, one row per task, each with its own seed, so each result is the one the evaluator gives that
+row alone:
 
 ==================  ====================================================================================
 backend             what runs each pipeline
@@ -19,9 +19,9 @@ backend             what runs each pipeline
 Select one through the env (``ma2ml_env.parallel_env(reward="train", backend="local", workers=4)``), with
 :func:`wrap_evaluator`, or by passing a wrapper instance as ``reward``.
 
-Fault tolerance (the wrappers' job, on top of the evaluator's own statuses): every pipeline is evaluated
-through :func:`~ma2ml_env.rewards.base.evaluate_guarded`, so an exception of the evaluator or a malformed
-result (an ``EvalResult`` with a NaN score included) is a failed ``"error"`` attempt; a worker process
+Fault tolerance (the wrappers' job, on top of the evaluator's own statuses): every row is one attempt
+(:func:`~ma2ml_env.rewards.retry.attempt`), so an exception of the evaluator or a malformed result (an
+``EvalResult`` or ``BatchResult`` with a NaN score included) is a failed ``"error"`` attempt; a worker process
 that dies (``os._exit``, a segfault, ``kill -9``, the kernel's OOM killer), a pipeline that runs past
 ``time_limit`` (the worker is killed and replaced) and an out-of-memory error (``MemoryError``,
 ``torch.cuda.OutOfMemoryError``, an ``"out of memory"`` ``RuntimeError``, Ray's ``OutOfMemoryError``, or
@@ -30,9 +30,11 @@ same pipeline and seed up to ``max_retries`` times when its kind is in ``retry_o
 pipeline gets a failed :class:`~ma2ml_env.rewards.base.EvalResult` (status ``error``/``timeout``/``oom``,
 score ``failure_score``, ``info["failures"]`` lists every attempt) and the search goes on.
 
-Streaming: :meth:`~ma2ml_env.rewards.base.Evaluator.evaluate_streaming` calls ``on_result(i, result)``
-the moment pipeline ``i`` of the batch is final, so a durable search (:func:`agents.store.run_durable`)
-commits each result as it completes; ``evaluate`` is the same with no callback.
+Streaming: a wrapper's :meth:`~ma2ml_env.rewards.base.Evaluator.evaluate` calls ``on_result(i, result)``
+the moment row ``i`` of the batch is final (as its worker finishes), so a durable search commits each
+result as it completes. A wrapper's own set-up errors (Ray missing, no ``temp_dir`` for a Ray instance it
+would start, a worker that cannot load the evaluator) are raised to the caller; everything the evaluator
+does is a result.
 
 Rewards: a wrapper's :meth:`~ma2ml_env.rewards.base.Evaluator.config` is its inner evaluator's, unchanged
 (backend, workers, retries and time limits are execution settings), so a durable search can resume under

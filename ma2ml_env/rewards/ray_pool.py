@@ -88,8 +88,8 @@ class RayEvaluator(BackendWrapper):
     with ``num_cpus_per_trial`` CPUs and ``num_gpus_per_trial`` GPUs (Ray sets ``CUDA_VISIBLE_DEVICES``, and
     the actor's copy of a CUDA evaluator gets ``device`` = ``cuda:0``, as in the local backend), each
     holding one copy of the bound evaluator (put in the object store once), so a backend's cached data
-    (the dataset on the GPU) is loaded once per worker; each pipeline is one call on an idle actor, through
-    :func:`~ma2ml_env.rewards.base.evaluate_guarded`. Actors, rather than one task per pipeline, make the
+    (the dataset on the GPU) is loaded once per worker; each row is one call on an idle actor, one attempt
+    (:func:`~ma2ml_env.rewards.retry.attempt`). Actors, rather than one task per pipeline, make the
     time limit count from the start of the evaluation (not from a queue or a worker start-up) and let a
     hung evaluation be stopped by killing its actor.
 
