@@ -94,7 +94,7 @@ def real_digits(path: Path, n: int, seed: int = 0) -> list[dict]:
     with path.open("a") as f:
         for i in range(len(rows), n):
             t0 = time.perf_counter()
-            r = env.unwrapped.evaluate([env.unwrapped.space.unflatten(flats[i])], seeds=[i])[0]
+            r = env.unwrapped.evaluate(flats[i:i + 1], seeds=[i])[0]
             row = {"index": i, "flat": flats[i].tolist(), "accuracy": r.accuracy, "status": r.status,
                    "flops": r.flops, "seconds": time.perf_counter() - t0}
             f.write(json.dumps(row) + "\n")
@@ -122,7 +122,7 @@ def report(out: Path, n_sobol: int, n_real: int) -> str:
     groups = {m: np.arange(o, o + s) for m, o, s in zip(space.names, space.offsets, space.sizes)}
 
     def f(A):
-        return ev.evaluate_actions(A)["accuracy"]
+        return ev.evaluate(A, np.zeros(len(A), np.int64)).accuracy
 
     sob = sobol_groups(f, space.joint_nvec, groups, n_sobol)
     hpo = space.modules[space.names.index("hpo")]
@@ -152,7 +152,7 @@ def report(out: Path, n_sobol: int, n_real: int) -> str:
         rows = real_digits(out / "real-digits-random.json", n_real)
         flats = np.array([r["flat"] for r in rows])
         real = np.array([r["accuracy"] if np.isfinite(r["accuracy"]) else 0.0 for r in rows])
-        sur = ev.evaluate_actions(flats)["accuracy"]
+        sur = ev.evaluate(flats, np.zeros(len(flats), np.int64)).accuracy
         rho, lo, hi = spearman_ci(sur, real)
         lines += [
             f"Rank correlation with real training: {len(rows)} uniformly random pipelines of the default env trained",

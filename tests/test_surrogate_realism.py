@@ -53,8 +53,8 @@ def test_sobol_estimator_on_a_known_function(realism):
 def test_every_module_and_their_interactions_carry_variance(realism):
     env = ma2ml_env.parallel_env(reward="surrogate")
     ev, space = env.unwrapped.evaluator, env.unwrapped.space
-    res = realism.sobol_groups(lambda A: ev.evaluate_actions(A)["accuracy"], space.joint_nvec, _groups(space),
-                               20000, boots=50)
+    res = realism.sobol_groups(lambda A: ev.evaluate(A, np.zeros(len(A), np.int64)).accuracy, space.joint_nvec,
+                               _groups(space), 20000, boots=50)
     for m in space.names:
         assert res[m]["S"][0] >= 0.04, (m, res[m])  # the target is 5%; the estimate's interval is about +-0.015
     assert res["interactions"]["S"][0] >= 0.08, res["interactions"]
@@ -69,7 +69,8 @@ def test_rank_agreement_with_recorded_real_training():
     env = ma2ml_env.parallel_env(reward="surrogate")
     flats = np.array([r["flat"] for r in rows])
     real = np.array([r["accuracy"] for r in rows])
-    assert spearmanr(env.unwrapped.evaluator.evaluate_actions(flats)["accuracy"], real).statistic >= 0.6
+    sur = env.unwrapped.evaluator.evaluate(flats, np.zeros(len(flats), np.int64)).accuracy
+    assert spearmanr(sur, real).statistic >= 0.6
 
 
 def test_optimum_is_not_the_corner_of_the_space():
@@ -79,9 +80,9 @@ def test_optimum_is_not_the_corner_of_the_space():
     score, action = ev.optimum()
     assert 0.9 < score < 0.98  # below the ceiling: the top is not saturated
     nas = space.modules[space.names.index("nas")]
-    flops = env.unwrapped.evaluate([action], [0])[0].flops
+    flops = env.unwrapped.evaluate(env.unwrapped.codec.encode(action)[None], [0])[0].flops
     biggest = {a: np.array(v) for a, v in action.items()}
     biggest["nas"] = nas.nvec - 1
-    assert flops < env.unwrapped.evaluate([biggest], [0])[0].flops
+    assert flops < env.unwrapped.evaluate(env.unwrapped.codec.encode(biggest)[None], [0])[0].flops
     pipe = env.unwrapped.decode(action)
     assert not all(op.magnitude == 9 and op.prob == 1.0 for sub in pipe.augment for op in sub)
