@@ -23,10 +23,10 @@ import time
 import numpy as np
 
 import ma2ml_env
-from ma2ml_env.rewards.base import EvalResult, Evaluator
+from ma2ml_env.rewards.base import EvalResult, PipelineEvaluator
 
 
-class SleepEvaluator(Evaluator):
+class SleepEvaluator(PipelineEvaluator):
     """Sleeps a fixed time per pipeline; score 0.5."""
 
     name = "sleep"
@@ -34,18 +34,14 @@ class SleepEvaluator(Evaluator):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def evaluate(self, pipelines, seeds):
-        out = []
-        for _ in pipelines:
-            if self.seconds:
-                time.sleep(self.seconds)
-            out.append(EvalResult(score=0.5, seconds=self.seconds))
-        return out
+    def evaluate_pipeline(self, pipeline, seed):
+        if self.seconds:
+            time.sleep(self.seconds)
+        return EvalResult(score=0.5, seconds=self.seconds)
 
 
-def _actions(env, n: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
-    return [{a: (rng.random(env.action_space(a).shape) * env.action_space(a).nvec).astype(np.int64)
-             for a in env.possible_agents} for _ in range(n)]
+def _actions(env, n: int, rng: np.random.Generator) -> np.ndarray:
+    return env.unwrapped.codec.sample(rng, n)
 
 
 def measure(backend: str, k: int, sleep: float, rounds: int, **opts) -> tuple[float, float]:

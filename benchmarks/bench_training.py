@@ -144,11 +144,11 @@ def main() -> None:
 
     if not args.no_default_eval:
         ev = TrainEvaluator(device="cpu")  # the defaults a user gets with reward="train"
-        ev.evaluate([Pipeline().with_train(epochs=1)], [0])  # loads the data, caches the 32x32 copy
+        ev.evaluate_pipeline(Pipeline().with_train(epochs=1), 0)  # loads the data, caches the 32x32 copy
         times, results = [], []
         for seed in range(args.repeats):
             t0 = time.perf_counter()
-            results.append(ev.evaluate([Pipeline()], [seed])[0])
+            results.append(ev.evaluate_pipeline(Pipeline(), seed))
             times.append(time.perf_counter() - t0)
         r = results[0]
         print(f"default settings (TrainEvaluator() on Pipeline(), digits, CPU, {ev.num_threads} thread): "
