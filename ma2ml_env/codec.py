@@ -108,6 +108,10 @@ class JointActionCodec:
         self._fast = not any(self.discrete.values()) and not self.start.any()
         self._fast_sig = [((s,), _INT64) for s in self.sizes]  # 1-d int64 arrays of the agents' sizes
         self._nvec_u = self.nvec.astype(np.uint64)
+        self._sizes_arr = np.array(self.sizes, dtype=np.int64)
+        # the compiled check of encode (numba; only for MultiDiscrete agents starting at 0): looked up on the
+        # first encode (... = not yet; None = the Python path only)
+        self._kernel: Any = ... if self._fast else None
         # one-hot layout
         self.max_choices = int(self.nvec.max()) if self.size else 0
         self.n_columns = int(self.nvec.sum())
@@ -235,6 +239,17 @@ class JointActionCodec:
         :meth:`validate`). The common case (right keys, 1-d int64 arrays in range, every space starting at 0)
         costs a few microseconds; anything else goes through :meth:`validate`, which says precisely what is
         wrong."""
+        kern = self._kernel
+        if kern is not None:
+            try:
+                if kern is ...:
+                    kern = self._lookup_kernel()
+                if len(action) == len(self.agents):
+                    out = np.empty(self.size, dtype=np.int64)
+                    if kern(tuple(map(action.__getitem__, self.agents)), self._sizes_arr, self.nvec, out):
+                        return out
+            except (KeyError, TypeError, AttributeError, ValueError):
+                pass
         if self._fast:
             try:
                 if len(action) == len(self.agents):
@@ -249,6 +264,18 @@ class JointActionCodec:
                 pass
         checked = self.validate(action)
         return np.concatenate([np.atleast_1d(checked[a]) for a in self.agents]) - self.start
+
+    def _lookup_kernel(self) -> Any:
+        from ma2ml_env._codec_jit import encode_kernel
+
+        self._kernel = encode_kernel(len(self.agents))
+        return self._kernel
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if state["_kernel"] is not None:
+            state["_kernel"] = ...  # a numba dispatcher: looked up again after unpickling
+        return state
 
     def encode_batch(self, actions: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Joint actions -> int64 ``[n, D]`` (``[0, D]`` for none)."""

@@ -213,3 +213,22 @@ def test_validate_batch_names_the_decision_of_the_env_space():
     batch[3, d] = 7
     with pytest.raises(ValueError, match=r"row 3: nas\.stage0_kernel = 7 is out of range \[0, 3\)"):
         codec.validate_batch(batch)
+
+
+def test_the_compiled_encode_agrees_with_the_python_path():
+    """The codec's numba check (env.step's common input) == its Python path, valid or not."""
+    pytest.importorskip("numba")
+    space = ma2ml_env.parallel_env(reward="surrogate").unwrapped.space
+    fast, slow = space.codec, JointActionCodec.from_nvecs(space.nvecs)
+    slow._kernel = None
+    assert fast._lookup_kernel() is not None
+    rng = np.random.default_rng(3)
+    for f in space.sample(rng, 200):
+        act = fast.decode(f)
+        assert np.array_equal(fast.encode(act), slow.encode(act)) and np.array_equal(fast.encode(act), f)
+        bad = {k: v.copy() for k, v in act.items()}
+        agent = ["aug", "nas", "hpo"][int(rng.integers(3))]
+        bad[agent][int(rng.integers(bad[agent].size))] = rng.choice([-1, 99])
+        for codec in (fast, slow):
+            with pytest.raises(ValueError, match="out of range"):
+                codec.encode(bad)
