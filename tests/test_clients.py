@@ -13,7 +13,7 @@ import pytest
 from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, seed_test
 
 import ma2ml_env
-from ma2ml_env import INFO_KEYS, STATUS_CODES, STATUSES, EvalResult, Evaluator
+from ma2ml_env import INFO_KEYS, STATUS_CODES, STATUSES, EvalResult, PipelineEvaluator
 from ma2ml_env.matrix_games import matrix_game
 
 #: the tiniest real training: 64 digits images, 2% of an epoch per HPO epoch, 5% held out for validation,
@@ -62,13 +62,13 @@ def test_pettingzoo_seed_tests(kind):
     seed_test(lambda: make(kind, aec=True, pipelines_per_episode=3), num_cycles=10)
 
 
-class ScoreOnly(Evaluator):
+class ScoreOnly(PipelineEvaluator):
     """A user evaluator that returns only a score (accuracy, flops and params stay NaN in its results)."""
 
     name = "score_only"
 
-    def evaluate(self, pipelines, seeds):
-        return [EvalResult(score=(s % 1000) / 1000.0) for s in seeds]
+    def evaluate_pipeline(self, pipeline, seed):
+        return EvalResult(score=(seed % 1000) / 1000.0)
 
 
 def _infos_of_a_seeded_run(env, steps: int, seed: int = 7) -> list[dict]:
