@@ -29,7 +29,7 @@ from ma2ml_env.modules import (
     unregister_module,
 )
 from ma2ml_env.modules.check import ModuleCheckError
-from ma2ml_env.pipeline import Architecture, AugOp, Pipeline, SearchSpace, Stage, TrainConfig
+from ma2ml_env.pipeline import Architecture, AugOp, Pipeline, Stage, TrainConfig
 from ma2ml_env.rewards import (
     STATUSES,
     BatchResult,
@@ -43,6 +43,7 @@ from ma2ml_env.rewards import (
 )
 from ma2ml_env.rewards.base import STATUS_CODES, SUCCESS_STATUSES
 from ma2ml_env.rewards.tabular import BENCHMARKS, benchmark_env, load_table
+from ma2ml_env.space import SearchSpace
 from ma2ml_env.views import JOINT_ENV_ID, JointActionEnv
 
 __version__ = "0.1.0"

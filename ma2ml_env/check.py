@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
-from ma2ml_env.pipeline import Pipeline, SearchSpace
+from ma2ml_env.pipeline import Pipeline
 from ma2ml_env.rewards.base import SUCCESS_STATUSES, BatchResult, EvalResult, Evaluator
+from ma2ml_env.space import SearchSpace
 
 __all__ = ["EvaluatorCheckError", "check_evaluator"]
 

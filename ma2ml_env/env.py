@@ -148,9 +148,10 @@ from pettingzoo import ParallelEnv
 
 from ma2ml_env.aec import AECAutoMLEnv
 from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
-from ma2ml_env.pipeline import Pipeline, SearchSpace
+from ma2ml_env.pipeline import Pipeline
 from ma2ml_env.rewards.base import BatchResult, EvalResult, Evaluator, evaluate_guarded, make_evaluator
 from ma2ml_env.rewards.parallel import BackendWrapper, wrap_evaluator
+from ma2ml_env.space import SearchSpace
 
 __all__ = ["ENV_ID", "INFO_KEYS", "INFO_MISSING", "AutoMLPipelineEnv", "env", "parallel_env"]
 

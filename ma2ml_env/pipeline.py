@@ -5,34 +5,27 @@ policy, the child architecture and the training recipe, plus free-form ``extras`
 modules can add. Reward backends read nothing else, so anything a module wants to change about training
 must be expressed here.
 
-:class:`SearchSpace` turns a joint action (a dict ``agent -> MultiDiscrete vector``) into a
-:class:`Pipeline` by applying each AutoML module in order to a base pipeline, and back again
-(``encode(decode(a)) == a``; the decoded choices are stored in ``Pipeline.choices``). Everything about
-the joint action itself (validation, flat vectors, sampling) is its :class:`~ma2ml_env.codec.JointActionCodec`
-``SearchSpace.codec``.
+These are value types only: :class:`ma2ml_env.space.SearchSpace` builds them from joint actions, and
+:mod:`ma2ml_env.costs` is the cost model behind :meth:`Architecture.flops`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ma2ml_env.codec import JointActionCodec
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ma2ml_env.modules.base import AutoMLModule
+from ma2ml_env.costs import arch_costs
 
 __all__ = [
     "MAGNITUDE_BINS",
     "Architecture",
     "AugOp",
     "Pipeline",
-    "SearchSpace",
     "Stage",
     "TrainConfig",
 ]
@@ -127,72 +120,6 @@ class Architecture:
     def __str__(self) -> str:
         stages = " ".join(str(s) for s in self.stages)
         return f"res{self.resolution} stem{self.stem_width} [{stages}] head{self.head_width} drop{self.dropout:g}"
-
-
-def stage_costs(
-    size: np.ndarray, c_in: np.ndarray, kernel: np.ndarray, expansion: np.ndarray, width: np.ndarray,
-    depth: np.ndarray, stride: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Multiply-accumulates, parameters and output size of one inverted-residual stage (vectorised)."""
-    size = np.asarray(size, dtype=np.float64)
-    c_in = np.asarray(c_in, dtype=np.float64)
-    k, e = np.asarray(kernel, dtype=np.float64), np.asarray(expansion, dtype=np.float64)
-    w, d = np.asarray(width, dtype=np.float64), np.asarray(depth)
-    macs = np.zeros(np.broadcast(size, c_in, k, e, w, d).shape)
-    params = np.zeros_like(macs)
-    for b in range(int(np.max(d))):
-        live = d > b
-        s = stride if b == 0 else 1
-        hidden = c_in * e
-        expand = np.where(e != 1, c_in * hidden, 0.0)
-        out_size = np.ceil(size / s)
-        macs = macs + np.where(live, size * size * expand + out_size * out_size * hidden * (k * k + w), 0.0)
-        params = params + np.where(live, expand + hidden * (k * k + w), 0.0)
-        size = np.where(live, out_size, size)
-        c_in = np.where(live, w, c_in)
-    return macs, params, np.ceil(np.asarray(size, dtype=np.float64))
-
-
-def arch_costs(
-    resolution: np.ndarray,
-    stem_width: int,
-    kernel: np.ndarray,
-    expansion: np.ndarray,
-    width: np.ndarray,
-    depth: np.ndarray,
-    strides: np.ndarray,
-    head_width: int,
-    in_channels: int,
-    num_classes: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Multiply-accumulates and parameters of a batch of architectures (vectorised over rows).
-
-    ``resolution`` has shape ``[N]``; ``kernel``, ``expansion``, ``width``, ``depth`` ``[N, S]`` (one
-    column per stage); ``strides`` ``[S]``. Convolutions and the classifier are counted (biases and BN
-    are not), as ``torch.utils.flop_counter`` counts them.
-    """
-    size = np.asarray(resolution, dtype=np.float64)
-    macs, params = stem_costs(size, stem_width, in_channels)
-    c_in = np.full_like(size, float(stem_width))
-    for s in range(kernel.shape[1]):
-        m, p, size = stage_costs(size, c_in, kernel[:, s], expansion[:, s], width[:, s], depth[:, s], strides[s])
-        macs, params = macs + m, params + p
-        c_in = width[:, s].astype(np.float64)
-    m, p = head_costs(size, c_in, head_width, num_classes)
-    return macs + m, params + p
-
-
-def stem_costs(size: np.ndarray, stem_width: int, in_channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """MACs and parameters of the 3x3 stride-1 stem convolution."""
-    size = np.asarray(size, dtype=np.float64)
-    return size * size * 9 * in_channels * stem_width, np.full_like(size, 9.0 * in_channels * stem_width)
-
-
-def head_costs(size: np.ndarray, c_in: np.ndarray, head_width: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """MACs and parameters of the 1x1 head convolution and the linear classifier."""
-    size, c_in = np.asarray(size, dtype=np.float64), np.asarray(c_in, dtype=np.float64)
-    macs = size * size * c_in * head_width + head_width * num_classes
-    return macs, c_in * head_width + head_width * num_classes + num_classes
 
 
 @dataclass(frozen=True)
@@ -316,95 +243,3 @@ class Pipeline:
 def _qualname(obj: Any) -> str:
     name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
     return f"{getattr(obj, '__module__', type(obj).__module__)}.{name}"
-
-
-class SearchSpace:
-    """The joint search space of an ordered list of AutoML modules.
-
-    Args:
-        modules: the modules, in the order their ``apply`` runs; their names are the agent names.
-        base: the pipeline the modules start from (defaults to ``Pipeline()``).
-
-    Raises:
-        ValueError: on an empty list or duplicate module names.
-    """
-
-    def __init__(self, modules: Sequence[AutoMLModule], base: Pipeline | None = None) -> None:
-        modules = tuple(modules)
-        if not modules:
-            raise ValueError("SearchSpace needs at least one AutoML module; pass e.g. modules=('aug', 'nas', 'hpo').")
-        names = [m.name for m in modules]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(
-                f"duplicate AutoML module names {dup}: every module becomes an agent and needs a unique name; "
-                "give the second one another name."
-            )
-        self.modules = modules
-        self.names: tuple[str, ...] = tuple(names)
-        self.base = base if base is not None else Pipeline()
-        self.nvecs: dict[str, np.ndarray] = {m.name: m.nvec for m in modules}
-        self.sizes: tuple[int, ...] = tuple(len(m.decisions) for m in modules)
-        self.offsets: tuple[int, ...] = tuple(int(x) for x in np.cumsum((0, *self.sizes))[:-1])
-        self.joint_nvec: np.ndarray = np.concatenate([self.nvecs[n] for n in self.names]).astype(np.int64)
-        #: the joint-action codec: validation, flat <-> per-agent, sampling (decisions named by the modules)
-        self.codec = JointActionCodec.from_nvecs(
-            self.nvecs, decision_names={m.name: [d.name for d in m.decisions] for m in modules}, kind="module")
-
-    # -- actions (the joint-action codec, :class:`ma2ml_env.codec.JointActionCodec`) ------------------------
-    def validate(self, actions: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Check a joint action and return it as int64 arrays; raise ``ValueError`` saying what is wrong."""
-        return self.codec.validate(actions)
-
-    def validate_flat(self, actions: Mapping[str, Any]) -> np.ndarray:
-        """Validate a joint action and return it flat (int64, agent order). Same errors as :meth:`validate`."""
-        return self.codec.validate_fast(actions)[0]
-
-    def validate_fast(self, actions: Mapping[str, Any]) -> tuple[np.ndarray, list[int]]:
-        """:meth:`validate_flat`, also returning the flat action as a list of ints. The common case (right
-        keys, 1-d integer arrays in range) costs a few microseconds; anything else goes through
-        :meth:`validate`, which says precisely what is wrong."""
-        return self.codec.validate_fast(actions)
-
-    def flatten(self, actions: Mapping[str, Any]) -> np.ndarray:
-        """Concatenate a joint action into one vector in agent order (validated as :meth:`validate`)."""
-        return self.codec.validate_fast(actions)[0]
-
-    def unflatten(self, flat: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
-        """Split a flat joint action vector into a per-agent dict."""
-        return self.codec.decode(flat)
-
-    def sample(self, rng: np.random.Generator, n: int | None = None) -> np.ndarray:
-        """Uniform random flat joint actions: shape ``[D]`` or ``[n, D]``."""
-        return self.codec.sample(rng, n)
-
-    # -- pipelines -------------------------------------------------------------------------------------
-    def decode(self, actions: Mapping[str, Any] | np.ndarray) -> Pipeline:
-        """Joint action (dict or flat vector) -> :class:`Pipeline`."""
-        if not isinstance(actions, Mapping):
-            actions = self.unflatten(actions)
-        actions = self.validate(actions)
-        pipe = self.base
-        choices: dict[str, dict[str, Any]] = {}
-        for mod in self.modules:
-            choice = mod.decode(actions[mod.name])
-            choices[mod.name] = choice
-            pipe = mod.apply(choice, pipe)
-            if not isinstance(pipe, Pipeline):
-                raise TypeError(
-                    f"module {mod.name!r}.apply must return a Pipeline, got {type(pipe).__name__}"
-                )
-        return pipe.replace(choices=choices)
-
-    def encode(self, pipeline: Pipeline) -> dict[str, np.ndarray]:
-        """:class:`Pipeline` (as produced by :meth:`decode`) -> joint action."""
-        missing = [n for n in self.names if n not in pipeline.choices]
-        if missing:
-            raise ValueError(
-                f"pipeline has no recorded choices for modules {missing}; only pipelines made by "
-                "SearchSpace.decode (or with `choices` filled in) can be encoded"
-            )
-        return {m.name: m.encode(pipeline.choices[m.name]) for m in self.modules}
-
-    def __repr__(self) -> str:
-        return f"SearchSpace({', '.join(f'{n}:{len(v)}' for n, v in self.nvecs.items())})"

@@ -392,7 +392,7 @@ def test_bad_architecture_is_an_error_not_a_crash(ev):
 # -- user modules and hooks change training ------------------------------------------------------------
 def test_user_module_changes_training(ev):
     from ma2ml_env.modules import AutoMLModule, Decision, register_module, unregister_module
-    from ma2ml_env.pipeline import SearchSpace
+    from ma2ml_env.space import SearchSpace
 
     @register_module
     class BlankOut(AutoMLModule):

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ma2ml_env.pipeline import Pipeline, SearchSpace
+    from ma2ml_env.pipeline import Pipeline
+    from ma2ml_env.space import SearchSpace
 
 __all__ = [
     "EMPTY_INFO",

@@ -30,8 +30,8 @@ from ma2ml_env.rewards.scheduling import READY, Event, Lost, Slot, start_slots
 from ma2ml_env.rewards.wrapper import BackendWrapper, check_workers
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ma2ml_env.pipeline import SearchSpace
     from ma2ml_env.rewards.retry import Task
+    from ma2ml_env.space import SearchSpace
 
 __all__ = ["LocalPoolEvaluator"]
 

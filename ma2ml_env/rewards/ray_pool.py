@@ -25,8 +25,8 @@ from ma2ml_env.rewards.wrapper import BackendWrapper, check_workers
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from ma2ml_env.pipeline import SearchSpace
     from ma2ml_env.rewards.retry import Task
+    from ma2ml_env.space import SearchSpace
 
 __all__ = ["MAX_TEMP_DIR", "RAY_INSTALL", "RayEvaluator"]
 

@@ -114,11 +114,10 @@ import numpy as np
 from ma2ml_env.modules.aug import AugmentModule
 from ma2ml_env.modules.hpo import OPTIMIZERS, SCHEDULES, HyperParameterModule
 from ma2ml_env.modules.nas import ArchitectureModule
-from ma2ml_env.pipeline import Pipeline, SearchSpace
+from ma2ml_env.pipeline import Pipeline
 from ma2ml_env.rewards import _jit
 from ma2ml_env.rewards._jit import LEVELS, SurrogateTables
 from ma2ml_env.rewards.base import EMPTY_INFO, STATUS_CODES, BatchResult, CostBudget, EvalResult, Evaluator
-from ma2ml_env.rewards.surrogate_optimum import compute_optimum
 from ma2ml_env.rewards.surrogate_task import (
     OP_NAMES,
     SurrogateTask,
@@ -130,6 +129,7 @@ from ma2ml_env.rewards.surrogate_task import (
     steps_level,
     wd_level,
 )
+from ma2ml_env.space import SearchSpace
 
 __all__ = ["LEVELS", "SurrogateEvaluator", "SurrogateTask"]
 
@@ -591,5 +591,7 @@ class SurrogateEvaluator(Evaluator):
         """
         space = self._require_bound()
         if self._optimum is None:
+            from ma2ml_env.rewards.surrogate_optimum import compute_optimum  # it reads this class's tables
+
             self._optimum = compute_optimum(self, space, max_architectures)
         return self._optimum[0], space.unflatten(self._optimum[1])

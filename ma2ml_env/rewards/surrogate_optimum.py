@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ma2ml_env.pipeline import SearchSpace
     from ma2ml_env.rewards.surrogate import SurrogateEvaluator
+    from ma2ml_env.space import SearchSpace
 
 __all__ = ["aug_cols", "compute_optimum"]
 

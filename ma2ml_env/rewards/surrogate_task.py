@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from ma2ml_env.costs import head_costs, stage_costs, stem_costs
 from ma2ml_env.modules.aug import AUG_OPS
 from ma2ml_env.modules.nas import ArchitectureModule
-from ma2ml_env.pipeline import MAGNITUDE_BINS, Pipeline, SearchSpace, head_costs, stage_costs, stem_costs
+from ma2ml_env.pipeline import MAGNITUDE_BINS, Pipeline
+from ma2ml_env.space import SearchSpace
 
 __all__ = [
     "OP_NAMES",

@@ -66,8 +66,9 @@ from typing import Any
 import numpy as np
 
 from ma2ml_env.modules.base import AutoMLModule, Decision
-from ma2ml_env.pipeline import Pipeline, SearchSpace
+from ma2ml_env.pipeline import Pipeline
 from ma2ml_env.rewards.base import STATUS_CODES, BatchResult, EvalResult, Evaluator
+from ma2ml_env.space import SearchSpace
 
 __all__ = [
     "BENCHMARKS",

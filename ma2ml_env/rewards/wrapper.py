@@ -21,7 +21,7 @@ from ma2ml_env.rewards.retry import FAILURE_KINDS, RetryPolicy, Task
 from ma2ml_env.rewards.scheduling import SlotPool, run_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ma2ml_env.pipeline import SearchSpace
+    from ma2ml_env.space import SearchSpace
 
 __all__ = ["BackendWrapper", "check_workers"]
 
