@@ -16,6 +16,14 @@ CASES = list(cases())
 #: batch path and the general scalar path did, ``epochs * dataset * 3 * flops / throughput`` (at most one
 #: ulp apart, in ~25% of the rows). Every other number of every path is bit-identical to the recording.
 CLOSURE_CASES = ("default-default", "random_task-default")
+#: numpy's vectorised ``exp``/``log``/``power`` pick SIMD kernels by CPU (AVX2 vs AVX-512), which may differ
+#: by an ulp or two: the batch path is held to the recording within BATCH_ULPS on any machine (a machine with
+#: the recording's SIMD level reproduces it exactly), the scalar path (Python ``math``) exactly.
+BATCH_ULPS = 4
+
+
+def _within_ulps(got: np.ndarray, want: np.ndarray, ulps: int) -> bool:
+    return bool((np.abs(got - want) <= ulps * np.spacing(np.abs(want))).all())
 
 
 @pytest.mark.parametrize("name, kw, modules", CASES, ids=[c[0] for c in CASES])
@@ -27,7 +35,7 @@ def test_batch_and_scalar_paths_reproduce_the_recorded_numbers(name, kw, modules
     assert np.array_equal(got["scalar_status"], want["scalar_status"])
     assert want["batch_over"].any() == ("hard_budget" in name)
     for f in FIELDS:
-        assert np.array_equal(got[f"batch_{f}"], want[f"batch_{f}"]), f"batch {f}"
+        assert _within_ulps(got[f"batch_{f}"], want[f"batch_{f}"], BATCH_ULPS), f"batch {f}"
         if f == "seconds" and name in CLOSURE_CASES:
             continue
         assert np.array_equal(got[f"scalar_{f}"], want[f"scalar_{f}"]), f"scalar {f}"
