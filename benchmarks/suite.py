@@ -42,16 +42,16 @@ class AlgoSpec:
     in_presets: bool = True
 
 
-def _paper(**overrides: Any) -> dict[str, Any]:
-    """Keyword arguments of ``MA2MLConfig.paper(**overrides)`` (the paper's reading of MA2ML)."""
-    from agents.ma2ml import MA2MLConfig
+def _paper_plus(**overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of our MA2ML (registry "ma2ml") set to the paper's method plus ``overrides``."""
+    from agents.ma2ml_plus import MA2MLPlusConfig
 
-    return {"config": MA2MLConfig.paper(**overrides)}
+    return {"config": MA2MLPlusConfig.paper(**overrides)}
 
 
 ALGORITHMS: dict[str, AlgoSpec] = {
-    "ma2ml": AlgoSpec("ma2ml", {}, "MA2ML (defaults): MLP critics on rank targets, mirror-descent step, critic "
-                      "screening"),
+    "ma2ml": AlgoSpec("ma2ml", {}, "MA2ML, our extension (the default): MLP critics on rank targets, mirror-descent "
+                      "step, critic screening"),
     "ma2ml-no-credit": AlgoSpec("ma2ml", {"credit_assignment": False}, "MA2ML without credit assignment"),
     "ma2ml-on-policy": AlgoSpec("ma2ml", {"off_policy": False},
                                 "MA2ML whose policy step uses the latest round only (no replay)"),
@@ -66,15 +66,15 @@ ALGORITHMS: dict[str, AlgoSpec] = {
     "ma2ml-fm-gradient": AlgoSpec("ma2ml", {"critic": "fm", "policy_update": "gradient", "target_tau": 0.1},
                                   "MA2ML, FM critic, Adam trust-region policy steps instead of the mirror step",
                                   in_presets=False),
-    "ma2ml-paper": AlgoSpec("ma2ml", _paper(), "MA2MLConfig.paper(): MLP critic, Adam clipped steps, no screening"),
-    "ma2ml-paper-no-credit": AlgoSpec("ma2ml", _paper(credit_assignment=False),
-                                      "MA2MLConfig.paper() without credit assignment", in_presets=False),
-    "ma2ml-paper-on-policy": AlgoSpec("ma2ml", _paper(off_policy=False), "MA2MLConfig.paper() on-policy",
+    "ma2ml-paper": AlgoSpec("ma2ml-paper", {}, "the paper's MA2ML: MLP critic, Adam clipped steps, no screening"),
+    "ma2ml-paper-no-credit": AlgoSpec("ma2ml-paper", {"credit_assignment": False},
+                                      "the paper's MA2ML without credit assignment", in_presets=False),
+    "ma2ml-paper-on-policy": AlgoSpec("ma2ml-paper", {"off_policy": False}, "the paper's MA2ML on-policy",
                                       in_presets=False),
-    "ma2ml-rank": AlgoSpec("ma2ml", _paper(critic_targets="rank"),
-                           "MA2MLConfig.paper() with the critic on rank (normal-score) targets", in_presets=False),
-    "ma2ml-screen": AlgoSpec("ma2ml", _paper(screening=16, critic_ensemble=4),
-                             "MA2MLConfig.paper() proposing the best of 16 candidates per evaluation by critic "
+    "ma2ml-rank": AlgoSpec("ma2ml", _paper_plus(critic_targets="rank"),
+                           "the paper's MA2ML with the critic on rank (normal-score) targets", in_presets=False),
+    "ma2ml-screen": AlgoSpec("ma2ml", _paper_plus(screening=16, critic_ensemble=4),
+                             "the paper's MA2ML proposing the best of 16 candidates per evaluation by critic "
                              "mean + std", in_presets=False),
     "ma2ml-lite": AlgoSpec("ma2ml-lite", {}, "MA2ML-Lite: REINFORCE on the shared reward"),
     "separate": AlgoSpec("separate", {}, "one module at a time, others fixed (paper's baseline)"),
