@@ -25,13 +25,12 @@ Algorithm (MA2ML), one round per batch of ``n`` evaluations
   ``n_ij`` terms instead of ``prod_j n_ij`` for the whole agent.
 * Critic ``Q(a)``: an MLP on the one-hot joint action (:class:`agents.critics.MLPCritic`).
 * Credit assignment (the paper's marginal contribution; COMA's counterfactual baseline, Foerster et al.
-  2018). ``counterfactual="enumerate"`` sums over all of agent ``i``'s choices; ``"per_decision"`` uses
-  ``A_ij(a) = Q(a) - sum_{a_ij'} pi_ij(a_ij') Q(a_ij', a_-ij)`` with gradient ``sum_j A_ij grad log pi_ij``,
-  unbiased because ``pi_i`` factorises (the baseline of decision ``j`` does not depend on ``a_ij``);
-  ``"sample"`` draws ``a_i' ~ pi_i``; ``"auto"`` enumerates agents with at most ``enumerate_limit``
-  choices and goes per decision otherwise. Our reading: buffer samples are not importance-corrected for
-  the behaviour policy that drew them (the critic carries the off-policy information); the trust region
-  bounds each round's move.
+  2018), always exact, never sampled: an agent with at most ``enumerate_limit`` joint choices sums over
+  all of them; a larger one is credited per decision, ``A_ij(a) = Q(a) - sum_{a_ij'} pi_ij(a_ij')
+  Q(a_ij', a_-ij)`` with gradient ``sum_j A_ij grad log pi_ij``, unbiased because ``pi_i`` factorises
+  (the baseline of decision ``j`` does not depend on ``a_ij``). Our reading: buffer samples are not
+  importance-corrected for the behaviour policy that drew them (the critic carries the off-policy
+  information); the trust region bounds each round's move.
 * The paper's ablations are config fields: ``credit_assignment=False`` gives every agent the same
   advantage ``Q(a) - E_{a~pi} Q(a)``; ``off_policy=False`` takes one step on the latest round only.
 * Not in the paper, kept because the recorded benchmark cells (``ma2ml-paper``) ran with it: a share
@@ -40,8 +39,6 @@ Algorithm (MA2ML), one round per batch of ``n`` evaluations
 
 MA2ML-Lite (:class:`MA2MLLite`): REINFORCE on the shared reward, ``L_i = -mean (r(a) - b) log pi_i(a_i)``
 with a moving-average baseline ``b``, on the latest round only; no critic is fitted.
-
-All torch work runs on ``torch_threads`` threads (default 1), so a seed gives the same search anywhere.
 
 Example::
 
@@ -70,31 +67,25 @@ from agents.critics import MLPCritic, ReplayBuffer, log_probs
 __all__ = ["MA2ML", "MA2MLConfig", "MA2MLLite"]
 
 
-# ---------------------------------------------------------------------------------------------------
-# Config
-# ---------------------------------------------------------------------------------------------------
+# -- config -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MA2MLConfig(AlgorithmConfig):
     """Hyper-parameters of the paper's MA2ML (defaults) and of MA2ML-Lite (:meth:`lite`)."""
 
     credit_assignment: bool = True
     """Counterfactual advantage ``A_i = Q(a) - E_{a_i'~pi_i} Q(a_i', a_-i)`` per agent (the paper's marginal
-    contribution). ``False`` (the paper's ablation): every agent gets the same advantage, see
-    ``shared_advantage``."""
+    contribution). ``False`` (the paper's ablation): one shared advantage, see ``shared_advantage``."""
 
     shared_advantage: Literal["critic", "reward"] = "critic"
     """Advantage when ``credit_assignment=False``: ``"critic"`` = ``Q(a) - E_{a~pi} Q(a)``; ``"reward"`` =
     ``r(a) - b`` with a moving-average baseline ``b`` and no critic (MA2ML-Lite)."""
 
-    counterfactual: Literal["auto", "enumerate", "per_decision", "sample"] = "auto"
-    """How ``E_{a_i'~pi_i} Q(a_i', a_-i)`` is computed (module docstring)."""
-
     enumerate_limit: int = 64
-    """Most joint choices ``prod_j n_ij`` an agent may have to be enumerated (``"auto"``, ``"enumerate"``)."""
+    """Agents with at most this many joint choices ``prod_j n_ij`` get their counterfactual sum by
+    enumeration, the others per decision (module docstring); >= 1."""
 
     counterfactual_samples: int = 16
-    """Draws ``a_i' ~ pi_i`` per row for ``counterfactual="sample"``; draws ``a ~ pi`` estimating
-    ``E_{a~pi} Q(a)`` for ``shared_advantage="critic"``."""
+    """Draws ``a ~ pi`` estimating ``E_{a~pi} Q(a)`` for ``shared_advantage="critic"``; >= 1."""
 
     off_policy: bool = True
     """Reuse the whole buffer for ``updates_per_round`` policy steps per round. ``False`` (the paper's
@@ -132,10 +123,9 @@ class MA2MLConfig(AlgorithmConfig):
     """AdamW weight decay of the critic; >= 0."""
 
     elite_fraction: float = 0.75
-    """Share of each off-policy policy mini-batch drawn from the best ``elite_quantile`` of the buffer (not
-    in the paper; 0 = its uniform replay). Counterfactuals at the best pipelines so far ask which choice of
-    agent ``i`` is best given the others' best choices, which lets agents coordinate on optima surrounded
-    by miscoordination penalties; in [0, 1]."""
+    """Share of each off-policy mini-batch drawn from the best ``elite_quantile`` of the buffer (not in the
+    paper; 0 = its uniform replay). Counterfactuals at the best pipelines so far ask which choice of agent
+    ``i`` is best given the others' best choices: agents coordinate on optima amid miscoordination; in [0, 1]."""
 
     elite_quantile: float = 0.03
     """Top share of the buffer (by reward) that elite rows come from; in (0, 1]."""
@@ -156,7 +146,6 @@ class MA2MLConfig(AlgorithmConfig):
     def check(self) -> None:
         own = type(self).__name__
         choice(own, "shared_advantage", self.shared_advantage, ("critic", "reward"))
-        choice(own, "counterfactual", self.counterfactual, ("auto", "enumerate", "per_decision", "sample"))
         choice(own, "trust_region", self.trust_region, ("clip", "none"))
         for name in ("enumerate_limit", "counterfactual_samples", "updates_per_round", "minibatch_size",
                      "critic_hidden", "critic_layers"):
@@ -187,9 +176,7 @@ class MA2MLConfig(AlgorithmConfig):
         return cls(**{**base, **overrides})
 
 
-# ---------------------------------------------------------------------------------------------------
-# The algorithm (networks and buffer: agents.critics)
-# ---------------------------------------------------------------------------------------------------
+# -- the algorithm (networks and replay buffer: agents.critics) ---------------------------------------
 class MA2ML(ConfiguredSearch):
     """The paper's MA2ML (module docstring): factorised policies, a centralised critic on a replay buffer of
     every evaluation, counterfactual advantages, simultaneous clipped updates around target policies.
@@ -206,17 +193,15 @@ class MA2ML(ConfiguredSearch):
         super().setup(action_spaces, seed)
         cfg, lay = self.config, self.codec
         self.torch_gen = torch.Generator().manual_seed(int(seed))
-        self._mask = torch.as_tensor(lay.mask)
-        self._col_offset = torch.as_tensor(lay.column_offset)
-        self._dec_of_col = torch.as_tensor(lay.decision_of_column)
-        self._k_of_col = torch.as_tensor(lay.value_of_column)
+        self._mask, self._col_offset = torch.as_tensor(lay.mask), torch.as_tensor(lay.column_offset)
+        self._dec_of_col, self._k_of_col = torch.as_tensor(lay.decision_of_column), torch.as_tensor(lay.value_of_column)
         # policies start uniform (zero logits); the target policies start equal to them
         self.logits = nn.Parameter(torch.zeros(lay.size, lay.max_choices))
         self.target_logits = torch.zeros(lay.size, lay.max_choices)
         self.policy_opt = torch.optim.Adam([self.logits], lr=cfg.policy_lr)
         self.critic, self.critic_opt = self._make_critic()  # Lite builds one too but never fits or reads it
         self.buffer = ReplayBuffer(lay.size)
-        self.baseline: float | None = None
+        self.baseline: float | None = None  # MA2ML-Lite's moving-average reward
         self.rounds_done = 0
         self._reward_mean, self._reward_std = 0.0, 1.0
         self._build_units()
@@ -232,25 +217,12 @@ class MA2ML(ConfiguredSearch):
         """Credit units, each with its own advantage: an agent, or one decision of an agent."""
         cfg, lay = self.config, self.codec
         unit_of_dec = np.zeros(lay.size, dtype=np.int64)
-        self._unit_mode: list[str] = []  # per unit: "enumerate", "sample", "decision" or "shared"
+        self._unit_mode: list[str] = []  # per unit: "enumerate", "decision" or "shared"
         self._unit_agent: list[int] = []
         self._enum: dict[int, torch.Tensor] = {}  # agent -> all its choices [M, n_i]
         for i, (sl, size) in enumerate(zip(lay.slices, lay.agent_cardinality)):
-            if not cfg.credit_assignment:
-                mode = "shared"
-            elif cfg.counterfactual in ("sample", "per_decision"):
-                mode = "decision" if cfg.counterfactual == "per_decision" else "sample"
-            elif size <= cfg.enumerate_limit:
-                mode = "enumerate"
-            elif cfg.counterfactual == "enumerate":
-                raise ValueError(
-                    f"counterfactual='enumerate' needs every agent to have at most enumerate_limit="
-                    f"{cfg.enumerate_limit} joint choices; agent {lay.agents[i]!r} has {size:.3g}. Raise "
-                    "enumerate_limit or use counterfactual='auto'")
-            else:
-                mode = "decision"
-            if mode == "decision" and lay.sizes[i] == 1:
-                mode = "enumerate"  # one decision: per-decision and enumeration coincide
+            small = size <= cfg.enumerate_limit or lay.sizes[i] == 1  # one decision: the two ways coincide
+            mode = "shared" if not cfg.credit_assignment else "enumerate" if small else "decision"
             if mode == "enumerate":
                 grids = np.meshgrid(*[np.arange(n) for n in lay.nvec[sl]], indexing="ij")
                 self._enum[i] = torch.as_tensor(np.stack([g.reshape(-1) for g in grids], axis=1))
@@ -259,13 +231,7 @@ class MA2ML(ConfiguredSearch):
                 unit_of_dec[d] = len(self._unit_mode)
                 self._unit_mode.append(mode)
                 self._unit_agent.append(i)
-        self.n_units = u = len(self._unit_mode)
-        agent_of_dec = np.repeat(np.arange(len(lay.agents)), lay.sizes)
-        unit_of_col = unit_of_dec[lay.decision_of_column]
-        self._unit_of_col = torch.as_tensor(unit_of_col)
-        self._agent_of_col = torch.as_tensor(agent_of_dec[lay.decision_of_column])
-        self._cols_per_unit = torch.as_tensor(np.bincount(unit_of_col, minlength=u)).float()
-        self._cols_per_agent = torch.as_tensor(np.bincount(agent_of_dec[lay.decision_of_column])).float()
+        self.n_units = len(self._unit_mode)
         self._unit_of_dec = torch.as_tensor(unit_of_dec)
         # per-decision units: their counterfactuals swap one decision's column
         dec_units = np.array([self._unit_mode[unit_of_dec[d]] == "decision" for d in range(lay.size)], dtype=bool)
@@ -299,25 +265,16 @@ class MA2ML(ConfiguredSearch):
     def _propose(self, n: int) -> np.ndarray:
         return self._behaviour_samples(n)
 
-    def _behaviour_samples(self, n: int) -> np.ndarray:
-        """``n`` flat joint actions ``[n, D]`` from the policies mixed with ``exploration`` uniform mass."""
-        lay, eps = self.codec, self.config.exploration
+    def _behaviour_samples(self, n: int, eps: float | None = None) -> np.ndarray:
+        """``n`` flat joint actions ``[n, D]`` from the policies mixed with ``eps`` (default ``exploration``)
+        uniform mass."""
+        lay, eps = self.codec, self.config.exploration if eps is None else eps
         with torch.no_grad():
             p = log_probs(self.logits, self._mask).exp().double().numpy()
         p = (1 - eps) * p + eps * lay.mask / lay.nvec[:, None]
         cdf = np.cumsum(p, axis=1)
         u = self.rng.random((n, lay.size, 1)) * cdf[None, :, -1:]
         return np.minimum((cdf[None] < u).sum(-1), lay.nvec - 1)
-
-    def _sample_policy(self, shape: tuple[int, ...], decs: slice | None = None) -> torch.Tensor:
-        """Draws from the current policy (no exploration) of decisions ``decs``: ``[*shape, n_decs]``."""
-        with torch.no_grad():
-            p = log_probs(self.logits, self._mask).exp().double().numpy()
-        p = p if decs is None else p[decs]
-        cdf = np.cumsum(p, axis=1)
-        u = self.rng.random((*shape, len(p), 1)) * cdf[:, -1:]
-        nvec = self.codec.nvec if decs is None else self.codec.nvec[decs]
-        return torch.as_tensor(np.minimum((cdf < u).sum(-1), nvec - 1))
 
     # -- observe: buffer, critic, policies ----------------------------------------------------------------
     def observe(self, actions: Sequence[JointAction], scores: Sequence[float]) -> None:
@@ -399,8 +356,7 @@ class MA2ML(ConfiguredSearch):
     @torch.no_grad()
     def advantages(self, flat: torch.Tensor, rows: np.ndarray | None = None) -> torch.Tensor:
         """Advantage of each credit unit for joint actions ``flat [B, D]`` (buffer ``rows``): ``[B, n_units]``."""
-        cfg, lay = self.config, self.codec
-        b = flat.shape[0]
+        cfg, lay, b = self.config, self.codec, flat.shape[0]
         if not cfg.uses_critic:  # Lite: the shared r(a) - b
             r = torch.as_tensor(self.buffer.rewards[rows])
             base = self.baseline if self.baseline is not None else float(r.mean())
@@ -408,7 +364,8 @@ class MA2ML(ConfiguredSearch):
         critic, cols = self.critic, self._cols(flat)
         q = critic(cols).mean(0)  # [B]
         if not cfg.credit_assignment:  # the shared Q(a) - E_{a~pi} Q(a)
-            v = critic(self._cols(self._sample_policy((cfg.counterfactual_samples,)))).mean()
+            draws = torch.as_tensor(self._behaviour_samples(cfg.counterfactual_samples, eps=0.0))
+            v = critic(self._cols(draws)).mean()
             return (q - v)[:, None].expand(b, self.n_units).clone()
         adv = torch.empty(b, self.n_units)
         probs = log_probs(self.logits.detach(), self._mask).exp()  # [D, max_n]
@@ -419,15 +376,11 @@ class MA2ML(ConfiguredSearch):
             base = torch.zeros(b, lay.size).index_add_(1, dec, q_alt * probs[dec, self._k_of_col[pc]])
             adv[:, self._unit_of_dec[self._pd_decs]] = q[:, None] - base[:, self._pd_decs]
         for u, (mode, i) in enumerate(zip(self._unit_mode, self._unit_agent)):
-            sl = lay.slices[i]
-            off = self._col_offset[sl]
             if mode == "enumerate":  # every choice of agent i, weighted by pi_i
-                choices = self._enum[i]  # [M, n_i]
+                sl, choices = lay.slices[i], self._enum[i]  # [M, n_i]
                 w = probs[torch.arange(sl.start, sl.stop), choices].prod(-1)  # [M]
-                adv[:, u] = q - (critic.replace(cols, sl, choices + off).mean(0) * w).sum(-1)
-            elif mode == "sample":
-                draws = self._sample_policy((b, cfg.counterfactual_samples), sl)  # [B, M, n_i]
-                adv[:, u] = q - critic.replace(cols, sl, draws + off).mean(0).mean(-1)
+                q_alt = critic.replace(cols, sl, choices + self._col_offset[sl]).mean(0)  # [B, M]
+                adv[:, u] = q - (q_alt * w).sum(-1)
         return adv
 
     def policy_step(self, rows: np.ndarray) -> float:
@@ -459,15 +412,15 @@ class MA2ML(ConfiguredSearch):
         return float(loss.detach())
 
     # -- checkpointing ------------------------------------------------------------------------------------
+    _STATEFUL = ("policy_opt", "critic", "critic_opt", "buffer")  # each has state_dict / load_state_dict
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the search exactly (picklable, independent copies)."""
         return copy.deepcopy({
             "version": 2, "config": dataclasses.asdict(self.config), "action_spaces": self.action_spaces,
             "seed": self.seed, "logits": self.logits.detach(), "target_logits": self.target_logits,
-            "policy_opt": self.policy_opt.state_dict(), "critic": self.critic.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(), "buffer": self.buffer.state_dict(),
-            "np_rng": self.rng.bit_generator.state, "torch_rng": self.torch_gen.get_state(),
-            "baseline": self.baseline, "rounds_done": self.rounds_done,
+            **{k: getattr(self, k).state_dict() for k in self._STATEFUL}, "np_rng": self.rng.bit_generator.state,
+            "torch_rng": self.torch_gen.get_state(), "baseline": self.baseline, "rounds_done": self.rounds_done,
             "reward_stats": (self._reward_mean, self._reward_std)})
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -478,14 +431,11 @@ class MA2ML(ConfiguredSearch):
         with torch.no_grad():
             self.logits.copy_(state["logits"])
             self.target_logits.copy_(state["target_logits"])
-        self.policy_opt.load_state_dict(state["policy_opt"])
-        self.critic.load_state_dict(state["critic"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.buffer.load_state_dict(state["buffer"])
+        for k in self._STATEFUL:
+            getattr(self, k).load_state_dict(state[k])
         self.rng.bit_generator.state = state["np_rng"]
         self.torch_gen.set_state(state["torch_rng"])
-        self.baseline = state["baseline"]
-        self.rounds_done = state["rounds_done"]
+        self.baseline, self.rounds_done = state["baseline"], state["rounds_done"]
         self._reward_mean, self._reward_std = state["reward_stats"]
 
 

@@ -139,7 +139,14 @@ class MA2MLPlus(MA2ML):
 
     def setup(self, action_spaces: Any, seed: int) -> None:
         super().setup(action_spaces, seed)
+        lay = self.codec
         self._boot = np.ones((self.config.critic_ensemble, 0))  # FM: each member's bootstrap weight per row
+        # the mirror step's index maps: each column's credit unit and agent, columns per unit and per agent
+        agent_of_col = np.repeat(np.arange(len(lay.agents)), lay.sizes)[lay.decision_of_column]
+        unit_of_col = self._unit_of_dec.numpy()[lay.decision_of_column]
+        self._unit_of_col, self._agent_of_col = torch.as_tensor(unit_of_col), torch.as_tensor(agent_of_col)
+        self._cols_per_unit = torch.as_tensor(np.bincount(unit_of_col, minlength=self.n_units)).float()
+        self._cols_per_agent = torch.as_tensor(np.bincount(agent_of_col)).float()
 
     def _make_critic(self) -> tuple[nn.Module, torch.optim.Optimizer]:
         cfg, lay = self.config, self.codec
