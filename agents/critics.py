@@ -28,7 +28,8 @@ __all__ = ["FMCritic", "MLPCritic", "ReplayBuffer", "log_probs"]
 
 
 class MLPCritic(nn.Module):
-    """``Q(a)``: an ensemble of MLPs on the one-hot joint action, batched over members (the paper's critic).
+    """``Q(a)``: an ensemble of MLPs on the one-hot joint action, batched over members (the paper's critic;
+    the paper fits one, ``ensemble=1``; our extension averages several).
 
     The first layer of an MLP on a one-hot vector is a sum of embedding rows, one per decision, so the
     critic takes column indices ``cols [B, n_dec]``; counterfactual inputs reuse the summed
@@ -140,11 +141,9 @@ def log_probs(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Replay buffer: every evaluated (a, r)
-# ---------------------------------------------------------------------------------------------------
 class ReplayBuffer:
-    """Every evaluated joint action (flat decision indices) and its reward, in evaluation order."""
+    """The paper's replay buffer ``D``: every evaluated joint action (flat rows ``int64 [N, D]``), its reward
+    and the round it was proposed in, in evaluation order."""
 
     def __init__(self, n_dec: int) -> None:
         self.actions = np.zeros((0, n_dec), dtype=np.int64)

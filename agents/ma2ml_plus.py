@@ -42,9 +42,11 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import gymnasium
 import numpy as np
 import torch
 from torch import nn
@@ -137,7 +139,7 @@ class MA2MLPlus(MA2ML):
     name = "ma2ml"
     config_class = MA2MLPlusConfig
 
-    def setup(self, action_spaces: Any, seed: int) -> None:
+    def setup(self, action_spaces: Mapping[str, gymnasium.Space], seed: int) -> None:
         super().setup(action_spaces, seed)
         lay = self.codec
         self._boot = np.ones((self.config.critic_ensemble, 0))  # FM: each member's bootstrap weight per row
@@ -277,6 +279,6 @@ class MA2MLPlus(MA2ML):
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "boot": self._boot.copy()}
 
-    def load_state_dict(self, state: Any) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self._boot = np.array(state["boot"], dtype=np.float64)
