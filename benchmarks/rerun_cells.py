@@ -26,7 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite's files, however this script is started
+# the suite's files, and this checkout's packages before any installed copy, however this file is loaded
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import suite
 

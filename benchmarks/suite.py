@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the suite's files, however this one is loaded
+# the suite's files, and this checkout's packages before any installed copy, however this file is loaded
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from suite_report import (
     ABLATIONS,
