@@ -46,19 +46,35 @@ def _successes(game: str, make, seeds=SEEDS) -> int:
     return ok
 
 
-def _rounds(algo: MA2ML, env, rounds: int, n: int = 4) -> list[list[dict]]:
-    """Drive propose/observe by hand; return the proposals of every round."""
+# ONE-CURRENCY: the SearchAlgorithm interface is moving from lists of per-agent dicts to flat int64 [n, D]
+# batches. The tests read proposals through _flat (either currency) and hand batches they make to observe
+# through _batch; at the merge, DICT_CURRENCY = False is the only change these tests need.
+DICT_CURRENCY = True
+
+
+def _flat(algo: MA2ML, actions) -> np.ndarray:
+    """Proposed actions as flat rows int64 [n, D], whichever currency propose() returns."""
+    return np.asarray(actions) if isinstance(actions, np.ndarray) else algo.codec.encode_batch(actions)
+
+
+def _batch(algo: MA2ML, flat: np.ndarray):
+    """Flat rows in the currency observe() takes."""
+    return algo.codec.decode_batch(flat) if DICT_CURRENCY else flat
+
+
+def _rounds(algo: MA2ML, env, rounds: int, n: int = 4) -> list[np.ndarray]:
+    """Drive propose/observe by hand on a matrix game; return the flat proposals of every round."""
     out = []
     for _ in range(rounds):
         acts = algo.propose(n)
-        scores = [float(env.reward(int(a["agent_0"]), int(a["agent_1"]))) for a in acts]
-        algo.observe(acts, scores)
-        out.append(acts)
+        flat = _flat(algo, acts)
+        algo.observe(acts, [float(env.reward(int(a0), int(a1))) for a0, a1 in flat])
+        out.append(flat)
     return out
 
 
-def _as_lists(rounds: list[list[dict]]) -> list:
-    return [[{k: np.asarray(v).tolist() for k, v in a.items()} for a in r] for r in rounds]
+def _as_lists(rounds: list[np.ndarray]) -> list:
+    return [r.tolist() for r in rounds]
 
 
 # -- the matrix games ------------------------------------------------------------------------------------
@@ -124,7 +140,7 @@ def test_enumerated_counterfactual_matches_brute_force(critic):
     algo = MA2MLPlus(enumerate_limit=10**6, critic_ensemble=2, critic=critic)  # every agent enumerated
     algo.setup(SPACES, seed=3)
     _skewed(algo)
-    flat = torch.as_tensor(np.stack([algo.codec.encode(a) for a in algo.propose(16)]))
+    flat = torch.as_tensor(_flat(algo, algo.propose(16)))
     adv = algo.advantages(flat)
     assert adv.shape == (16, 3)  # one credit unit per agent
     ref = _brute_force_advantages(algo, flat)
@@ -138,7 +154,7 @@ def test_per_decision_counterfactual_is_exact_marginalisation_per_decision(criti
     algo.setup(SPACES, seed=4)
     _skewed(algo, 1)
     lay = algo.codec
-    flat = torch.as_tensor(np.stack([lay.encode(a) for a in algo.propose(8)]))
+    flat = torch.as_tensor(_flat(algo, algo.propose(8)))
     adv = algo.advantages(flat)
     assert adv.shape == (8, lay.size)  # one unit per decision (y has a single decision)
     probs = torch.exp(torch.log_softmax(algo.logits.detach().masked_fill(~algo._mask, -torch.inf), -1))
@@ -171,7 +187,8 @@ def test_actions_respect_spaces_including_start(cls):
     algo = cls()
     algo.setup(SPACES, seed=0)
     _trained(algo, rounds=1)  # MA2MLPlus screens once something is observed
-    for a in algo.propose(50):
+    for row in _flat(algo, algo.propose(50)):
+        a = algo.codec.decode(row)  # the PettingZoo form, checked against the spaces themselves
         for agent, space in SPACES.items():
             assert space.contains(a[agent]), (agent, a[agent])
 
@@ -466,7 +483,7 @@ def test_rank_critic_targets_make_the_search_invariant_to_monotone_reward_transf
     import ma2ml_env
 
     env = ma2ml_env.parallel_env(reward="surrogate", modules=("nas", "hpo"))
-    ev, space = env.unwrapped.evaluator, env.unwrapped.space
+    ev = env.unwrapped.evaluator
 
     def proposals(transform, **cfg):
         algo = MA2MLPlus(critic_hidden=16, **cfg)
@@ -474,7 +491,7 @@ def test_rank_critic_targets_make_the_search_invariant_to_monotone_reward_transf
         seen = []
         for _ in range(4):
             acts = algo.propose(8)
-            flat = np.stack([space.flatten(a) for a in acts])
+            flat = _flat(algo, acts)
             seen.append(flat)
             algo.observe(acts, transform(ev.evaluate_actions(flat)["score"]).tolist())
         return np.concatenate(seen)
@@ -499,8 +516,8 @@ def test_screening_proposes_unevaluated_candidates_the_critic_ranks_highest():
     algo.observe(first, [r.score for r in env.unwrapped.evaluate(first, list(range(16)))])
     torch.manual_seed(0)
     props = algo.propose(4)
-    flat = np.stack([algo.codec.encode(a) for a in props])
-    seen = {algo.codec.encode(a).tobytes() for a in first}
+    flat = _flat(algo, props)
+    seen = {row.tobytes() for row in _flat(algo, first)}
     assert len({r.tobytes() for r in flat}) == 4 and not any(r.tobytes() in seen for r in flat)
     with torch.no_grad():
         q = algo.critic(algo._cols(torch.as_tensor(flat)))
@@ -612,11 +629,11 @@ def test_fm_critic_fits_a_pairwise_reward_and_is_exact_on_swaps():
     lay = algo.codec
     g = np.random.default_rng(1)
     w, v = g.normal(size=lay.n_columns), g.normal(size=(lay.n_columns, 2))
-    acts = [lay.decode(g.integers(0, lay.nvec)) for _ in range(64)]
-    cols = np.stack([lay.encode(a) for a in acts]) + lay.column_offset
+    flat = g.integers(0, lay.nvec, size=(64, lay.size))
+    cols = flat + lay.column_offset
     s = v[cols].sum(1)
     r = w[cols].sum(1) + 0.5 * ((s * s).sum(1) - (v[cols] ** 2).sum((1, 2)))
-    algo.observe(acts, r.tolist())
+    algo.observe(_batch(algo, flat), r.tolist())
     with torch.no_grad():
         q = algo.critic(torch.as_tensor(cols)).mean(0).numpy()
     assert spearmanr(q, r)[0] > 0.95
