@@ -489,8 +489,8 @@ def _search(algorithm: SearchAlgorithm, env: Any, budget: int, seed: int, batch_
     result = SearchResult(getattr(algorithm, "name", type(algorithm).__name__), seed, history,
                           time.perf_counter() - t0)
     base = getattr(env, "unwrapped", env)
-    if hasattr(base, "decode") and history:
-        result.best_pipeline = base.decode(np.asarray(result.best.action, dtype=np.int64))
+    if hasattr(base, "space") and history:  # our envs: the row was validated where it entered
+        result.best_pipeline = base.space.build(np.asarray(result.best.action, dtype=np.int64))
     return result
 
 

@@ -121,7 +121,7 @@ def check_budget_reachable(env: Any, budget: Any, samples: int = 256) -> float:
     space = getattr(base, "space", None)
     if space is None or budget is None or budget.mode != "hard" or not budget.active:
         return 1.0
-    flats = [np.zeros(space.joint_nvec.size, np.int64), *space.sample(np.random.default_rng(0), samples)]
+    flats = [np.zeros(space.joint_nvec.size, np.int64), *space.codec.sample(np.random.default_rng(0), samples)]
     costs = [(a.flops(1, 2), a.params(1, 2)) for a in (space.decode(f).arch for f in flats)]
     fits = sum(not budget.over(f, p) for f, p in costs)
     if not fits:

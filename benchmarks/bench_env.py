@@ -71,7 +71,7 @@ def main() -> None:
     env = ma2ml_env.parallel_env(reward="surrogate", pipelines_per_episode=10**9)
     rng = np.random.default_rng(0)
     space = env.space
-    actions = [space.unflatten(f) for f in space.sample(rng, args.steps)]
+    actions = [space.codec.decode(f) for f in space.codec.sample(rng, args.steps)]
     bare = BareEnv({a: env.action_space(a) for a in env.possible_agents})
 
     py_env = ma2ml_env.parallel_env(reward="surrogate", pipelines_per_episode=10**9)
@@ -90,7 +90,7 @@ def main() -> None:
     print(f"ratio Python path / bare:             {best_py / best_bare:>12.3f}")
 
     ev = env.evaluator
-    A = space.codec.validate_batch(space.sample(rng, args.batch))
+    A = space.codec.validate_batch(space.codec.sample(rng, args.batch))
     seeds = np.arange(len(A), dtype=np.int64)
     table = rng.random(int(space.joint_nvec[0]))
     best_eval = best_ref = 0.0

@@ -105,7 +105,7 @@ def optimum_row(theta: np.ndarray, nonlinear: tuple[float, float, float, np.ndar
 
     env = ma2ml_env.parallel_env(reward=SurrogateEvaluator(task=to_task(theta, nonlinear)))
     _, action = env.unwrapped.evaluator.optimum()
-    row = design(features(env.unwrapped.space.flatten(action)[None]), *nonlinear)[0]
+    row = design(features(env.unwrapped.space.codec.encode(action)[None]), *nonlinear)[0]
     return row, float(row @ theta)
 
 
@@ -118,7 +118,7 @@ class SobolDesign:
 
         space = ma2ml_env.parallel_env(reward="surrogate").unwrapped.space
         rng = np.random.default_rng(seed)
-        A, B = space.sample(rng, n), space.sample(rng, n)
+        A, B = space.codec.sample(rng, n), space.codec.sample(rng, n)
         blocks = [A, B]
         for o, k in zip(space.offsets, space.sizes):
             AB = A.copy()

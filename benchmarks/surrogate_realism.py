@@ -89,7 +89,7 @@ def real_digits(path: Path, n: int, seed: int = 0) -> list[dict]:
     env = ma2ml_env.parallel_env(reward="train", reward_kwargs={"device": "cpu"})
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     rng = np.random.default_rng(seed)
-    flats = env.unwrapped.space.sample(rng, n)
+    flats = env.unwrapped.space.codec.sample(rng, n)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         for i in range(len(rows), n):

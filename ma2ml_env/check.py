@@ -114,7 +114,7 @@ def check_evaluator(
         ev.bind(space)
     except Exception as exc:  # noqa: BLE001
         _fail(ev, f"bind(space) raised {type(exc).__name__}: {exc}")
-    actions = space.codec.validate_batch(space.sample(np.random.default_rng(seed), num_pipelines))
+    actions = space.codec.validate_batch(space.codec.sample(np.random.default_rng(seed), num_pipelines))
     seeds = np.array([int(seed) * 1000 + 17 * i + 1 for i in range(num_pipelines)], dtype=np.int64)
 
     def run(e: Evaluator, what: str, rows: np.ndarray = actions, row_seeds: np.ndarray = seeds,

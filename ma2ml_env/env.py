@@ -408,7 +408,7 @@ class AutoMLPipelineEnv(ParallelEnv):
             text = "no pipeline evaluated yet"
         else:
             r = self.last_result
-            text = f"{self.space.decode(self._last[0]).describe()}\nscore: {r.score:.4f} ({r.status})"
+            text = f"{self.space.build(self._last[0]).describe()}\nscore: {r.score:.4f} ({r.status})"
         if self.render_mode == "human":
             print(text)
             return None

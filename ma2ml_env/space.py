@@ -53,39 +53,23 @@ class SearchSpace:
         self.codec = JointActionCodec.from_nvecs(
             self.nvecs, decision_names={m.name: [d.name for d in m.decisions] for m in modules}, kind="module")
 
-    # -- actions (the joint-action codec, :class:`ma2ml_env.codec.JointActionCodec`) ------------------------
-    def validate(self, actions: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Check a joint action and return it as int64 arrays; raise ``ValueError`` saying what is wrong."""
-        return self.codec.validate(actions)
-
-    def validate_flat(self, actions: Mapping[str, Any]) -> np.ndarray:
-        """Validate a joint action and return it flat (int64, agent order). Same errors as :meth:`validate`."""
-        return self.codec.validate_fast(actions)[0]
-
-    def validate_fast(self, actions: Mapping[str, Any]) -> tuple[np.ndarray, list[int]]:
-        """:meth:`validate_flat`, also returning the flat action as a list of ints. The common case (right
-        keys, 1-d integer arrays in range) costs a few microseconds; anything else goes through
-        :meth:`validate`, which says precisely what is wrong."""
-        return self.codec.validate_fast(actions)
-
-    def flatten(self, actions: Mapping[str, Any]) -> np.ndarray:
-        """Concatenate a joint action into one vector in agent order (validated as :meth:`validate`)."""
-        return self.codec.validate_fast(actions)[0]
-
-    def unflatten(self, flat: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
-        """Split a flat joint action vector into a per-agent dict."""
-        return self.codec.decode(flat)
-
-    def sample(self, rng: np.random.Generator, n: int | None = None) -> np.ndarray:
-        """Uniform random flat joint actions: shape ``[D]`` or ``[n, D]``."""
-        return self.codec.sample(rng, n)
-
     # -- pipelines -------------------------------------------------------------------------------------
-    def decode(self, actions: Mapping[str, Any] | np.ndarray) -> Pipeline:
-        """Joint action (dict or flat vector) -> :class:`Pipeline`."""
-        if not isinstance(actions, Mapping):
-            actions = self.unflatten(actions)
-        actions = self.validate(actions)
+    def decode(self, action: Mapping[str, Any] | Sequence[int] | np.ndarray) -> Pipeline:
+        """A joint action -> its :class:`Pipeline`: a flat row (int64 ``[D]``, the codec's layout) or a
+        per-agent dict, validated here (``ValueError`` saying what is wrong): this is an entry point for
+        users. Code that holds a row validated where it entered calls :meth:`build`."""
+        if isinstance(action, Mapping):
+            return self.build(self.codec.encode(action))
+        row = np.asarray(action)
+        if row.ndim != 1:
+            raise ValueError(f"decode takes one joint action (a flat row of {self.codec.size} ints or a dict per "
+                             f"agent), got an array of shape {row.shape}")
+        return self.build(self.codec.validate_batch(row[None])[0])
+
+    def build(self, row: np.ndarray) -> Pipeline:
+        """The :class:`Pipeline` of a flat row already validated (the backends' and the search loop's rows):
+        every module decodes its slice and applies it, in order."""
+        actions = self.codec.decode(row)
         pipe = self.base
         choices: dict[str, dict[str, Any]] = {}
         for mod in self.modules:
@@ -99,7 +83,8 @@ class SearchSpace:
         return pipe.replace(choices=choices)
 
     def encode(self, pipeline: Pipeline) -> dict[str, np.ndarray]:
-        """:class:`Pipeline` (as produced by :meth:`decode`) -> joint action."""
+        """:class:`Pipeline` (as produced by :meth:`decode`) -> joint action (per agent; ``codec.encode``
+        flattens it)."""
         missing = [n for n in self.names if n not in pipeline.choices]
         if missing:
             raise ValueError(

@@ -46,7 +46,7 @@ class JointActionEnv(gymnasium.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         if not self.penv.agents:
             self.penv.step({})  # raises the env's own clear error (reset needed)
-        _, rewards, terms, truncs, infos = self.penv.step(self.space.unflatten(action))
+        _, rewards, terms, truncs, infos = self.penv.step(self.space.codec.decode(action))
         first = self.penv.possible_agents[0]
         return (self.penv.state(), float(rewards[first]), bool(terms[first]), bool(truncs[first]),
                 dict(infos[first]))

@@ -39,7 +39,7 @@ def compute(kw, modules, actions=None):
     env = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs=kw, modules=modules)
     space, ev = env.space, env.evaluator
     if actions is None:
-        actions = space.sample(np.random.default_rng(2024), N)
+        actions = space.codec.sample(np.random.default_rng(2024), N)
     seeds = np.arange(N, dtype=np.int64) * 7919 + 3
     out = {"actions": actions, "seeds": seeds}
     b = ev.evaluate(actions, seeds)  # the batch path

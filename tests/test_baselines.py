@@ -319,10 +319,10 @@ def test_sb3_logs_where_asked(private_tmp, tmp_path):
 @pytest.mark.parametrize(
     ("name", "kwargs", "match"),
     [
-        ("ma2ml", {"policy_lr": "fast"}, r"MA2MLConfig.policy_lr must be a number, got 'fast' \(str\)"),
+        ("ma2ml-paper", {"policy_lr": "fast"}, r"MA2MLConfig.policy_lr must be a number, got 'fast' \(str\)"),
         ("ma2ml-lite", {"updates_per_round": 2.0}, r"MA2MLConfig.updates_per_round must be an integer, got"),
-        ("ma2ml", {"off_policy": 1}, r"MA2MLConfig.off_policy must be a bool \(True or False\), got 1 \("),
-        ("ma2ml", {"torch_threads": "1"}, r"MA2MLConfig.torch_threads must be an integer or None, got '1'"),
+        ("ma2ml-paper", {"off_policy": 1}, r"MA2MLConfig.off_policy must be a bool \(True or False\), got 1 \("),
+        ("ma2ml-paper", {"torch_threads": "1"}, r"MA2MLConfig.torch_threads must be an integer or None, got '1'"),
         ("tpe", {"n_startup_trials": True}, r"TPEConfig.n_startup_trials must be an integer, got True \("),
         ("tpe", {"multivariate": "no"}, r"TPEConfig.multivariate must be a bool"),
         ("ppo", {"learning_rate": True}, r"SB3Config.learning_rate must be a number, got True \(bool\)"),

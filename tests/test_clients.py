@@ -78,7 +78,7 @@ def _infos_of_a_seeded_run(env, steps: int, seed: int = 7) -> list[dict]:
     for _ in range(steps):
         if not env.agents:
             out.append(env.reset()[1])
-        acts = {a: env.space.unflatten(env.space.sample(rng))[a] for a in env.agents}
+        acts = {a: env.space.codec.decode(env.space.codec.sample(rng))[a] for a in env.agents}
         out.append(env.step(acts)[4])
     return out
 
@@ -142,7 +142,7 @@ def test_wall_clock_seconds_stay_out_of_infos_behind_a_backend_wrapper():
                                  pipelines_per_episode=2)
     assert type(env.evaluator).__name__ != "TrainEvaluator"  # wrapped
     env.reset(seed=0)
-    info = env.step(env.space.unflatten(env.space.sample(np.random.default_rng(0))))[4]["hpo"]
+    info = env.step(env.space.codec.decode(env.space.codec.sample(np.random.default_rng(0))))[4]["hpo"]
     _check_info(info)
     assert info["seconds"] == -1.0 and env.last_result.seconds > 0
 

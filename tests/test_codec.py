@@ -151,18 +151,18 @@ def test_fast_path_agrees_with_the_full_validation():
     codec = space.codec
     assert codec.agents == space.names and np.array_equal(codec.nvec, space.joint_nvec)
     rng = np.random.default_rng(0)
-    for flat in space.sample(rng, 50):
-        action = space.unflatten(flat)
-        fast, as_list = space.validate_fast(action)
+    for flat in space.codec.sample(rng, 50):
+        action = space.codec.decode(flat)
+        fast, as_list = space.codec.validate_fast(action)
         assert fast.tolist() == as_list == flat.tolist()
-        slow = np.concatenate(list(space.validate(action).values()))
+        slow = np.concatenate(list(space.codec.validate(action).values()))
         assert np.array_equal(slow, fast)
-        assert space.flatten(action).tolist() == flat.tolist()
+        assert space.codec.encode(action).tolist() == flat.tolist()
         assert space.decode(flat).key() == space.decode(action).key()
-    bad = space.unflatten(space.sample(rng))
+    bad = space.codec.decode(space.codec.sample(rng))
     bad["hpo"][1] = 99
     with pytest.raises(ValueError, match=r"position 1 \(decision 'lr'\): got 99, allowed 0..5"):
-        space.validate_fast(bad)
+        space.codec.validate_fast(bad)
 
 
 def test_decode_gives_fresh_arrays(codec):
@@ -223,7 +223,7 @@ def test_the_compiled_encode_agrees_with_the_python_path():
     slow._kernel = None
     assert fast._lookup_kernel() is not None
     rng = np.random.default_rng(3)
-    for f in space.sample(rng, 200):
+    for f in space.codec.sample(rng, 200):
         act = fast.decode(f)
         assert np.array_equal(fast.encode(act), slow.encode(act)) and np.array_equal(fast.encode(act), f)
         bad = {k: v.copy() for k, v in act.items()}

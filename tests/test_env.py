@@ -118,7 +118,7 @@ def test_batch_evaluate_matches_step(senv):
 
 
 def test_evaluate_takes_one_int64_batch_and_says_what_is_wrong(senv):
-    flat = senv.space.sample(np.random.default_rng(1), 3)
+    flat = senv.space.codec.sample(np.random.default_rng(1), 3)
     want = senv.evaluate(flat, seeds=[1, 2, 3])
     assert senv.evaluate(flat.tolist(), seeds=np.array([1, 2, 3], np.int32)).score.tolist() == want.score.tolist()
     assert senv.evaluate(flat, seeds=[1, 2, 3], validate=False).score.tolist() == want.score.tolist()

@@ -120,13 +120,13 @@ def test_the_env_makes_one_evaluator_call_per_step_and_per_evaluate_and_builds_t
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     for t in (1, 2):
-        flat = env.space.sample(rng)
-        obs, rew, *_ = env.step(env.space.unflatten(flat))
+        flat = env.space.codec.sample(rng)
+        obs, rew, *_ = env.step(env.space.codec.decode(flat))
         assert 0.5 <= rew["aug"] < 0.51
         scale = (1.0 / np.maximum(env.space.joint_nvec - 1, 1)).astype(np.float32)
         assert np.array_equal(obs["aug"][3:], flat.astype(np.float32) * scale)  # the env's own observation
         assert obs["aug"][0] == np.float32(t / 3) and obs["aug"][1] == np.float32(rew["aug"])
-    env.evaluate(env.space.sample(rng, 4))
+    env.evaluate(env.space.codec.sample(rng, 4))
     assert calls == [1, 1, 4] and env.evaluations == 6
 
 
@@ -200,7 +200,7 @@ def test_a_budget_as_a_dict_is_the_budget_on_every_backend():
     a = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"budget": fields})
     b = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"budget": want})
     assert a.config() == b.config()
-    acts = a.space.sample(np.random.default_rng(0), 20)
+    acts = a.space.codec.sample(np.random.default_rng(0), 20)
     assert list(a.evaluate(acts, seeds=list(range(20)))) == list(b.evaluate(acts, seeds=list(range(20))))
     # a hard budget from JSON on the training backend: every child over it, none trained
     env = ma2ml_env.parallel_env(reward="train", reward_kwargs={"device": "cpu", "max_train": 64,
@@ -214,7 +214,7 @@ def test_a_budget_as_a_dict_is_the_budget_on_every_backend():
 @pytest.mark.parametrize("reward", ["surrogate", "const"])
 def test_env_evaluate_reports_each_result_once_as_it_becomes_final(reward):
     env = ma2ml_env.parallel_env(reward=Const() if reward == "const" else reward)
-    actions = env.space.sample(np.random.default_rng(2), 5)
+    actions = env.space.codec.sample(np.random.default_rng(2), 5)
     seen = []
     results = env.evaluate(actions, seeds=[1, 2, 3, 4, 5], on_result=lambda i, r: seen.append((i, r)))
     assert [i for i, _ in seen] == [0, 1, 2, 3, 4]
@@ -223,7 +223,7 @@ def test_env_evaluate_reports_each_result_once_as_it_becomes_final(reward):
 
 def test_tabular_env_streams_the_batch_at_once():
     env = benchmark_env("hpobench/car", table=_tiny_table())
-    actions = env.space.sample(np.random.default_rng(0), 6)
+    actions = env.space.codec.sample(np.random.default_rng(0), 6)
     seen = []
     results = env.evaluate(actions, seeds=list(range(6)), on_result=lambda i, r: seen.append(i))
     assert seen == list(range(6)) and len(results) == 6
@@ -235,12 +235,12 @@ def test_tabular_env_streams_the_batch_at_once():
 @pytest.mark.parametrize("bad", [Raises, NaNScore, BatchRaises])
 def test_a_failing_user_evaluator_gives_error_results_in_evaluate_and_step(bad):
     env = ma2ml_env.parallel_env(reward=bad(), pipelines_per_episode=2)
-    actions = env.space.sample(np.random.default_rng(3), 3)
+    actions = env.space.codec.sample(np.random.default_rng(3), 3)
     results = env.evaluate(actions, seeds=[1, 2, 3])
     assert [r.status for r in results] == ["error"] * 3 and all(r.score == 0.0 for r in results)
     assert ("finite" if bad is NaNScore else "cluster is down") in results[0].info["error"]
     env.reset(seed=0)
-    _, rew, terms, _, infos = env.step(env.space.unflatten(actions[0]))
+    _, rew, terms, _, infos = env.step(env.space.codec.decode(actions[0]))
     assert ma2ml_env.STATUSES[infos["aug"]["status"]] == "error" and rew["nas"] == 0.0 and not terms["hpo"]
     assert infos["aug"]["status"] == ma2ml_env.STATUS_CODES["error"] == 5
     # an error result measured nothing: -1.0, never NaN, in the infos
@@ -250,7 +250,7 @@ def test_a_failing_user_evaluator_gives_error_results_in_evaluate_and_step(bad):
 
 def test_one_failing_pipeline_does_not_fail_its_batch():
     env = ma2ml_env.parallel_env(reward=FailsOnSomeSeeds())
-    actions = env.space.sample(np.random.default_rng(4), 4)
+    actions = env.space.codec.sample(np.random.default_rng(4), 4)
     results = env.evaluate(actions, seeds=[2, 3, 4, 5])
     assert [r.status for r in results] == ["ok", "error", "ok", "error"]
 

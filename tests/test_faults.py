@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _actions(env, n, seed=0):
     """``n`` random flat joint actions (int64 ``[n, D]``, what ``env.evaluate`` takes)."""
-    return env.unwrapped.space.sample(np.random.default_rng(seed), n)
+    return env.unwrapped.space.codec.sample(np.random.default_rng(seed), n)
 
 
 def _reference(acts, seeds):

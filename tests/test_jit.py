@@ -50,7 +50,7 @@ def test_pure_python_kernel_matches_the_scalar_path():
     ev, space = env.evaluator, env.space
     ev._row_kernel = None
     t = ev.tables()
-    A = space.sample(np.random.default_rng(0), 200)
+    A = space.codec.sample(np.random.default_rng(0), 200)
     for i, f in enumerate(A):
         got = _jit.PY.score(f, t.F, t.I, t.C)
         want = ev.evaluate(A[i:i + 1], np.zeros(1, np.int64)).row(0)
@@ -137,7 +137,7 @@ def test_kernel_only_where_it_computes_the_same_thing(reward_kwargs):
 def test_a_row_the_kernel_was_not_compiled_for_takes_the_python_path():
     """The kernel takes C-contiguous int64 rows only; a caller's other valid row gets the same numbers."""
     fast, slow = _pair(reward="surrogate")
-    A = fast.space.sample(np.random.default_rng(4), 3)
+    A = fast.space.codec.sample(np.random.default_rng(4), 3)
     seeds = np.zeros(1, np.int64)
     for row in (np.asfortranarray(A)[1:2], A[:, ::-1][:, ::-1][1:2], A[1:2]):
         got, want = fast.evaluator.evaluate(row, seeds), slow.evaluator.evaluate(A[1:2], seeds)

@@ -27,7 +27,7 @@ def test_real_training_leaves_no_torchinductor_folder_in_tmpdir(tmp_path):
         "import numpy as np, ma2ml_env\n"
         "env = ma2ml_env.parallel_env(reward='train', reward_kwargs={'device': 'cpu', 'max_train': 64,"
         " 'epoch_scale': 0.1})\n"
-        "r = env.evaluate(env.space.sample(np.random.default_rng(0), 1), seeds=[0])\n"
+        "r = env.evaluate(env.space.codec.sample(np.random.default_rng(0), 1), seeds=[0])\n"
         "import os; assert os.environ.get('TORCHINDUCTOR_CACHE_DIR') is None\n"
         "print(r.statuses()[0])\n"
     )
@@ -61,7 +61,7 @@ def test_ray_needs_a_short_temp_dir_to_start_its_own_instance():
         pytest.skip("a Ray instance is running in this process")
     env = ma2ml_env.parallel_env(reward="surrogate", backend="ray", workers=1)
     with pytest.raises(ValueError, match="backend_kwargs=\\{'temp_dir'"):
-        env.evaluate(env.space.sample(np.random.default_rng(0), 1))
+        env.evaluate(env.space.codec.sample(np.random.default_rng(0), 1))
     assert not ray.is_initialized()
 
 
@@ -79,7 +79,7 @@ def test_a_ray_instance_we_start_keeps_its_files_in_temp_dir(monkeypatch):
     env = ma2ml_env.parallel_env(reward="surrogate", backend="ray", workers=1,
                                  backend_kwargs={"temp_dir": ours})
     try:
-        res = env.evaluate(env.space.sample(np.random.default_rng(0), 2), seeds=[0, 1])
+        res = env.evaluate(env.space.codec.sample(np.random.default_rng(0), 2), seeds=[0, 1])
         assert res.statuses() == ["ok", "ok"]
     finally:
         env.close()

@@ -395,7 +395,7 @@ def test_config_is_frozen_and_types_are_checked():
         MA2ML().setup({"a": gymnasium.spaces.Box(0, 1, (2,))}, 0)
     algo = MA2ML()
     algo.setup({"a": gymnasium.spaces.Discrete(2)}, 0)
-    with pytest.raises(ValueError, match="2 actions but 1 scores"):
+    with pytest.raises(ValueError, match=r"2 joint actions and scores of shape \(1,\)"):
         algo.observe(algo.propose(2), [1.0])
     with pytest.raises(ValueError, match="finite"):
         algo.observe(algo.propose(1), [float("nan")])
@@ -425,7 +425,8 @@ def test_ma2ml_beats_random_search_on_the_surrogate():
     rng = np.random.default_rng(0)
     spaces = action_spaces_of(env)
     uniform = [{a: rng.integers(0, s.nvec) for a, s in spaces.items()} for _ in range(SURROGATE_BUDGET)]
-    random_best = max(r.score for r in env.unwrapped.evaluate(uniform, list(range(SURROGATE_BUDGET))))
+    random_best = max(r.score for r in env.unwrapped.evaluate(env.unwrapped.codec.encode_batch(uniform),
+                                                              list(range(SURROGATE_BUDGET))))
     assert result.best_score >= 0.75 * best, f"best {result.best_score:.4f} vs optimum {best:.4f}"
     assert result.best_score >= random_best + 0.05 * best, (result.best_score, random_best, best)
 
@@ -444,8 +445,8 @@ def test_ma2ml_reaches_the_optimum_within_one_percent_on_an_enumerable_surrogate
         env = ma2ml_env.parallel_env(reward="surrogate", modules=small_modules())
         best, _ = env.evaluator.optimum()
         ours.append(run(MA2MLPlus(), env, budget=100, seed=seed, batch_size=16).best_score / best)
-        flat = env.space.sample(np.random.default_rng(seed), 100)
-        rand.append(env.evaluator.evaluate_actions(flat)["score"].max() / best)
+        flat = env.space.codec.sample(np.random.default_rng(seed), 100)
+        rand.append(env.evaluate(flat).score.max() / best)
     assert sum(r >= 0.99 for r in ours) >= 4, ours
     assert sum(r >= 0.99 for r in rand) <= 2, rand
     assert np.mean(ours) > np.mean(rand) + 0.02, (ours, rand)
@@ -483,7 +484,7 @@ def test_rank_critic_targets_make_the_search_invariant_to_monotone_reward_transf
             acts = algo.propose(8)
             flat = _flat(algo, acts)
             seen.append(flat)
-            algo.observe(acts, transform(ev.evaluate_actions(flat)["score"]).tolist())
+            algo.observe(acts, transform(ev.evaluate(flat, np.zeros(len(flat), np.int64)).score).tolist())
         return np.concatenate(seen)
 
     torch.set_num_threads(1)
@@ -528,7 +529,7 @@ def test_screening_on_a_space_it_has_fully_evaluated_falls_back_to_policy_sample
         warnings.simplefilter("error")
         cfg = MA2MLPlusConfig.paper(**GAME_CFG, screening=8, critic_ensemble=2)
         res = run(MA2MLPlus(cfg), env, budget=48, seed=0, batch_size=8)
-    joint = {tuple(v[0] for v in t.actions.values()) for t in res.trials}
+    joint = {tuple(t.action) for t in res.trials}  # one decision per agent: the row is the joint action
     assert len(res.trials) == 48 and len(joint) == 9  # screening prefers the unevaluated: all nine are tried
 
 

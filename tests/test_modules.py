@@ -124,7 +124,7 @@ def test_pipeline_round_trip_and_readable():
     e = ma2ml_env.parallel_env(reward="surrogate")
     rng = np.random.default_rng(0)
     for _ in range(20):
-        a = e.space.unflatten(e.space.sample(rng))
+        a = e.space.codec.decode(e.space.codec.sample(rng))
         p = e.decode(a)
         assert all(np.array_equal(e.space.encode(p)[k], a[k]) for k in a)
         assert "sub-policy 4" in p.describe()

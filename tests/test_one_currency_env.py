@@ -84,7 +84,7 @@ def test_aec_step_validates_each_agents_action_once_per_joint_action(spy, reward
 @pytest.mark.parametrize("reward", list(REWARDS))
 def test_env_evaluate_validates_each_row_once(spy, reward, backend):
     env = ma2ml_env.parallel_env(reward=REWARDS[reward](), **BACKENDS[backend])
-    actions = env.unwrapped.space.sample(np.random.default_rng(1), 7)
+    actions = env.unwrapped.space.codec.sample(np.random.default_rng(1), 7)
     res = env.evaluate(actions, on_result=lambda i, r: None)
     assert len(res) == 7 and spy == {"rows": 7, "encode": 0, "agent": 0}
     env.evaluate(env.unwrapped.codec.validate_batch(actions), validate=False)  # the caller validated: once

@@ -31,7 +31,7 @@ HAS_RAY = importlib.util.find_spec("ray") is not None
 
 def _actions(env, n, seed=0):
     """``n`` random flat joint actions (int64 ``[n, D]``, what ``env.evaluate`` takes)."""
-    return env.unwrapped.space.sample(np.random.default_rng(seed), n)
+    return env.unwrapped.space.codec.sample(np.random.default_rng(seed), n)
 
 
 def _same(a: list[EvalResult], b: list[EvalResult]) -> None:

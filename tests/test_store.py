@@ -265,7 +265,7 @@ def test_store_records_the_whole_configuration_and_the_results_unchanged(tmp_pat
     res = run_durable(_ma2ml(), _env(), budget=4, seed=0, batch_size=4, store_path=path)
     with TrialStore(path, create=False) as store:
         cfg = store.config()
-        assert cfg["algorithm"] == "ma2ml" and cfg["algorithm_config"]["updates_per_round"] == 2
+        assert cfg["algorithm"] == "ma2ml-paper" and cfg["algorithm_config"]["updates_per_round"] == 2
         assert cfg["seed"] == 0 and cfg["batch_size"] == 4 and set(cfg["action_spaces"]) == {"aug", "nas", "hpo"}
         assert "env" in cfg
         stored = store.trials()

@@ -77,7 +77,7 @@ def test_tabular_cells_and_report(suite, tmp_path):
     best = {k: np.array(v) for k, v in rec["best_actions"].items()}
     i = int(np.argmax(rec["scores"]))
     assert rec["true_scores"][i] == pytest.approx(float(env.unwrapped.evaluator.true_score_of(
-        env.unwrapped.space.flatten(best))[0]))
+        env.unwrapped.space.codec.encode(best))[0]))
     assert len(rec["true_scores"]) == 12 and max(rec["scores"]) <= 1.0
     report = (tmp_path / "REPORT.md").read_text()
     assert "## Real tasks: recorded trainings" in report and "| nb201-cifar10 | 0.9161 |" in report

@@ -65,7 +65,7 @@ def test_optimum_matches_brute_force(kwargs):
     scores = ev._arrays(all_actions(space.joint_nvec))["score"]
     best, action = ev.optimum()
     assert best == pytest.approx(scores.max(), abs=1e-10)  # float summation order of the strengths only
-    assert ev._arrays(space.flatten(action))["score"][0] == best
+    assert ev._arrays(space.codec.encode(action))["score"][0] == best
 
 
 def test_budget_changes_the_optimum():
@@ -79,9 +79,9 @@ def test_default_space_optimum_beats_random_and_local_moves(senv):
     ev, space = senv.evaluator, senv.space
     best, action = ev.optimum()
     rng = np.random.default_rng(0)
-    samples = space.sample(rng, 100_000)
+    samples = space.codec.sample(rng, 100_000)
     assert ev._arrays(samples)["score"].max() < best
-    flat = space.flatten(action)
+    flat = space.codec.encode(action)
     # no single-decision change improves on it
     for i, n in enumerate(space.joint_nvec):
         A = np.repeat(flat[None], n, axis=0)
@@ -112,7 +112,7 @@ def test_module_by_module_gets_stuck_below_joint_optimum():
     e = small_env()
     ev, space = e.evaluator, e.space
     best, _ = ev.optimum()
-    finals = [_coordinate_ascent(ev, space, space.sample(np.random.default_rng(i))) for i in range(8)]
+    finals = [_coordinate_ascent(ev, space, space.codec.sample(np.random.default_rng(i))) for i in range(8)]
     assert sum(f < best - 0.01 for f in finals) >= 4
     assert max(finals) == pytest.approx(best)  # ... but the optimum is reachable
 
@@ -139,7 +139,7 @@ def test_interactions_documented_in_formula(senv):
 
 def test_noise_is_seeded():
     e = ma2ml_env.parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.02})
-    a = np.repeat(e.space.sample(np.random.default_rng(0), 1), 3, axis=0)
+    a = np.repeat(e.space.codec.sample(np.random.default_rng(0), 1), 3, axis=0)
     r1 = e.evaluate(a, seeds=[1, 2, 1]).score.tolist()
     assert r1[0] == r1[2] != r1[1]
     assert [e.evaluate(a[i:i + 1], seeds=[s])[0].score for i, s in enumerate([1, 2, 1])] == r1  # one-row path
@@ -185,7 +185,7 @@ def test_scalar_and_batch_paths_agree(kwargs):
     assert ev._jit_ok == (not kwargs or "task" in kwargs)  # the compiled step: no noise, no budget
     clone = pickle.loads(pickle.dumps(ev))
     assert clone.tables().c == ev.tables().c and np.array_equal(clone.tables().F, ev.tables().F)
-    A = space.sample(np.random.default_rng(9), 300)
+    A = space.codec.sample(np.random.default_rng(9), 300)
     seeds = list(range(300))
     batch = ev._arrays(A, seeds)
     for i in range(len(A)):
@@ -199,7 +199,7 @@ def test_scalar_and_batch_paths_agree(kwargs):
 
 def test_costs_match_the_architecture(senv):
     space, ev = senv.space, senv.evaluator
-    A = space.sample(np.random.default_rng(4), 50)
+    A = space.codec.sample(np.random.default_rng(4), 50)
     out = ev._arrays(A)
     for i, a in enumerate(A):
         arch = space.decode(a).arch
@@ -233,7 +233,7 @@ def test_every_magnitude_or_probability_change_of_an_applied_op_changes_the_scor
         i for i, op in enumerate(aug.ops) if op not in ("Identity", "AutoContrast", "Equalize", "Invert")
     ]
     rng = np.random.default_rng(0)
-    base = space.sample(rng, 300)
+    base = space.codec.sample(rng, 300)
     o = space.offsets[space.names.index("aug")]
     moved = []
     for x in base:
@@ -308,7 +308,7 @@ def test_declared_effects_move_the_logit_by_the_declared_offsets_on_every_path()
                                  pipelines_per_episode=100)
     ev, space = env.evaluator, env.space
     assert env.evaluator._lookup_row_kernel() is None  # the compiled path does not know the effects
-    base = space.sample(np.random.default_rng(5), 40)
+    base = space.codec.sample(np.random.default_rng(5), 40)
     base[:, -2:] = 0
     z0 = _logit(env, ev._arrays(base)["accuracy"])
     scores = set()
@@ -322,7 +322,7 @@ def test_declared_effects_move_the_logit_by_the_declared_offsets_on_every_path()
             for i, row in enumerate(A[:10]):  # env.step (scalar path) == batch path
                 one = ev.evaluate(row[None], np.array([i]))[0].score  # the one-row (scalar) path
                 assert one == pytest.approx(out["score"][i], abs=1e-12)
-                info = env.step(space.unflatten(row))[4]["reg"]
+                info = env.step(space.codec.decode(row))[4]["reg"]
                 assert info["score"] == pytest.approx(out["score"][i], abs=1e-12)
             scores.add(round(float(out["score"][0]), 12))
     assert len(scores) == 6  # every joint choice of the user module gives its own reward
@@ -364,7 +364,7 @@ def test_a_module_that_changes_nothing_or_declares_no_effect_is_accepted_as_it_i
     zero = Regularise()
     zero.surrogate_effects = {"dropout": (0, 0, 0), "mixup": (0, 0)}
     plain = ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo"))
-    A = plain.space.sample(np.random.default_rng(2), 50)
+    A = plain.space.codec.sample(np.random.default_rng(2), 50)
     want = plain.evaluator._arrays(A)["score"]
     for extra in (Label(), zero):
         env = ma2ml_env.parallel_env(reward="surrogate", modules=("aug", "hpo", extra))

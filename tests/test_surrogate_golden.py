@@ -62,7 +62,7 @@ def test_step_paths_reproduce_the_recorded_numbers(name, kw, modules):
     for env in envs:
         env.reset(seed=0)
         for i, a in enumerate(want["actions"]):
-            info = env.step(env.space.unflatten(a))[4][env.agents[0]]
+            info = env.step(env.space.codec.decode(a))[4][env.agents[0]]
             assert info["score"] == want["scalar_score"][i] and info["flops"] == want["scalar_flops"][i]
             assert info["params"] == want["scalar_params"][i]
             assert (
@@ -77,7 +77,7 @@ def test_the_python_score_function_matches_the_scalar_path():
     ev, space = env.evaluator, env.space
     ev._row_kernel = None
     t = ev.tables()
-    A = space.sample(np.random.default_rng(0), 100)
+    A = space.codec.sample(np.random.default_rng(0), 100)
     for i, f in enumerate(A):
         got = _jit.PY.score(f, t.F, t.I, t.C)
         want = ev.evaluate(A[i:i + 1], np.zeros(1, np.int64))
@@ -88,7 +88,7 @@ def test_the_feature_helpers_of_the_calibration_script_agree_with_the_batch_path
     """benchmarks/calibrate_surrogate.py reads the features through _aug_features/_nas_costs/_hpo_features."""
     env = ma2ml_env.parallel_env(reward="surrogate")
     ev, space = env.evaluator, env.space
-    A = space.sample(np.random.default_rng(5), 64)
+    A = space.codec.sample(np.random.default_rng(5), 64)
     s, q = ev._aug_features(A)
     g = ev._aug
     idx = (A[:, g["op"]] * len(g["probs"]) + A[:, g["prob"]]) * g["strength"].shape[1] + A[:, g["mag"]]

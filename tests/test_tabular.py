@@ -262,7 +262,7 @@ def test_tabular_is_a_registered_reward():
     ref = _tiny_env()
     assert "tabular" in ma2ml_env.registered_evaluators()
     assert env.possible_agents == ref.possible_agents and env.config() == ref.config()
-    A = ref.space.sample(np.random.default_rng(0), 5)
+    A = ref.space.codec.sample(np.random.default_rng(0), 5)
     assert list(env.evaluate(A, seeds=range(5))) == list(ref.evaluate(A, seeds=range(5)))
     with pytest.raises(ValueError, match="table over"):
         ma2ml_env.parallel_env(reward="tabular", reward_kwargs={"task": "hpobench/car", "table": table},

@@ -26,7 +26,7 @@ def test_joint_view_step_matches_parallel_env():
     par.reset(seed=0)
     _, r, term, trunc, _ = view.step(a)
     assert isinstance(r, float) and term is True and trunc is False
-    assert r == par.step(par.space.unflatten(a))[1]["aug"]
+    assert r == par.step(par.space.codec.decode(a))[1]["aug"]
     with pytest.raises(RuntimeError, match="episode is over"):
         view.step(a)
 

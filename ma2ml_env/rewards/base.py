@@ -465,7 +465,7 @@ class PipelineEvaluator(Evaluator):
         if space is None:
             raise RuntimeError(f"{type(self).__name__} is not bound to a search space; the env calls "
                                "bind(space) before the first evaluation")
-        r = self.evaluate_pipeline(space.decode(row), int(seed))
+        r = self.evaluate_pipeline(space.build(row), int(seed))
         if not isinstance(r, EvalResult):
             raise TypeError(f"evaluate_pipeline() must return a ma2ml_env.EvalResult, got {type(r).__name__}")
         return r

@@ -594,4 +594,4 @@ class SurrogateEvaluator(Evaluator):
             from ma2ml_env.rewards.surrogate_optimum import compute_optimum  # it reads this class's tables
 
             self._optimum = compute_optimum(self, space, max_architectures)
-        return self._optimum[0], space.unflatten(self._optimum[1])
+        return self._optimum[0], space.codec.decode(self._optimum[1])

@@ -99,7 +99,7 @@ def changed_fields(space: SearchSpace, mod: Any, off: int, max_joint: int = 256)
     choices: every choice of each decision, and every combination when there are at most ``max_joint``."""
     nvec = [int(v) for v in space.nvecs[mod.name]]
     flat = np.zeros(space.joint_nvec.size, dtype=np.int64)
-    ref = space.decode(flat)
+    ref = space.build(flat)
     if math.prod(nvec) <= max_joint:
         rows = itertools.product(*(range(n) for n in nvec))
     else:
@@ -108,7 +108,7 @@ def changed_fields(space: SearchSpace, mod: Any, off: int, max_joint: int = 256)
     changed: set[str] = set()
     for row in rows:
         flat[off: off + len(nvec)] = row
-        p = space.decode(flat)
+        p = space.build(flat)
         changed.update(f.name for f in dataclasses.fields(p)
                        if f.name != "choices" and getattr(p, f.name) != getattr(ref, f.name))
     return sorted(changed)

@@ -445,7 +445,7 @@ class TabularEvaluator(Evaluator):
         idx = (row // self._radix) % np.array([len(c) for _, c in self.table.params])
         flat = np.zeros(space.joint_nvec.size, dtype=np.int64)
         flat[self._cols] = idx
-        return float(self.table.mean_score[row]), space.unflatten(flat)
+        return float(self.table.mean_score[row]), space.codec.decode(flat)
 
     def true_score_of(self, flat_actions: np.ndarray) -> np.ndarray:
         """The seed-mean (true) score of flat joint actions: what a search's incumbent is really worth."""
