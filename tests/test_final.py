@@ -10,7 +10,7 @@ import pytest
 
 from agents.base import best_trial
 from agents.cli import main
-from agents.final import final_settings, train_best
+from agents.cli.train import final_settings, train_best
 from agents.store import TrialStore
 from tests._cli_helpers import refused
 

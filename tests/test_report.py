@@ -12,7 +12,7 @@ import pytest
 
 from agents.base import best_trial
 from agents.cli import main
-from agents.report import best_so_far_curve, read_run, report
+from agents.cli.report import best_so_far_curve, read_run, report
 from agents.store import TrialStore
 from tests._cli_helpers import refused
 
