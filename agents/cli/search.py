@@ -194,7 +194,9 @@ def _search(p: Prepared) -> int:
         logger.close()
         trials_file.close()
     trials = p.store.completed_trials()  # exactly what trials.jsonl holds
-    if signum is not None:
+    if signum is not None:  # the signal may have come while a round was being appended: write it whole
+        trials_file.resume(trials)
+        trials_file.close()
         name = signal.Signals(signum).name
         done = f"after {len(trials)} of {spec.budget} evaluations" if trials else "before any round completed"
         print(f"{PROG}: interrupted by {name} {done}; every completed evaluation is in {spec.store}. Resume "
