@@ -55,6 +55,10 @@ def store_snapshot(path: Path) -> Iterator[Any]:
     """
     from agents.store import StoreError, TrialStore
 
+    broken = (f"{path} is not a readable search store ({{}}); it was not changed. Without its search.db a run "
+              "folder is read from its trials.jsonl: move the broken store away to read that")
+    if path.stat().st_size == 0:
+        raise StoreError(broken.format("an empty file"))
     with tempfile.TemporaryDirectory(prefix="ma2ml-store-") as tmp:
         copy = Path(tmp) / "search.db"
         try:
@@ -68,15 +72,22 @@ def store_snapshot(path: Path) -> Iterator[Any]:
             finally:
                 src.close()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path} is not a readable search store ({exc}); it was not changed") from None
-        if copy.stat().st_size == 0:
-            raise StoreError(f"{path} is not a search store (an empty file; a search that stopped before creating "
-                             "its store?); it was not changed")
+            raise StoreError(broken.format(exc)) from None
+        if stored_counts(copy) in (None, (0, 0)) and not _has_tables(copy):
+            raise StoreError(broken.format("it holds no tables"))
         store = TrialStore(copy, create=False)
         try:
             yield store
         finally:
             store.close()
+
+
+def _has_tables(path: Path) -> bool:
+    db = sqlite3.connect(_ro_uri(path), uri=True)
+    try:
+        return bool(db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type='table'").fetchone()[0])
+    finally:
+        db.close()
 
 
 def stored_counts(path: Path) -> tuple[int, int] | None:
