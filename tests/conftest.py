@@ -1,7 +1,44 @@
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import ma2ml_env
+
+_LEFT_BY: dict[str, str] = {}  # an entry of the session's TMPDIR -> the first test after which it was there
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_tmpdir(tmp_path_factory):
+    """The suite runs with ``TMPDIR`` (and ``tempfile.tempdir``, and so every subprocess a test starts)
+    pointing at an empty folder of its own, inside pytest's basetemp, and that folder must be empty at the
+    end: a run never leaves files outside the folders the user named (issue 20, defect 8)."""
+    folder = tmp_path_factory.mktemp("TMPDIR")
+    before_env, before_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        if before_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before_env
+        tempfile.tempdir = before_tempdir
+    left = sorted(p.name for p in folder.iterdir())
+    assert not left, (f"the test session left {len(left)} entries in its TMPDIR {folder}: "
+                      + "; ".join(f"{name} (first seen after {_LEFT_BY.get(name, 'the last test')})"
+                                  for name in left))
+
+
+@pytest.fixture(autouse=True)
+def _tmpdir_litter(request, empty_tmpdir: Path):
+    """Remember which test first left each entry in the session's TMPDIR (for the message above)."""
+    yield
+    for p in empty_tmpdir.iterdir():
+        _LEFT_BY.setdefault(p.name, request.node.nodeid)
 
 
 @pytest.fixture
