@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.cli.args import HelpFormatter
 from agents.cli import build_parser, main
+from agents.cli.args import HelpFormatter
 from agents.registry import registered_algorithms
 
 NEEDS = {"tpe": "optuna", "gp": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}

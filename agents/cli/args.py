@@ -266,8 +266,7 @@ def add_algorithm_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_env_arguments(p: argparse.ArgumentParser) -> None:
-    from ma2ml_env import DEFAULT_MODULES, registered_evaluators
-    from ma2ml_env.tabular import BENCHMARKS
+    from ma2ml_env import BENCHMARKS, DEFAULT_MODULES, registered_evaluators
 
     g = p.add_argument_group("environment")
     g.add_argument("--reward", default=None, choices=registered_evaluators(), metavar="BACKEND",

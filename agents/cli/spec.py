@@ -122,8 +122,7 @@ def _quote(arg: str) -> str:
 # Options -> spec (no file is read or written here, except --algo-config/--reward-config @files by argparse)
 # ---------------------------------------------------------------------------------------------------
 def _env_spec(args: argparse.Namespace) -> EnvSpec:
-    from ma2ml_env import DEFAULT_MODULES, CostBudget
-    from ma2ml_env.tabular import BENCHMARKS
+    from ma2ml_env import BENCHMARKS, DEFAULT_MODULES, CostBudget
 
     backend = args.backend
     bkw: dict[str, Any] = {}

@@ -118,11 +118,10 @@ def train_best(run_dir: str | os.PathLike, *, device: str | None = None, seed: i
     modules = config.get("modules")
     if not isinstance(modules, list) or not modules:
         raise UsageError(f"{run_dir / 'config.json'} names no modules: cannot decode the run's pipelines")
-    from ma2ml_env import SearchSpace
-    from ma2ml_env.modules.base import resolve_modules
+    from ma2ml_env import SearchSpace, make_module
 
     try:
-        space = SearchSpace(resolve_modules(modules))
+        space = SearchSpace([make_module(name) for name in modules])
         pipeline = trial_pipeline(space.decode, best)
     except (KeyError, ValueError) as exc:
         raise UsageError(f"cannot decode trial {best.index} of {str(run_dir)!r} with its modules {modules}: "
