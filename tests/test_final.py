@@ -205,3 +205,11 @@ def test_train_refuses_a_run_whose_search_is_still_running(run, capsys):
         assert not (run / "final.json").exists()
     finally:
         store.close()
+
+
+def test_train_on_a_missing_cuda_device_is_a_usage_error(run, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    refused(["train", str(run), "--device", "cuda"], capsys, run, "usage: ma2ml train", "no CUDA device",
+            "--device cpu")
