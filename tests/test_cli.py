@@ -298,3 +298,27 @@ def test_seed_mean_needs_a_benchmark(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["search", "--reward", "surrogate", "--seed-mean", "--out", str(tmp_path / "x")])
     assert "--seed-mean applies to --benchmark only" in capsys.readouterr().err
+
+
+def test_the_search_spec_is_built_without_changing_the_options_and_is_frozen():
+    import copy
+    import dataclasses
+
+    from agents.cli import build_spec
+    from ma2ml_env import CostBudget
+
+    args = build_parser().parse_args(["search", "--algo", "random", "--max-flops", "5M", "--max-train", "50",
+                                      "--backend", "local", "--max-retries", "2", "--out", "x"])
+    def values(ns):
+        return {k: (v if k in ("func", "command_parser") else copy.deepcopy(v)) for k, v in vars(ns).items()}
+
+    before = values(args)
+    spec = build_spec(args)
+    assert values(args) == before  # no args.reward = ..., no private attributes added
+    assert spec.env.reward == "train" and spec.env.modules == ("aug", "nas", "hpo")
+    assert spec.env.reward_kwargs == {"budget": CostBudget(max_flops=5e6), "max_train": 50}
+    assert spec.env.backend_kwargs == {"max_retries": 2} and spec.batch_size == 8
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.budget = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.env.reward_kwargs["max_train"] = 1  # type: ignore[index]

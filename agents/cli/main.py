@@ -249,8 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         build_parser().error(str(exc))
     parser = build_parser()
+    parser.set_defaults(argv=tuple(raw))  # the command line as given (config.json, the resume hint)
     args = parser.parse_args(_attach_negative_values(parser, raw))
-    args.argv = None if argv is None else list(argv)
     try:
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe is reported here, not at exit

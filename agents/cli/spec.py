@@ -229,7 +229,7 @@ def build_spec(args: argparse.Namespace) -> SearchSpec:
         algo=args.algo, algo_config=_frozen(args.algo_config or {}), env=env, budget=args.budget, seed=args.seed,
         batch_size=batch_size, out=out, store=store, resume=args.resume, overwrite=args.overwrite,
         dedupe=args.dedupe, tensorboard=_folder_option("--tensorboard", args.tensorboard),
-        progress=not args.no_progress, argv=tuple(sys.argv[1:] if args.argv is None else args.argv))
+        progress=not args.no_progress, argv=tuple(getattr(args, "argv", None) or sys.argv[1:]))
 
 
 # ---------------------------------------------------------------------------------------------------
