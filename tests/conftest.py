@@ -7,7 +7,9 @@ import pytest
 
 import ma2ml_env
 
-_LEFT_BY: dict[str, str] = {}  # an entry of the session's TMPDIR -> the first test after which it was there
+#: an entry of the session's TMPDIR -> the tests after which it, or something new directly inside it, appeared
+_LEFT_BY: dict[str, list[str]] = {}
+_SEEN: set[str] = set()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,7 +31,7 @@ def empty_tmpdir(tmp_path_factory):
         tempfile.tempdir = before_tempdir
     left = sorted(p.name for p in folder.iterdir())
     assert not left, (f"the test session left {len(left)} entries in its TMPDIR {folder}: "
-                      + "; ".join(f"{name} (first seen after {_LEFT_BY.get(name, 'the last test')})"
+                      + "; ".join(f"{name} (new after {', '.join(_LEFT_BY.get(name, ['the last test']))})"
                                   for name in left))
 
 
@@ -37,8 +39,11 @@ def empty_tmpdir(tmp_path_factory):
 def _tmpdir_litter(request, empty_tmpdir: Path):
     """Remember which test first left each entry in the session's TMPDIR (for the message above)."""
     yield
-    for p in empty_tmpdir.iterdir():
-        _LEFT_BY.setdefault(p.name, request.node.nodeid)
+    for top in empty_tmpdir.iterdir():
+        names = {top.name, *(f"{top.name}/{c.name}" for c in top.iterdir())} if top.is_dir() else {top.name}
+        if names - _SEEN:
+            _LEFT_BY.setdefault(top.name, []).append(request.node.nodeid)
+            _SEEN.update(names)
 
 
 @pytest.fixture
