@@ -367,8 +367,13 @@ def preflight(spec: SearchSpec) -> Prepared:
 
         check_tensorboard()
     if spec.env.reward == "train":
-        check_device(spec.env.reward_kwargs.get("device"))
-        check_dataset(spec.env.reward_kwargs)
+        # with Ray the children train on the cluster's machines: their devices (and, on a remote cluster,
+        # their data) are not this machine's
+        remote = spec.env.backend == "ray"
+        if not remote:
+            check_device(spec.env.reward_kwargs.get("device"))
+        if not (remote and spec.env.backend_kwargs.get("address") is not None):
+            check_dataset(spec.env.reward_kwargs)
     env = build_env(spec.env)
     try:
         share = check_budget_reachable(env, spec.env.cost_budget)
