@@ -10,17 +10,24 @@ import ma2ml_env
 #: an entry of the session's TMPDIR -> the tests after which it, or something new directly inside it, appeared
 _LEFT_BY: dict[str, list[str]] = {}
 _SEEN: set[str] = set()
+_TMPDIR = pytest.StashKey[tuple[Path, "str | None", "str | None"]]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Before collection (torch and others may note the temp folder when first imported): point ``TMPDIR``
+    and ``tempfile.tempdir`` (and so every subprocess a test starts) at an empty folder inside pytest's
+    basetemp (``config._tmp_path_factory`` is what pytest's own ``tmp_path_factory`` fixture returns)."""
+    folder = session.config._tmp_path_factory.mktemp("TMPDIR")
+    session.config.stash[_TMPDIR] = (folder, os.environ.get("TMPDIR"), tempfile.tempdir)
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def empty_tmpdir(tmp_path_factory):
-    """The suite runs with ``TMPDIR`` (and ``tempfile.tempdir``, and so every subprocess a test starts)
-    pointing at an empty folder of its own, inside pytest's basetemp, and that folder must be empty at the
-    end: a run never leaves files outside the folders the user named (issue 20, defect 8)."""
-    folder = tmp_path_factory.mktemp("TMPDIR")
-    before_env, before_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"] = str(folder)
-    tempfile.tempdir = str(folder)
+def empty_tmpdir(pytestconfig):
+    """The session's TMPDIR must be empty at the end: a run never leaves files outside the folders the user
+    named (issue 20, defect 8). The assertion names each leftover and the tests after which it appeared."""
+    folder, before_env, before_tempdir = pytestconfig.stash[_TMPDIR]
     try:
         yield folder
     finally:
