@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 
 from agents.base import Trial
+from ma2ml_env import SUCCESS_STATUSES
 
 __all__ = ["SearchLogger", "check_tensorboard"]
 
-_OK = ("ok", "over_budget")
 
 
 def check_tensorboard() -> Any:
@@ -125,7 +125,7 @@ class SearchLogger:
             if w is not None:
                 w.add_scalar("search/score", t.score, self.done)
                 w.add_scalar("search/best_so_far", self.best, self.done)
-        failures = sum(n for s, n in self.statuses.items() if s not in _OK)
+        failures = sum(n for s, n in self.statuses.items() if s not in SUCCESS_STATUSES)
         if w is not None and trials:
             step = self.done
             w.add_scalar("search/failures", failures, step)

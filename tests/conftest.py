@@ -1,7 +1,56 @@
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import ma2ml_env
+
+#: an entry of the session's TMPDIR -> the tests after which it, or something new directly inside it, appeared
+_LEFT_BY: dict[str, list[str]] = {}
+_SEEN: set[str] = set()
+_TMPDIR = pytest.StashKey[tuple[Path, "str | None", "str | None"]]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Before collection (torch and others may note the temp folder when first imported): point ``TMPDIR``
+    and ``tempfile.tempdir`` (and so every subprocess a test starts) at an empty folder inside pytest's
+    basetemp (``config._tmp_path_factory`` is what pytest's own ``tmp_path_factory`` fixture returns)."""
+    folder = session.config._tmp_path_factory.mktemp("TMPDIR")
+    session.config.stash[_TMPDIR] = (folder, os.environ.get("TMPDIR"), tempfile.tempdir)
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_tmpdir(pytestconfig):
+    """The session's TMPDIR must be empty at the end: a run never leaves files outside the folders the user
+    named (issue 20, defect 8). The assertion names each leftover and the tests after which it appeared."""
+    folder, before_env, before_tempdir = pytestconfig.stash[_TMPDIR]
+    try:
+        yield folder
+    finally:
+        if before_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before_env
+        tempfile.tempdir = before_tempdir
+    left = sorted(p.name for p in folder.iterdir())
+    assert not left, (f"the test session left {len(left)} entries in its TMPDIR {folder}: "
+                      + "; ".join(f"{name} (new after {', '.join(_LEFT_BY.get(name, ['the last test']))})"
+                                  for name in left))
+
+
+@pytest.fixture(autouse=True)
+def _tmpdir_litter(request, empty_tmpdir: Path):
+    """Remember which test first left each entry in the session's TMPDIR (for the message above)."""
+    yield
+    for top in empty_tmpdir.iterdir():
+        names = {top.name, *(f"{top.name}/{c.name}" for c in top.iterdir())} if top.is_dir() else {top.name}
+        if names - _SEEN:
+            _LEFT_BY.setdefault(top.name, []).append(request.node.nodeid)
+            _SEEN.update(names)
 
 
 @pytest.fixture

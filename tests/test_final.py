@@ -10,7 +10,7 @@ import pytest
 
 from agents.base import best_trial
 from agents.cli import main
-from agents.final import final_settings, train_best
+from agents.cli.train import final_settings, train_best
 from agents.store import TrialStore
 from tests._cli_helpers import refused
 
@@ -193,3 +193,23 @@ def test_train_reads_trials_jsonl_without_a_store(run, monkeypatch):
     doc = train_best(run)
     assert doc["trials_source"] == str(run / "trials.jsonl")
     assert doc["pipeline"] == best["pipeline"] and doc["trial"]["index"] == best["index"]
+
+
+def test_train_refuses_a_run_whose_search_is_still_running(run, capsys):
+    """Issue 20 defect 3: the store locked by a live search means its best may still change."""
+    store = TrialStore(run / "search.db", create=False)
+    store.lock()  # what the running search holds (a separate open file description: flock conflicts)
+    try:
+        refused(["train", str(run)], capsys, run, "usage: ma2ml train", "still running",
+                "wait for the search to finish")
+        assert not (run / "final.json").exists()
+    finally:
+        store.close()
+
+
+def test_train_on_a_missing_cuda_device_is_a_usage_error(run, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    refused(["train", str(run), "--device", "cuda"], capsys, run, "usage: ma2ml train", "no CUDA device",
+            "--device cpu")

@@ -12,9 +12,10 @@ import pytest
 
 from agents.base import best_trial
 from agents.cli import main
-from agents.report import best_so_far_curve, read_run, report
+from agents.cli.report import best_so_far_curve, report
+from agents.cli.runs import read_run
 from agents.store import TrialStore
-from tests._cli_helpers import refused
+from tests._cli_helpers import refused, snapshot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -118,7 +119,7 @@ def test_report_reads_trials_jsonl_without_a_store(runs, tmp_path):
     data = read_run(run)
     assert data.source == run / "trials.jsonl"
     assert [t.index for t in data.trials] == [t.index for t in trials]
-    assert [t.actions for t in data.trials] == [t.actions for t in trials]
+    assert [t.action for t in data.trials] == [t.action for t in trials]
     assert [t.score for t in data.trials] == [0.0 if t.index == 5 else t.score for t in trials]
     report([run], tmp_path / "out", quiet=True)
     md = (tmp_path / "out" / "report.md").read_text()
@@ -193,3 +194,72 @@ def test_half_written_last_line_of_trials_jsonl_is_ignored(runs):
     (run / "trials.jsonl").write_text("\n".join(lines) + "\n" + lines[0][:40])
     assert len(read_run(run).trials) == n
     assert not math.isnan(best_trial(read_run(run).trials).score)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue 20: read-only run folders, truncated stores, runs of different budgets
+# ---------------------------------------------------------------------------------------------------
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_report_on_a_read_only_run_folder_opens_its_store_read_only_and_writes_nothing(runs, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """Tests run as root (who may write anything), so the run folder is made read-only AND every SQLite
+    connection to a file inside it must be a read-only URI: that is what a read-only folder allows."""
+    import sqlite3
+
+    run = runs[0]
+    before, names = snapshot(run), _files(run)
+    opened = []
+    real = sqlite3.connect
+
+    def spy(database, *a, **kw):
+        opened.append((str(database), kw.get("uri", False)))
+        return real(database, *a, **kw)
+
+    monkeypatch.setattr(sqlite3, "connect", spy)
+    for p in run.iterdir():
+        p.chmod(0o444)
+    run.chmod(0o555)
+    try:
+        assert main(["report", str(run), "--out", str(tmp_path / "rep")]) == 0
+        inside = [(db, uri) for db, uri in opened if str(run.resolve()) in db or db.startswith(str(run))]
+        assert inside, opened
+        assert all(uri and db.startswith("file:") and ("mode=ro" in db or "immutable=1" in db)
+                   for db, uri in inside), inside
+        assert snapshot(run) == before and _files(run) == names
+        assert "| random-s0 |" in (tmp_path / "rep" / "report.md").read_text()
+    finally:
+        run.chmod(0o755)
+
+
+def test_report_on_a_truncated_store_changes_nothing_in_the_run_folder(runs, tmp_path, capsys):
+    run = runs[0]
+    data = (run / "search.db").read_bytes()
+    for size in (0, len(data) // 3):
+        (run / "search.db").write_bytes(data[:size])
+        names = _files(run)
+        capsys.readouterr()
+        try:
+            code = main(["report", str(run), "--out", str(tmp_path / "rep")])
+        except SystemExit as exc:
+            code = exc.code
+        assert code != 0
+        assert "search.db" in capsys.readouterr().err
+        assert _files(run) == names  # no search.db-shm / -wal
+        assert (run / "search.db").read_bytes() == data[:size]
+
+
+def test_report_over_runs_of_different_budgets_warns(tmp_path, capsys):
+    a = _search(tmp_path / "a", "random", 0, budget=8)
+    b = _search(tmp_path / "b", "random", 1, budget=12)
+    capsys.readouterr()
+    assert main(["report", str(a), str(b), "--out", str(tmp_path / "rep")]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "different budgets (8, 12 evaluations)" in err
+    assert "different budgets (8, 12 evaluations)" in (tmp_path / "rep" / "report.md").read_text()
+    c = _search(tmp_path / "c", "random", 2, budget=8)
+    capsys.readouterr()
+    assert main(["report", str(a), str(c), "--out", str(tmp_path / "rep2")]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -1,6 +1,7 @@
-"""The ``ma2ml`` command line's options: argument types, the reward-backend options (declared once, in
-:data:`REWARD_OPTIONS`, with their help defaults read from the backends' signatures) and the argument
-groups of ``ma2ml search``. :mod:`agents.cli` assembles the parser."""
+"""The ``ma2ml`` command line's options: argument types, the reward-backend and evaluation-backend options
+(each declared once, in :data:`REWARD_OPTIONS` and :data:`BACKEND_OPTIONS`, with their help defaults read
+from the code they configure) and the argument groups of ``ma2ml search``. :mod:`agents.cli.main`
+assembles the parser; :mod:`agents.cli.spec` turns the parsed options into a :class:`~agents.cli.spec.SearchSpec`."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ from typing import Any
 from agents.registry import registered_algorithms
 
 PROG = "ma2ml"
-#: ma2ml_env.data.DATASETS (not imported: it loads torch); a test keeps the two equal
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic", "npz", "fashion_mnist", "mnist")
 REWARD_SUMMARIES = {
     "surrogate": "numpy model of AUG/NAS/HPO interactions; thousands of evaluations per second",
     "train": "real child training; score = validation accuracy (digits built in; CIFAR, Fashion-MNIST/MNIST, "
@@ -37,6 +36,25 @@ class RewardOption:
     type: Callable[[str], Any] | None = None
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendOption:
+    """A command-line option that sets one keyword argument of the evaluation backends (``--backend``) it
+    applies to. Declared once: the parser, the check that it matches ``--backend`` and the backend's
+    keyword arguments all come from :data:`BACKEND_OPTIONS`."""
+
+    flag: str
+    kwarg: str
+    backends: tuple[str, ...]
+    help: str
+    type: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    default_help: Callable[[], str] | None = None
 
     @property
     def dest(self) -> str:
@@ -66,7 +84,7 @@ def _count(text: str) -> float:
     return v
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
@@ -93,7 +111,7 @@ def _nonneg_float(text: str) -> float:
     return v
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     v = _nonneg_float(text)
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
@@ -156,12 +174,35 @@ def _backend_default(backend: str, kwarg: str) -> str:
     return "none" if default is None else str(default)
 
 
-def _nonneg_int(text: str) -> int:
+def nonneg_int(text: str) -> int:
+    """An integer >= 0 (an argparse type)."""
     v = _int(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
     return v
 
+
+def _datasets() -> tuple[str, ...]:
+    from ma2ml_env.data import DATASETS
+
+    return tuple(DATASETS)
+
+
+#: Every evaluation-backend option of ``ma2ml search`` (``--workers`` is an argument of every backend).
+BACKEND_OPTIONS = (
+    BackendOption("--max-retries", "max_retries", ("serial", "local", "ray"),
+                  "retries of a pipeline whose worker crashed, hung past --trial-timeout or ran out of memory",
+                  nonneg_int, "N", lambda: f"{_backend_default('local', 'max_retries')} with --backend local/ray, "
+                                           "none with serial"),
+    BackendOption("--trial-timeout", "time_limit", ("local", "ray"),
+                  "hard time limit per evaluation with --backend local/ray: the worker is killed",
+                  positive_float, "SECONDS", lambda: _backend_default("local", "time_limit")),
+    BackendOption("--ray-address", "address", ("ray",),
+                  "Ray cluster: auto (this machine's cluster) or ray://HEAD:10001", None, "ADDR",
+                  lambda: "a local Ray"),
+    BackendOption("--gpus-per-trial", "num_gpus_per_trial", ("ray",), "GPUs of each Ray task",
+                  _nonneg_float, "G", lambda: _backend_default("ray", "num_gpus_per_trial")),
+)
 
 #: Every reward-backend option of ``ma2ml search``.
 REWARD_OPTIONS = (
@@ -170,18 +211,18 @@ REWARD_OPTIONS = (
     RewardOption("--noise", "surrogate", "noise_std", "standard deviation of the seeded evaluation noise",
                  _nonneg_float, "STD"),
     RewardOption("--dataset", "train", "dataset",
-                 f"dataset: {', '.join(DATASETS)} (digits is built in; the others read --data-root; "
-                 "fashion_mnist defaults to Debian's dataset-fashion-mnist files)", choices=DATASETS),
+                 f"dataset: {', '.join(_datasets())} (digits is built in; the others read --data-root; "
+                 "fashion_mnist defaults to Debian's dataset-fashion-mnist files)", choices=_datasets()),
     RewardOption("--data-root", "train", "root", "data folder for cifar10/cifar100/imagefolder/mnist/"
                  "fashion_mnist, or the .npz file for npz (stored as an absolute path)", _abspath, "PATH"),
     RewardOption("--device", "train", "device", "where children train: auto = cuda if available",
                  choices=("auto", "cpu", "cuda")),
     RewardOption("--max-train", "train", "max_train", "train on at most N images (seeded subset; quick searches)",
-                 _positive_int, "N"),
+                 positive_int, "N"),
     RewardOption("--time-limit", "train", "time_limit",
-                 "time limit per evaluation; slower children get status timeout", _positive_float, "SECONDS"),
+                 "time limit per evaluation; slower children get status timeout", positive_float, "SECONDS"),
     RewardOption("--epoch-scale", "train", "epoch_scale", "training passes = the pipeline's epochs * X",
-                 _positive_float, "X"),
+                 positive_float, "X"),
 )
 
 
@@ -200,7 +241,7 @@ def _code_default(backend: str, kwarg: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Parser
 # ---------------------------------------------------------------------------------------------------
-class _Formatter(argparse.RawDescriptionHelpFormatter):
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Help formatter; an option with ``code_default = (backend, kwarg)`` gets ``(default: X)`` read from the
     code it configures when help is shown (so it cannot drift, and no backend is imported otherwise)."""
 
@@ -225,8 +266,7 @@ def add_algorithm_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_env_arguments(p: argparse.ArgumentParser) -> None:
-    from ma2ml_env import DEFAULT_MODULES, registered_evaluators
-    from ma2ml_env.rewards.tabular import BENCHMARKS
+    from ma2ml_env import BENCHMARKS, DEFAULT_MODULES, registered_evaluators
 
     g = p.add_argument_group("environment")
     g.add_argument("--reward", default=None, choices=registered_evaluators(), metavar="BACKEND",
@@ -261,12 +301,12 @@ def add_env_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
-    g.add_argument("--budget", type=_positive_int, default=100, metavar="N",
+    g.add_argument("--budget", type=positive_int, default=100, metavar="N",
                    help="number of pipelines to evaluate (default: 100)")
-    g.add_argument("--seed", type=_nonneg_int, default=0, metavar="S",
+    g.add_argument("--seed", type=nonneg_int, default=0, metavar="S",
                    help="seed of the algorithm and of the evaluations, >= 0 (default: 0)")
-    g.add_argument("--batch-size", type=_positive_int, default=8, metavar="K",
-                   help="joint actions proposed and evaluated per round (default: 8)")
+    g.add_argument("--batch-size", type=positive_int, default=None, metavar="K",
+                   help="joint actions proposed and evaluated per round, at most --budget (default: 8)")
 
 
 def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
@@ -276,20 +316,12 @@ def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=tuple(BACKENDS), default="serial",
                    help="how a round's pipelines are evaluated: serial, local (worker processes; one per GPU "
                         "with --device cuda) or ray (Ray tasks) (default: serial)")
-    g.add_argument("--workers", type=_positive_int, default=None, metavar="K",
+    g.add_argument("--workers", type=positive_int, default=None, metavar="K",
                    help="concurrent evaluations of --backend local/ray (default: local: one per GPU or per "
                         "CPU core; ray: what the cluster holds)")
-    g.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="Ray cluster: auto (this machine's cluster) or ray://HEAD:10001 (default: a local Ray)")
-    g.add_argument("--gpus-per-trial", type=_nonneg_float, default=None, metavar="G",
-                   help="GPUs of each Ray task").code_default = lambda: _backend_default("ray", "num_gpus_per_trial")
-    g.add_argument("--max-retries", type=_nonneg_int, default=None, metavar="N",
-                   help="retries of a pipeline whose worker crashed, hung past --trial-timeout or ran out of "
-                        "memory").code_default = lambda: (
-        f"{_backend_default('local', 'max_retries')} with --backend local/ray, none with serial")
-    g.add_argument("--trial-timeout", type=_positive_float, default=None, metavar="SECONDS",
-                   help="hard time limit per evaluation with --backend local/ray: the worker is killed"
-                   ).code_default = lambda: _backend_default("local", "time_limit")
+    for o in BACKEND_OPTIONS:
+        a = g.add_argument(o.flag, type=o.type, default=None, metavar=o.metavar, help=o.help)
+        a.code_default = o.default_help  # type: ignore[attr-defined]
     g.add_argument("--store", default=None, metavar="PATH",
                    help="SQLite file of the search: every evaluation committed as it completes, the algorithm's "
                         "state after every round; trials.jsonl and best.json are derived from it "

@@ -10,15 +10,14 @@ algorithm given with several runs on one task) and ``report.png`` (the best-so-f
 against the evaluation count or the cumulative evaluation seconds), both replaced if present.
 matplotlib is imported only to draw the figure; without it the Markdown is still written.
 
-:func:`read_run` (the reader of a run folder) is shared with ``ma2ml train`` (:mod:`agents.final`).
+Run folders are read by :mod:`agents.cli.runs` (read-only: a read-only run folder can be reported on).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import math
+import os
 import statistics
 import sys
 from collections.abc import Sequence
@@ -26,105 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from agents.base import Trial, best_trial
-from agents.cli_args import UsageError
+from agents.cli.args import PROG, UsageError
+from agents.cli.runs import RunData, read_run
+from ma2ml_env import SUCCESS_STATUSES
 
 __all__ = ["RunData", "add_report_command", "read_run", "report", "report_rows"]
 
 #: statuses that are not failures (an over-budget pipeline was rejected by design, not broken)
-NOT_FAILURES = ("ok", "over_budget")
 MATPLOTLIB_HINT = 'pip install "ma2ml[bench]"'
 NOTES = ("Best score: the highest score of the run (the earliest trial on ties); failures: evaluations whose "
          "status is not ok or over_budget; eval seconds: the sum of the evaluations' seconds. "
          "Mean ± std rows: mean over the runs of one algorithm on one task, sample std of the best score.")
-
-
-@dataclasses.dataclass
-class RunData:
-    """One search run folder, read.
-
-    Attributes:
-        path: the folder.
-        config: its ``config.json`` (the options of ``ma2ml search``).
-        trials: its trials in index order (those of the rounds that completed).
-        source: the file they were read from (the store or ``trials.jsonl``).
-    """
-
-    path: Path
-    config: dict[str, Any]
-    trials: list[Trial]
-    source: Path
-
-    @property
-    def task(self) -> str:
-        """The tabular benchmark, else the reward backend."""
-        return str(self.config.get("benchmark") or self.config.get("reward") or "?")
-
-
-def _not_a_run(path: Path, why: str) -> UsageError:
-    return UsageError(f"{str(path)!r} is not a search run folder ({why}); give the --out folder of a "
-                      "`ma2ml search` run")
-
-
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """The ``config.json`` of a run folder.
-
-    Raises:
-        UsageError: not a folder, no ``config.json``, or one that is not a JSON object.
-    """
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise _not_a_run(path, "no such folder" if not path.exists() else "not a folder")
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise _not_a_run(path, "it has no config.json")
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _not_a_run(path, f"cannot read its config.json: {exc}") from None
-    if not isinstance(config, dict):
-        raise _not_a_run(path, "its config.json is not a JSON object")
-    return config
-
-
-def _read_jsonl(path: Path) -> list[Trial]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    trials = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            trials.append(Trial.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            if n == len(lines):  # a search killed while appending: the half-written last line is not a trial
-                break
-            raise UsageError(f"{path} line {n} is not a trial ({type(exc).__name__}: {exc})") from None
-    return trials
-
-
-def read_run(run_dir: str | Path) -> RunData:
-    """Read a search run folder: its ``config.json`` and its trials (from its ``search.db`` when present,
-    else from its ``trials.jsonl``, which a search writes into its folder even with ``--store`` elsewhere),
-    sorted by index. Only files inside the folder are read.
-
-    Raises:
-        UsageError: not a run folder, or it holds neither a store nor ``trials.jsonl``.
-        agents.store.StoreError: the store exists but cannot be read.
-    """
-    path = Path(run_dir)
-    config = read_config(path)
-    store_path = path / "search.db"
-    if store_path.is_file():
-        from agents.store import TrialStore
-
-        with TrialStore(store_path, create=False) as store:
-            trials = store.completed_trials()
-        source = store_path
-    elif (path / "trials.jsonl").is_file():
-        source = path / "trials.jsonl"
-        trials = _read_jsonl(source)
-    else:
-        raise _not_a_run(path, "it has neither a search.db store nor a trials.jsonl")
-    return RunData(path, config, sorted(trials, key=lambda t: t.index), source)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -146,7 +57,7 @@ def report_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
             "name": name, "algorithm": str(run.config.get("algorithm", "?")), "task": run.task,
             "seed": run.config.get("seed"), "evaluations": len(run.trials), "best_score": float(best.score),
             "best_trial": best.index,
-            "failures": sum(t.status not in NOT_FAILURES for t in run.trials),
+            "failures": sum(t.status not in SUCCESS_STATUSES for t in run.trials),
             "seconds": float(sum(t.seconds for t in run.trials if math.isfinite(t.seconds))),
         })
     return rows
@@ -165,12 +76,21 @@ def group_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         best = [m["best_score"] for m in members]
         out.append({
             "algorithm": algo, "task": task, "runs": len(members), "seeds": [m["seed"] for m in members],
+            "budgets": sorted({m["evaluations"] for m in members}),
             "evaluations": statistics.fmean(m["evaluations"] for m in members),
             "best_score": statistics.fmean(best), "best_score_std": statistics.stdev(best),
             "failures": statistics.fmean(m["failures"] for m in members),
             "seconds": statistics.fmean(m["seconds"] for m in members),
         })
     return out
+
+
+def budget_warnings(groups: Sequence[dict[str, Any]]) -> list[str]:
+    """One warning per mean ± std row whose runs hold different numbers of evaluations (a mean over
+    searches of different budgets mixes unequal things)."""
+    return [f"warning: the {g['runs']} runs of {g['algorithm']} on {g['task']} have different budgets "
+            f"({', '.join(map(str, g['budgets']))} evaluations); their mean ± std row averages unequal searches: "
+            "report runs of one budget together" for g in groups if len(g["budgets"]) > 1]
 
 
 _HEADER = ("run", "algorithm", "reward/benchmark", "seed", "evaluations", "best score", "best trial",
@@ -262,9 +182,13 @@ def report(run_dirs: Sequence[str | Path], out: str | Path, x: str = "trials",
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a folder")
+    if out.is_dir() and not os.access(out, os.W_OK):
+        raise UsageError(f"cannot write the report into {str(out)!r}: the folder is read-only; give --out DIR, a "
+                         "folder to write report.md and report.png into")
     rows = report_rows(runs)
     groups = group_rows(rows)
     table = markdown_table(rows, groups)
+    warnings = budget_warnings(groups)
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -278,13 +202,15 @@ def report(run_dirs: Sequence[str | Path], out: str | Path, x: str = "trials",
     except ImportError:
         print(f"report.png not written: matplotlib is not installed ({MATPLOTLIB_HINT})", file=sys.stderr)
     sources = "\n".join(f"- {r['name']}: {run.source}" for r, run in zip(rows, runs))
-    md = ["# Search report", "", table, ""]
+    md = ["# Search report", "", table, "", *(f"**{w}**\n" for w in warnings)]
     if "png" in written:
         what = "evaluations" if x == "trials" else "evaluation seconds"
         md += [f"![best score so far against {what}]({png.name})", ""]
     md += [NOTES, "", "Trials read from:", sources, ""]
     written["markdown"] = out / "report.md"
     written["markdown"].write_text("\n".join(md), encoding="utf-8")
+    for w in warnings:
+        print(f"{PROG} report: {w}", file=sys.stderr)
     if not quiet:
         print(table)
         print(f"wrote {', '.join(str(p) for p in written.values())}")
@@ -304,10 +230,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_report_command(sub: Any) -> argparse.ArgumentParser:
     """Register ``ma2ml report`` on the CLI's subparsers."""
-    from agents.cli_args import _Formatter
+    from agents.cli.args import HelpFormatter
 
     p = sub.add_parser(
-        "report", formatter_class=_Formatter, help="best-so-far curves and a results table of search runs",
+        "report", formatter_class=HelpFormatter, help="best-so-far curves and a results table of search runs",
         description="Write report.md (one row per run: algorithm, reward/benchmark, seed, evaluations, best "
                     "score, trial of the best, failures, evaluation seconds; a mean ± std row for each "
                     "algorithm given with several runs on one task) and report.png (best-so-far curves; "

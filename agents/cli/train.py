@@ -24,12 +24,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from agents.base import best_trial
-from agents.cli_args import UsageError
-from agents.cli_search import _jsonable
-from agents.report import read_config, read_run
+from agents.base import best_trial, json_default
+from agents.cli.args import UsageError
+from agents.cli.runs import read_config, read_run, search_running, trial_pipeline
 
 __all__ = ["add_train_command", "final_settings", "train_best"]
 
@@ -46,6 +43,12 @@ def _check_run(run_dir: Path, overwrite: bool) -> dict[str, Any]:
         raise UsageError(f"the run {str(run_dir)!r} searched with {what}, which has no data to train on (its "
                          "scores come from a model or a table, not from training); `ma2ml train` needs a "
                          "run of `ma2ml search --reward train`")
+    store = Path(str(config.get("store") or run_dir / "search.db"))
+    for path in dict.fromkeys((run_dir / "search.db", store)):
+        if search_running(path):
+            raise UsageError(f"a search is still running on {str(run_dir)!r} (its store {path} is locked by a live "
+                             "process); its best pipeline may still change, so training it now would report a "
+                             "stale best: wait for the search to finish, or stop it, then run `ma2ml train` again")
     if (run_dir / FINAL_FILE).exists() and not overwrite:
         raise UsageError(f"{run_dir / FINAL_FILE} already exists; pass --overwrite to train again and "
                          "replace it")
@@ -115,21 +118,23 @@ def train_best(run_dir: str | os.PathLike, *, device: str | None = None, seed: i
     modules = config.get("modules")
     if not isinstance(modules, list) or not modules:
         raise UsageError(f"{run_dir / 'config.json'} names no modules: cannot decode the run's pipelines")
-    from ma2ml_env import SearchSpace
-    from ma2ml_env.modules.base import resolve_modules
+    from ma2ml_env import SearchSpace, make_module
 
     try:
-        space = SearchSpace(resolve_modules(modules))
-        pipeline = space.decode({k: np.asarray(v) for k, v in best.actions.items()})
+        space = SearchSpace([make_module(name) for name in modules])
+        pipeline = trial_pipeline(space.decode, best)
     except (KeyError, ValueError) as exc:
         raise UsageError(f"cannot decode trial {best.index} of {str(run_dir)!r} with its modules {modules}: "
                          f"{exc}") from None
     settings = final_settings(config, device=device, seed=seed, epoch_scale=epoch_scale)
+    from agents.cli.spec import check_device
+
+    check_device(settings["device"], "--device" if device is not None else "the search's --device")
 
     from ma2ml_env.rewards.train import train_final
 
     result = train_final(pipeline, **settings)
-    doc = _jsonable({
+    doc = json.loads(json.dumps({
         **result,
         "run": str(run_dir),
         "trial": {k: v for k, v in best.to_dict().items() if k not in ("info",)},
@@ -137,7 +142,7 @@ def train_best(run_dir: str | os.PathLike, *, device: str | None = None, seed: i
         "settings": settings,
         "search_max_train": (config.get("reward_kwargs") or {}).get("max_train"),
         "trials_source": str(run.source),
-    })
+    }, default=json_default))
     tmp = run_dir / (FINAL_FILE + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, run_dir / FINAL_FILE)
@@ -162,10 +167,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_train_command(sub: Any) -> argparse.ArgumentParser:
     """Register ``ma2ml train`` on the CLI's subparsers."""
-    from agents.cli_args import _Formatter, _nonneg_int, _positive_float, add_plugin_argument
+    from agents.cli.args import HelpFormatter, add_plugin_argument, nonneg_int, positive_float
 
     p = sub.add_parser(
-        "train", formatter_class=_Formatter,
+        "train", formatter_class=HelpFormatter,
         help="train the best pipeline of a --reward train search on train+validation; report test accuracy",
         description="Train the best pipeline (the best trial with status ok) of a `ma2ml search --reward "
                     "train` run on the full training set (train + validation) with the run's dataset "
@@ -180,9 +185,9 @@ def add_train_command(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                    help="where to train: auto = cuda if available "
                         "(default: the search's --device, else auto)")
-    p.add_argument("--seed", type=_nonneg_int, default=None, metavar="S",
+    p.add_argument("--seed", type=nonneg_int, default=None, metavar="S",
                    help="training seed, >= 0 (default: the search's --seed)")
-    p.add_argument("--epoch-scale", type=_positive_float, default=None, metavar="X",
+    p.add_argument("--epoch-scale", type=positive_float, default=None, metavar="X",
                    help="training passes = the pipeline's epochs * X (default: the search's --epoch-scale)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing RUN_DIR/final.json (default: refuse to)")
