@@ -47,6 +47,7 @@ __all__ = [
     "evaluation_seed",
     "json_default",
     "json_dumps",
+    "jsonable",
     "run",
     "search_config",
     "torch_threads",
@@ -357,6 +358,24 @@ def json_default(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
+    return repr(obj)
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` as strict JSON values, for files people and other tools read (``trials.jsonl``,
+    ``best.json``...): numpy values as Python ones, tuples and sets as lists, a NaN or infinite float as
+    ``None`` (JSON has no NaN), anything else unknown by its ``repr``. The store keeps its own exact form
+    (:func:`json_dumps`)."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset, np.ndarray)):
+        return [jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
     return repr(obj)
 
 

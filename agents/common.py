@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 import math
 import numbers
 import types
@@ -44,6 +43,7 @@ import gymnasium
 import numpy as np
 
 from agents.base import SearchAlgorithm
+from ma2ml_env.imports import import_module
 
 __all__ = [
     "AlgorithmConfig",
@@ -237,9 +237,10 @@ class ConfiguredSearch(SearchAlgorithm):
 # Small shared helpers
 # ---------------------------------------------------------------------------------------------------
 def require(module: str, extra: str) -> Any:
-    """Import an optional dependency, or raise ``ImportError`` with the exact install command."""
+    """Import an optional dependency (without torch's temp-folder litter: :mod:`ma2ml_env.imports`), or raise
+    ``ImportError`` with the exact install command."""
     try:
-        return importlib.import_module(module)
+        return import_module(module)
     except ImportError as exc:
         raise ImportError(
             f"this algorithm needs the optional dependency {module.split('.')[0]!r}, which is not installed; "

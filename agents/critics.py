@@ -24,6 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ma2ml_env.imports import import_module
+
+# torch's optimizers import torch._dynamo on first use, which creates $TMPDIR/torchinductor_<user>: import it
+# here, quietly, once (every MA2ML builds optimizers at set-up anyway, so this costs nothing extra)
+import_module("torch._dynamo")
+
 __all__ = ["FMCritic", "MLPCritic", "ReplayBuffer", "log_probs"]
 
 

@@ -149,6 +149,7 @@ class SB3Agent(ConfiguredSearch):
     def setup(self, action_spaces: Mapping[str, gymnasium.Space], seed: int) -> None:
         super().setup(action_spaces, seed)
         sb3 = require("stable_baselines3", "sb3")
+        require("torch._dynamo", "sb3")  # its optimizers import it: quietly here (see ma2ml_env.imports)
         import torch
         from stable_baselines3.common.logger import Logger, configure
 

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ma2ml_env._torch_import import import_torchvision
+from ma2ml_env.imports import import_module
 from ma2ml_env.modules.aug import AUG_OPS, op_magnitude
 from ma2ml_env.pipeline import AugOp
 
 #: torchvision.transforms.v2.functional, imported without torch's inductor cache folder in $TMPDIR
-TF = import_torchvision("torchvision.transforms.v2.functional")
+TF = import_module("torchvision.transforms.v2.functional")
 
 __all__ = ["KERNELS", "AugGroup", "apply_op", "apply_plan", "augment_batch", "cutout", "plan_policy"]
 

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ma2ml_env._torch_import import import_torchvision
+from ma2ml_env.imports import import_module
 
 __all__ = ["DATASETS", "FASHION_MNIST_ROOT", "ImageData", "load_dataset"]
 
@@ -204,7 +204,7 @@ def _load_cifar(
     name: str, root: str | os.PathLike | None, download: bool, check_md5: bool, val_fraction: float,
     split_seed: int, max_train: int | None,
 ) -> ImageData:
-    datasets = import_torchvision("torchvision.datasets")
+    datasets = import_module("torchvision.datasets")
 
     base_cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     if root is None:
@@ -245,8 +245,8 @@ def _load_cifar(
 def _load_imagefolder(
     root: str | os.PathLike | None, image_size: int, val_fraction: float, split_seed: int, max_train: int | None
 ) -> ImageData:
-    datasets = import_torchvision("torchvision.datasets")
-    v2 = import_torchvision("torchvision.transforms.v2")
+    datasets = import_module("torchvision.datasets")
+    v2 = import_module("torchvision.transforms.v2")
 
     if root is None:
         raise ValueError("dataset 'imagefolder' needs root=<folder of class sub-folders>")

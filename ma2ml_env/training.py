@@ -62,12 +62,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ma2ml_env._torch_import import import_torchvision
 from ma2ml_env.augment import apply_plan, cutout, plan_policy
+from ma2ml_env.imports import import_module
 from ma2ml_env.pipeline import Pipeline, TrainConfig
 
 #: torchvision.transforms.v2.functional, imported without torch's inductor cache folder in $TMPDIR
-TF = import_torchvision("torchvision.transforms.v2.functional")
+TF = import_module("torchvision.transforms.v2.functional")
 
 __all__ = [
     "DIVERGED_LOSS",

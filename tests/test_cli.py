@@ -18,7 +18,7 @@ from agents.cli.args import HelpFormatter
 from agents.registry import registered_algorithms
 
 NEEDS = {"tpe": "optuna", "gp": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
-TRIAL_KEYS = {"index", "round", "seed", "actions", "score", "status", "accuracy", "flops", "params", "seconds",
+TRIAL_KEYS = {"index", "round", "seed", "action", "score", "status", "accuracy", "flops", "params", "seconds",
               "info", "pipeline"}
 
 
@@ -60,7 +60,7 @@ def test_search_with_every_algorithm_writes_results(tmp_path, capsys, algo):
     out2 = tmp_path / "again"
     assert search(out2, algo=algo) == 0
     again = read_trials(out2)
-    assert [(t["actions"], t["score"]) for t in again] == [(t["actions"], t["score"]) for t in trials]
+    assert [(t["action"], t["score"]) for t in again] == [(t["action"], t["score"]) for t in trials]
 
 
 def test_env_options_reach_the_reward_backend(tmp_path):
@@ -68,7 +68,7 @@ def test_env_options_reach_the_reward_backend(tmp_path):
     assert search(out, "--modules", "nas,hpo", "--task", "3", "--noise", "0.01", "--max-flops", "2M",
                   "--budget-mode", "hard", budget=16) == 0
     trials = read_trials(out)
-    assert all(set(t["actions"]) == {"nas", "hpo"} for t in trials)
+    assert all(set(t["pipeline"]["choices"]) == {"nas", "hpo"} for t in trials)
     assert {t["status"] for t in trials} >= {"over_budget"}  # a 2M-FLOPs budget excludes most children
     assert all(t["flops"] <= 2e6 for t in trials if t["status"] == "ok")
     config = json.loads((out / "config.json").read_text())
@@ -263,7 +263,7 @@ def test_search_a_tabular_benchmark(tmp_path, capsys):
             "--no-progress", "--seed", "3", "--out", str(out)]
     assert main(argv) == 0
     trials = read_trials(out)
-    assert len(trials) == 30 and set(trials[0]["actions"]) == {"node_1", "node_2", "node_3"}
+    assert len(trials) == 30 and set(trials[0]["pipeline"]["choices"]) == {"node_1", "node_2", "node_3"}
     config = json.loads((out / "config.json").read_text())
     assert config["benchmark"] == "nb201/cifar10" and config["reward"] == "tabular"
     # the same search from Python gives the same scores (one recorded seed per evaluation seed)
@@ -322,3 +322,41 @@ def test_the_search_spec_is_built_without_changing_the_options_and_is_frozen():
         spec.budget = 5  # type: ignore[misc]
     with pytest.raises(TypeError):
         spec.env.reward_kwargs["max_train"] = 1  # type: ignore[index]
+
+
+def test_a_local_ray_instance_keeps_its_session_files_in_the_run_folder(tmp_path):
+    """--backend ray without --ray-address starts a local Ray, whose session files (logs, sockets) go to
+    <out>/ray, never to the temp folder; --ray-temp-dir and --ray-address override it; a folder too long for
+    Ray's socket paths is a usage error before anything is written."""
+    from agents.cli import build_spec
+
+    def spec(*extra):
+        return build_spec(build_parser().parse_args(["search", "--algo", "random", "--reward", "surrogate",
+                                                     "--backend", "ray", *extra]))
+
+    assert spec("--out", str(tmp_path / "r")).env.backend_kwargs["temp_dir"] == str(tmp_path / "r" / "ray")
+    assert spec("--out", "x", "--ray-temp-dir", "/tmp/rt").env.backend_kwargs["temp_dir"] == "/tmp/rt"
+    assert "temp_dir" not in spec("--out", "x", "--ray-address", "auto").env.backend_kwargs
+    pytest.importorskip("ray")
+    out = tmp_path / ("long" * 20)
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--algo", "random", "--reward", "surrogate", "--backend", "ray", "--budget", "2",
+              "--out", str(out), "--no-progress"])
+    assert exc.value.code == 2 and not out.exists()
+
+
+def test_output_files_are_strict_json():
+    """trials.jsonl, best.json and final.json are read by other tools: a NaN (an accuracy a failed trial
+    never measured) is written as null, numpy values as numbers."""
+    import json
+    import math
+
+    import numpy as np
+
+    from agents.base import jsonable
+
+    doc = {"accuracy": math.nan, "flops": np.float32(2.5), "n": np.int64(3), "row": np.arange(2), "t": (1, 2),
+           "inf": -math.inf, "nested": [{"x": np.nan}], "obj": object}
+    out = json.loads(json.dumps(jsonable(doc), allow_nan=False))
+    assert out == {"accuracy": None, "flops": 2.5, "n": 3, "row": [0, 1], "t": [1, 2], "inf": None,
+                   "nested": [{"x": None}], "obj": repr(object)}

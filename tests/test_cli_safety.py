@@ -118,7 +118,7 @@ def test_resume_after_an_interrupted_round_writes_each_trial_once(tmp_path, monk
     assert [r["index"] for r in got] == list(range(16))
     ref = tmp_path / "ref"
     assert cli(ref, budget=16) == 0
-    assert [(r["actions"], r["score"]) for r in got] == [(r["actions"], r["score"]) for r in rows(ref)]
+    assert [(r["action"], r["score"]) for r in got] == [(r["action"], r["score"]) for r in rows(ref)]
     assert json.loads((out / "best.json").read_text())["evaluations"] == 16
 
 
@@ -238,15 +238,15 @@ def test_missing_tensorboard_is_reported_before_the_run(tmp_path, capsys, monkey
 def test_a_failing_user_evaluator_is_a_recorded_failed_trial_under_the_default_backend(tmp_path):
     from agents.base import run
     from agents.registry import make_algorithm
-    from ma2ml_env import EvalResult, Evaluator
+    from ma2ml_env import EvalResult, PipelineEvaluator
 
-    class Flaky(Evaluator):
-        def evaluate(self, pipelines, seeds):
-            if seeds[0] % 3 == 0:
+    class Flaky(PipelineEvaluator):
+        def evaluate_pipeline(self, pipeline, seed):
+            if seed % 3 == 0:
                 raise RuntimeError("user code exploded")
-            if seeds[0] % 3 == 1:
-                return [EvalResult(float("nan"))]
-            return [EvalResult(0.5, accuracy=0.5)]
+            if seed % 3 == 1:
+                return EvalResult(float("nan"))
+            return EvalResult(0.5, accuracy=0.5)
 
     res = run(make_algorithm("random"), ma2ml_env.parallel_env(reward=Flaky()), budget=9, seed=0, batch_size=3,
               store=TrialStore(tmp_path / "s.db"))

@@ -58,7 +58,7 @@ def test_train_writes_final_json_with_the_best_pipeline_and_its_test_accuracy(ru
     assert 0.0 <= final["test_accuracy"] <= 1.0
     assert final["pipeline"] == best["pipeline"]
     assert final["trial"]["index"] == chosen.index == best["index"]
-    assert final["trial"]["actions"] == best["actions"]
+    assert final["trial"]["action"] == best["action"]
     assert final["trial"]["score"] == pytest.approx(chosen.score)
     # the search's dataset settings and seed; the whole training set (train + validation), not the
     # search's 200-image subset; the test split

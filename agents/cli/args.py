@@ -202,6 +202,9 @@ BACKEND_OPTIONS = (
                   lambda: "a local Ray"),
     BackendOption("--gpus-per-trial", "num_gpus_per_trial", ("ray",), "GPUs of each Ray task",
                   _nonneg_float, "G", lambda: _backend_default("ray", "num_gpus_per_trial")),
+    BackendOption("--ray-temp-dir", "temp_dir", ("ray",),
+                  "folder for the session files (logs, sockets) of the local Ray instance a search starts "
+                  "(at most 48 characters: Ray's socket paths)", None, "DIR", lambda: "<out>/ray"),
 )
 
 #: Every reward-backend option of ``ma2ml search``.

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.base import json_default
+from agents.base import jsonable
 from agents.cli.args import (
     PROG,
     REWARD_SUMMARIES,
@@ -124,7 +124,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     continue
                 for k, v in fields.items():
                     if k not in spec.defaults:
-                        lines.append(f"      {k} = {json.dumps(v, default=json_default)}")
+                        lines.append(f"      {k} = {json.dumps(jsonable(v))}")
         lines.append("")
     if what in ("all", "modules"):
         lines.append("AutoML modules (--modules, comma-separated; default "

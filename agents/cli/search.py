@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agents.base import Trial, algorithm_config, best_trial, json_default, run
+from agents.base import Trial, algorithm_config, best_trial, jsonable, run
 from agents.cli.args import PROG, UsageError
 from agents.cli.runs import trial_pipeline
 from agents.cli.spec import Prepared, build_spec, preflight
@@ -55,7 +55,7 @@ class TrialsFile:
         return row
 
     def _lines(self, trials: Sequence[Trial]) -> str:
-        return "".join(json.dumps(self.row(t), default=json_default) + "\n" for t in trials)
+        return "".join(json.dumps(jsonable(self.row(t)), allow_nan=False) + "\n" for t in trials)
 
     def resume(self, trials: Sequence[Trial]) -> None:
         """Rewrite the file with exactly ``trials`` (the store's completed rounds), then append from here."""
@@ -101,7 +101,7 @@ def write_best(out: Path, trials: Sequence[Trial], env: Any, meta: Mapping[str, 
     best = best_trial(trials)
     pipeline = trial_pipeline(env.unwrapped.decode, best)
     doc = {**meta, "evaluations": len(trials), "best": {**best.to_dict(), "pipeline": pipeline.to_dict()}}
-    (out / "best.json").write_text(json.dumps(doc, indent=2, default=json_default) + "\n", encoding="utf-8")
+    (out / "best.json").write_text(json.dumps(jsonable(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     (out / "best.txt").write_text(_best_text(best, pipeline, len(trials)) + "\n", encoding="utf-8")
     return best, pipeline
 
@@ -169,7 +169,7 @@ def _write_config(p: Prepared) -> None:
     spec = p.spec
     config = {**spec.meta(), "algorithm_config": algorithm_config(p.algorithm),
               "reward_kwargs": spec.env.reward_kwargs_json(), "store": str(p.store.path), "argv": list(spec.argv)}
-    (spec.out / "config.json").write_text(json.dumps(config, indent=2, default=json_default) + "\n",
+    (spec.out / "config.json").write_text(json.dumps(jsonable(config), indent=2, allow_nan=False) + "\n",
                                           encoding="utf-8")
 
 

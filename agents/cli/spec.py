@@ -223,6 +223,10 @@ def build_spec(args: argparse.Namespace) -> SearchSpec:
     if args.store is not None and not args.store.strip():
         raise UsageError("--store is empty: give the path of the SQLite file (default: <out>/search.db)")
     store = Path(args.store).expanduser() if args.store is not None else out / "search.db"
+    if env.backend == "ray" and not {"address", "temp_dir"} & set(env.backend_kwargs):
+        # a local Ray instance writes its session files into the run folder, never into the temp folder
+        env = dataclasses.replace(env, backend_kwargs=_frozen({**env.backend_kwargs,
+                                                               "temp_dir": str((out / "ray").absolute())}))
     if store.exists() and not store.is_file():
         raise UsageError(f"--store {str(store)!r} is a folder; give the path of a file")
     return SearchSpec(

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agents.base import best_trial, json_default
+from agents.base import best_trial, jsonable
 from agents.cli.args import UsageError
 from agents.cli.runs import read_config, read_run, search_running, trial_pipeline
 
@@ -134,7 +134,7 @@ def train_best(run_dir: str | os.PathLike, *, device: str | None = None, seed: i
     from ma2ml_env.rewards.train import train_final
 
     result = train_final(pipeline, **settings)
-    doc = json.loads(json.dumps({
+    doc = jsonable({
         **result,
         "run": str(run_dir),
         "trial": {k: v for k, v in best.to_dict().items() if k not in ("info",)},
@@ -142,9 +142,9 @@ def train_best(run_dir: str | os.PathLike, *, device: str | None = None, seed: i
         "settings": settings,
         "search_max_train": (config.get("reward_kwargs") or {}).get("max_train"),
         "trials_source": str(run.source),
-    }, default=json_default))
+    })
     tmp = run_dir / (FINAL_FILE + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, run_dir / FINAL_FILE)
     return doc
 
