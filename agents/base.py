@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import gymnasium
 import numpy as np
 
+from agents.jsonio import json_dumps
 from ma2ml_env.codec import JointActionCodec
 from ma2ml_env.rewards.base import SUCCESS_STATUSES, EvalResult
 
@@ -45,9 +46,6 @@ __all__ = [
     "check_run_arguments",
     "evaluate_joint_actions",
     "evaluation_seed",
-    "json_default",
-    "json_dumps",
-    "jsonable",
     "run",
     "search_config",
     "torch_threads",
@@ -347,42 +345,6 @@ class MemoryRecorder:
 
     def save_observed(self, rnd: int, state: bytes | None) -> None:
         pass
-
-
-def json_default(obj: Any) -> Any:
-    """``json.dumps(default=...)`` for what a search records: numpy scalars and arrays as Python values,
-    sets as lists, anything else by its ``repr``."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    return repr(obj)
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` as strict JSON values, for files people and other tools read (``trials.jsonl``,
-    ``best.json``...): numpy values as Python ones, tuples and sets as lists, a NaN or infinite float as
-    ``None`` (JSON has no NaN), anything else unknown by its ``repr``. The store keeps its own exact form
-    (:func:`json_dumps`)."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset, np.ndarray)):
-        return [jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    return repr(obj)
-
-
-def json_dumps(obj: Any, **kwargs: Any) -> str:
-    """``json.dumps`` with :func:`json_default` (NaN and infinities written as JSON's ``NaN``/``Infinity``):
-    how a search writes what it records."""
-    return json.dumps(obj, default=json_default, **kwargs)
 
 
 def _plain(x: Any) -> Any:

@@ -46,9 +46,9 @@ from agents.base import (
     Trial,
     check_run_arguments,
     config_differences,
-    json_dumps,
     run,
 )
+from agents.jsonio import json_dumps
 from ma2ml_env.rewards.base import SUCCESS_STATUSES
 
 __all__ = ["StoreError", "StoreMismatchError", "TrialStore", "run_durable"]

@@ -15,9 +15,11 @@ _TMPDIR = pytest.StashKey[tuple[Path, "str | None", "str | None"]]()
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Before collection (torch and others may note the temp folder when first imported): point ``TMPDIR``
-    and ``tempfile.tempdir`` (and so every subprocess a test starts) at an empty folder inside pytest's
-    basetemp (``config._tmp_path_factory`` is what pytest's own ``tmp_path_factory`` fixture returns)."""
-    folder = session.config._tmp_path_factory.mktemp("TMPDIR")
+    and ``tempfile.tempdir`` (and so every subprocess a test starts) at an empty folder of the session's own,
+    made in the system temp folder and removed at the end. Short (``/tmp/ma2ml-tmp-XXXXXXXX``): the Ray tests
+    start Ray in folders inside it, and Ray's unix-socket paths allow few characters."""
+    session.config._tmp_path_factory.getbasetemp()  # pytest's own tmp_path folders stay where pytest keeps them
+    folder = Path(tempfile.mkdtemp(prefix="ma2ml-tmp-"))
     session.config.stash[_TMPDIR] = (folder, os.environ.get("TMPDIR"), tempfile.tempdir)
     os.environ["TMPDIR"] = str(folder)
     tempfile.tempdir = str(folder)
@@ -37,6 +39,8 @@ def empty_tmpdir(pytestconfig):
             os.environ["TMPDIR"] = before_env
         tempfile.tempdir = before_tempdir
     left = sorted(p.name for p in folder.iterdir())
+    if not left:
+        folder.rmdir()
     assert not left, (f"the test session left {len(left)} entries in its TMPDIR {folder}: "
                       + "; ".join(f"{name} (new after {', '.join(_LEFT_BY.get(name, ['the last test']))})"
                                   for name in left))

@@ -353,7 +353,7 @@ def test_output_files_are_strict_json():
 
     import numpy as np
 
-    from agents.base import jsonable
+    from agents.jsonio import jsonable
 
     doc = {"accuracy": math.nan, "flops": np.float32(2.5), "n": np.int64(3), "row": np.arange(2), "t": (1, 2),
            "inf": -math.inf, "nested": [{"x": np.nan}], "obj": object}

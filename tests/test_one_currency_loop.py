@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,10 +82,12 @@ def ray_local(spy_file):
 
     if ray.is_initialized():
         pytest.skip("Ray was started elsewhere, without the spy's environment")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    temp_dir = tempfile.mkdtemp(prefix="ray")  # Ray's session files: short (socket paths), removed after
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
              runtime_env={"env_vars": {SPY_VAR: str(spy_file)}})
     yield ray
     ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 BUDGET, BATCH = 20, 8  # rounds of 8, 8 and 4

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.base import jsonable
 from agents.cli.args import (
     PROG,
     REWARD_SUMMARIES,
@@ -39,6 +38,7 @@ from agents.cli.args import (
     add_run_arguments,
 )
 from agents.cli.search import cmd_search
+from agents.jsonio import jsonable
 from agents.registry import algorithm_spec, config_fields, registered_algorithms
 
 __all__ = ["build_parser", "load_plugin", "main", "plugins_in"]

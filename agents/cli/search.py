@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from agents.base import Trial, algorithm_config, best_trial, jsonable, run
+from agents.base import Trial, algorithm_config, best_trial, run
 from agents.cli.args import PROG, UsageError
 from agents.cli.runs import trial_pipeline
 from agents.cli.spec import Prepared, build_spec, preflight
+from agents.jsonio import jsonable
 
 __all__ = ["Callbacks", "TrialsFile", "cmd_search", "write_best"]
 

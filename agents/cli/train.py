@@ -24,9 +24,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agents.base import best_trial, jsonable
+from agents.base import best_trial
 from agents.cli.args import UsageError
 from agents.cli.runs import read_config, read_run, search_running, trial_pipeline
+from agents.jsonio import jsonable
 
 __all__ = ["add_train_command", "final_settings", "train_best"]
 
