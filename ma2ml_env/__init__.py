@@ -44,6 +44,7 @@ from ma2ml_env.rewards import (
 from ma2ml_env.rewards.base import STATUS_CODES, SUCCESS_STATUSES
 from ma2ml_env.rewards.tabular import BENCHMARKS, benchmark_env, load_table
 from ma2ml_env.space import SearchSpace
+from ma2ml_env.stepwise import DECISIONS_ENV_ID, DecisionStepEnv
 from ma2ml_env.views import JOINT_ENV_ID, JointActionEnv
 
 __version__ = "0.1.0"
@@ -51,6 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AUG_OPS",
     "BENCHMARKS",
+    "DECISIONS_ENV_ID",
     "DEFAULT_MODULES",
     "ENV_ID",
     "INFO_KEYS",
@@ -68,6 +70,7 @@ __all__ = [
     "BatchResult",
     "CostBudget",
     "Decision",
+    "DecisionStepEnv",
     "EvalResult",
     "Evaluator",
     "EvaluatorCheckError",
@@ -99,6 +102,10 @@ if ENV_ID not in _pettingzoo.parallel_registry:
     _pettingzoo.register("parallel", ENV_ID, entry_point="ma2ml_env.env:parallel_env")
 if ENV_ID not in _pettingzoo.aec_registry:
     _pettingzoo.register("aec", ENV_ID, entry_point="ma2ml_env.env:env")
+if DECISIONS_ENV_ID not in _pettingzoo.parallel_registry:
+    _pettingzoo.register("parallel", DECISIONS_ENV_ID, entry_point="ma2ml_env.stepwise:decision_parallel_env")
+if DECISIONS_ENV_ID not in _pettingzoo.aec_registry:
+    _pettingzoo.register("aec", DECISIONS_ENV_ID, entry_point="ma2ml_env.stepwise:decision_aec_env")
 if JOINT_ENV_ID not in _gymnasium.registry:
     _gymnasium.register(JOINT_ENV_ID, entry_point="ma2ml_env.views:JointActionEnv")
 # the tabular tasks: ma2ml/NB201-cifar10-v0, ma2ml/FCNet-..., ma2ml/HPOBench-...
