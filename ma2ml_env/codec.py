@@ -14,9 +14,9 @@ order, each as a 0-based index ``0 <= idx[d] < nvec[d]`` (the action value minus
 
 :meth:`JointActionCodec.validate` is the one validation of a per-agent joint action (the PettingZoo
 boundary): it names the wrong keys, the wrong length, the first out-of-range value (and its decision, when
-the codec knows decision names), non-integer values and booleans. :meth:`~JointActionCodec.encode` and
-:meth:`~JointActionCodec.validate_fast` check the common case (right keys, 1-d int64 arrays in range)
-in a few microseconds and fall back to it for anything else. :meth:`JointActionCodec.validate_batch` is
+the codec knows decision names), non-integer values and booleans. :meth:`~JointActionCodec.encode` checks
+the common case (right keys, 1-d int64 arrays in range) in a few microseconds and falls back to it for
+anything else. :meth:`JointActionCodec.validate_batch` is
 the one validation of a batch of flat joint actions (what search loops and ``env.evaluate`` take).
 """
 
@@ -190,11 +190,6 @@ class JointActionCodec:
         except ValueError:
             return False
         return True
-
-    def validate_fast(self, action: Mapping[str, Any]) -> tuple[np.ndarray, list[int]]:
-        """:meth:`encode`, also returning the index vector as a list of ints."""
-        flat = self.encode(action)
-        return flat, flat.tolist()
 
     def validate_batch(self, actions: Any) -> np.ndarray:
         """THE validation of a batch of flat joint actions: int64 ``[K, D]`` (C-contiguous) in this codec's
