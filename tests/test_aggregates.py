@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from agents.aggregates import (
+    check_marl_eval,
     interval,
     iqm,
     marl_eval_json,
@@ -65,6 +66,28 @@ def test_interval_brackets_the_estimate_and_is_seeded():
     assert plo.shape == (2,) and (plo <= phi).all()
 
 
+def test_statistics_of_a_stack_and_vectorized_intervals_match_the_loop():
+    rng = np.random.default_rng(2)
+    a, b = rng.uniform(size=(6, 4)), rng.uniform(size=(5, 4))
+    stack = np.stack([a, a[::-1] * 0.5, np.ones_like(a)])  # three matrices
+    np.testing.assert_allclose(iqm(stack), [iqm(m) for m in stack])
+    np.testing.assert_allclose(optimality_gap(stack), [optimality_gap(m) for m in stack])
+    np.testing.assert_allclose(probability_of_improvement(stack, np.stack([b] * 3)),
+                               [probability_of_improvement(m, b) for m in stack])
+    assert performance_profile(stack, [0.2, 0.9]).shape == (3, 2)
+    # the same draws either way: the same interval, for this module's statistics (vectorized by default)
+    for stat, args in ((iqm, (a,)), (optimality_gap, (a,)), (probability_of_improvement, (a, b))):
+        assert interval(stat, *args, reps=300, seed=1) == interval(stat, *args, reps=300, seed=1, vectorized=False)
+    lo, hi = interval(lambda s: performance_profile(s, [0.3, 0.6]), a, reps=300, vectorized=True)
+    lo2, hi2 = interval(lambda s: performance_profile(s, [0.3, 0.6]), a, reps=300)
+    np.testing.assert_array_equal(lo, lo2)
+    np.testing.assert_array_equal(hi, hi2)
+    (draws,) = stratified_resample(np.random.default_rng(0), a, reps=7)
+    assert draws.shape == (7, 6, 4) and all(set(draws[:, :, j].ravel()) <= set(a[:, j]) for j in range(4))
+    with pytest.raises(ValueError, match="one value per draw"):
+        interval(lambda s: float(s.mean()), a, reps=10, vectorized=True)
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="runs, tasks"):
         iqm([1.0, 2.0])
@@ -75,16 +98,46 @@ def test_bad_input_is_refused():
 
 
 def test_marl_eval_json_layout():
-    curves = {"car": {"ma2ml": [[0.1, 0.5, 0.7], [0.2, 0.2, 0.9]], "tpe": [[0.3, 0.3, 0.3], [0.0, 0.4, 0.8]]}}
-    out = marl_eval_json("ma2ml", curves, steps=[1, 3], metrics={"score": lambda v: v,
-                                                                  "regret": lambda v: 1.0 - v})
-    json.dumps(out)  # serialisable
+    best = {"ma2ml": [[0.1, 0.5, 0.7], [0.2, 0.2, 0.9]], "tpe": [[0.3, 0.3, 0.3], [0.0, 0.4, 0.8]]}
+    runs = {"car": {a: [{"score": c, "regret": [1.0 - v for v in c]} for c in cs] for a, cs in best.items()}}
+    out = marl_eval_json("ma2ml", runs, steps=[1, 3])
+    assert json.loads(json.dumps(out)) == out  # serialisable as it is
+    check_marl_eval(json.loads(json.dumps(out)))
     run = out["ma2ml"]["car"]["ma2ml"]["run_1"]
     assert run["step_0"] == {"step_count": 1, "score": [0.2], "regret": [pytest.approx(0.8)]}
     assert run["step_1"]["step_count"] == 3 and run["step_1"]["score"] == [0.9]
     assert run["absolute_metrics"] == {"score": [0.9], "regret": [pytest.approx(0.1)]}
     assert sorted(out["ma2ml"]["car"]["tpe"]) == ["run_0", "run_1"]
-    with pytest.raises(ValueError, match="same number of runs"):
-        marl_eval_json("e", {"t": {"a": [[1.0]], "b": [[1.0], [1.0]]}}, [1], {"s": lambda v: v})
+    with pytest.raises(ValueError, match="same runs"):
+        marl_eval_json("e", {"t": {"a": [{"s": [1.0]}], "b": [{"s": [1.0]}, {"s": [1.0]}]}}, [1])
     with pytest.raises(ValueError, match="evaluations"):
-        marl_eval_json("e", {"t": {"a": [[1.0]]}}, [2], {"s": lambda v: v})
+        marl_eval_json("e", {"t": {"a": [{"s": [1.0]}]}}, [2])
+    with pytest.raises(ValueError, match="steps must be"):
+        marl_eval_json("e", {"t": {"a": [{"s": [1.0]}]}}, [0])
+
+
+def _valid():
+    run = {"step_0": {"step_count": 10, "score": [0.5]}, "step_1": {"step_count": 20, "score": [0.6]},
+           "absolute_metrics": {"score": [0.6]}}
+    return {"env": {t: {a: {"run_0": json.loads(json.dumps(run))} for a in ("x", "y")} for t in ("t1", "t2")}}
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda d: d["env"]["t2"].pop("y"), "same tasks"),
+    (lambda d: d["env"]["t1"]["y"].update(run_1=d["env"]["t1"]["y"]["run_0"]), "same runs"),
+    (lambda d: d["env"]["t1"]["x"]["run_0"].pop("step_1"), "differ from those of"),
+    (lambda d: d["env"]["t1"]["x"]["run_0"]["step_1"].update(step_count=30), "differ from those of"),
+    (lambda d: d["env"]["t2"]["y"]["run_0"]["step_0"].update(regret=[0.1]), "differ from those of"),
+    (lambda d: d["env"]["t1"]["x"]["run_0"].pop("absolute_metrics"), "no absolute_metrics"),
+    (lambda d: d["env"]["t1"]["x"]["run_0"]["step_0"].update(step_count=10.0), "step_count must be an integer"),
+    (lambda d: d["env"]["t1"]["x"]["run_0"]["step_0"].update(score=0.5), "non-empty list of finite numbers"),
+    (lambda d: d["env"]["t1"]["x"]["run_0"]["step_0"].update(score=[float("nan")]), "finite numbers"),
+    (lambda d: d["env"]["t1"]["x"]["run_0"].update(final={}), "neither step_<k> nor absolute_metrics"),
+    (lambda d: d["env"].clear(), "non-empty object"),
+])
+def test_check_marl_eval_names_what_is_wrong(break_it, message):
+    check_marl_eval(_valid())
+    data = _valid()
+    break_it(data)
+    with pytest.raises(ValueError, match=message):
+        check_marl_eval(data)
