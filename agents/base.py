@@ -16,14 +16,13 @@ same trials as an uninterrupted run. Logging and output files are callbacks of t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import pickle
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -31,6 +30,7 @@ import gymnasium
 import numpy as np
 
 from agents.jsonio import json_dumps
+from agents.threads import torch_threads
 from ma2ml_env.codec import JointActionCodec
 from ma2ml_env.rewards.base import SUCCESS_STATUSES, EvalResult
 
@@ -50,26 +50,6 @@ __all__ = [
     "search_config",
     "torch_threads",
 ]
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads, then restore the process-wide setting (``None``:
-    leave it). Thread start-up and contention dominate tiny torch computations on a few cores, and a
-    fixed thread count makes their floating-point reductions, hence a search, the same on any machine."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != before:
-            torch.set_num_threads(before)
-
 
 class SearchAlgorithm:
     """Base class of search algorithms over a multi-agent joint action space.
@@ -152,6 +132,10 @@ class Trial:
         result: the :class:`~ma2ml_env.EvalResult` the reward backend returned.
         seed: the evaluation seed (:func:`evaluation_seed`).
         key: the joint action's canonical string (:meth:`~ma2ml_env.JointActionCodec.key`).
+        level, start, full, clock: multi-fidelity searches only (:mod:`agents.multifidelity`): the fidelity
+            level evaluated at, the level the child continued from (``-1``: fresh), whether ``level`` is the
+            full training, and the simulated time at which the result arrived. ``level`` is ``None`` in a
+            full-fidelity search.
     """
 
     index: int
@@ -160,6 +144,10 @@ class Trial:
     result: EvalResult
     seed: int = 0
     key: str = ""
+    level: int | None = None
+    start: int = -1
+    full: bool = True
+    clock: float = math.nan
 
     @property
     def score(self) -> float:
@@ -181,8 +169,15 @@ class Trial:
     def to_dict(self) -> dict[str, Any]:
         """``index, round, seed, action`` (the flat row as a list) and the result's fields (``score, status,
         accuracy, ...``)."""
-        return {"index": self.index, "round": self.round, "seed": self.seed, "action": list(self.action),
-                **self.result.to_dict()}
+        out = {"index": self.index, "round": self.round, "seed": self.seed, "action": list(self.action),
+               **self.result.to_dict()}
+        if self.level is not None:
+            out.update(self.fidelity_dict())
+        return out
+
+    def fidelity_dict(self) -> dict[str, Any]:
+        """``level, start, full, clock`` (what a multi-fidelity trial records beside its result)."""
+        return {"level": self.level, "start": self.start, "full": self.full, "clock": self.clock}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Trial:
@@ -193,15 +188,19 @@ class Trial:
         fields = ("score", "status", "accuracy", "flops", "params", "seconds", "info")
         res = EvalResult(**{k: (math.nan if d[k] is None else d[k]) if k in ("accuracy", "flops", "params")
                             else d[k] for k in fields if k in d})
+        fid = {} if d.get("level") is None else {"level": int(d["level"]), "start": int(d["start"]),
+                                                   "full": bool(d["full"]), "clock": float(d["clock"])}
         return cls(int(d["index"]), int(d["round"]), tuple(int(v) for v in d["action"]), res,
-                   int(d.get("seed", 0)), str(d.get("key", "")))
+                   int(d.get("seed", 0)), str(d.get("key", "")), **fid)
 
 
 def best_trial(trials: Sequence[Trial]) -> Trial:
-    """The best trial: highest score, the earliest on ties (the one rule every report uses)."""
+    """The best trial: highest score, the earliest on ties (the one rule every report uses); in a
+    multi-fidelity search, among the full trainings when there are any."""
     if not trials:
         raise ValueError("the search evaluated no pipeline")
-    return max(trials, key=lambda t: (t.score, -t.index))
+    full = [t for t in trials if t.full]
+    return max(full or trials, key=lambda t: (t.score, -t.index))
 
 
 @dataclass
@@ -403,6 +402,9 @@ def run(
     store: Recorder | None = None,
     resume: bool = True,
     dedupe: bool = False,
+    scheduler: Any = None,
+    workers: int = 1,
+    budget_seconds: float | None = None,
 ) -> SearchResult:
     """Run ``algorithm`` on ``env`` for ``budget`` evaluations.
 
@@ -422,6 +424,9 @@ def run(
         dedupe: serve a joint action already evaluated (status ``ok``/``over_budget``) from the record
             instead of evaluating it again (its ``info`` gets ``cached_from``; ``seconds`` is 0). Only
             correct when the reward does not depend on the evaluation seed (no noise).
+        scheduler, workers, budget_seconds: a multi-fidelity search (:mod:`agents.multifidelity`): an
+            :mod:`agents.schedulers` scheduler stops weak children early on ``workers`` simulated workers;
+            ``budget`` then counts full trainings, ``budget_seconds`` (optional) simulated seconds.
 
     Returns:
         The :class:`SearchResult` with every trial; ``best_pipeline`` is decoded when the env can.
@@ -431,9 +436,18 @@ def run(
         FileExistsError: ``resume=False`` and the store already holds trials.
     """
     check_run_arguments(budget, batch_size)
+    config = search_config(algorithm, env, seed, batch_size)
+    if scheduler is not None:
+        from agents.multifidelity import check_fidelity_arguments, fidelity_config, search_fidelity
+
+        check_fidelity_arguments(env, scheduler, workers, budget_seconds, dedupe)
+        config.update(fidelity_config(scheduler, workers))
     rec: Recorder = MemoryRecorder() if store is None else store
     try:
-        rec.begin(search_config(algorithm, env, seed, batch_size), resume, budget, dedupe)
+        rec.begin(config, resume, budget, dedupe)
+        if scheduler is not None:
+            return search_fidelity(algorithm, env, budget, seed, batch_size, callback, rec, scheduler, workers,
+                                   budget_seconds)
         return _search(algorithm, env, budget, seed, batch_size, callback, rec, dedupe)
     finally:
         rec.end()

@@ -148,26 +148,32 @@ def log_probs(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class ReplayBuffer:
-    """The paper's replay buffer ``D``: every evaluated joint action (flat rows ``int64 [N, D]``), its reward
-    and the round it was proposed in, in evaluation order."""
+    """The paper's replay buffer ``D``: every evaluated joint action (flat rows ``int64 [N, D]``), its reward,
+    the round it was observed in and the fidelity level of the reward (0 at full fidelity; see
+    :meth:`agents.ma2ml_plus.MA2MLPlus.observe_levels`), in evaluation order."""
 
     def __init__(self, n_dec: int) -> None:
         self.actions = np.zeros((0, n_dec), dtype=np.int64)
         self.rewards = np.zeros(0, dtype=np.float64)
         self.rounds = np.zeros(0, dtype=np.int64)
+        self.levels = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.rewards)
 
-    def add(self, actions: np.ndarray, rewards: np.ndarray, rnd: int) -> None:
+    def add(self, actions: np.ndarray, rewards: np.ndarray, rnd: int, levels: np.ndarray | None = None) -> None:
         self.actions = np.concatenate([self.actions, actions])
         self.rewards = np.concatenate([self.rewards, rewards])
         self.rounds = np.concatenate([self.rounds, np.full(len(rewards), rnd, dtype=np.int64)])
+        lv = np.zeros(len(rewards), dtype=np.int64) if levels is None else np.asarray(levels, dtype=np.int64)
+        self.levels = np.concatenate([self.levels, lv])
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {"actions": self.actions.copy(), "rewards": self.rewards.copy(), "rounds": self.rounds.copy()}
+        return {"actions": self.actions.copy(), "rewards": self.rewards.copy(), "rounds": self.rounds.copy(),
+                "levels": self.levels.copy()}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         self.actions = np.array(state["actions"], dtype=np.int64)
         self.rewards = np.array(state["rewards"], dtype=np.float64)
         self.rounds = np.array(state["rounds"], dtype=np.int64)
+        self.levels = np.array(state.get("levels", np.zeros(len(self.rewards))), dtype=np.int64)

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import torch_threads
 from agents.common import AlgorithmConfig, positive_int
 from agents.optuna_ask_tell import OptunaAskTell
+from agents.threads import torch_threads
 
 __all__ = ["GPBO", "GPConfig"]
 

@@ -60,9 +60,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.base import torch_threads
 from agents.common import AlgorithmConfig, ConfiguredSearch, choice, in_range, positive_int
 from agents.critics import MLPCritic, ReplayBuffer, log_probs
+from agents.threads import torch_threads
 
 __all__ = ["MA2ML", "MA2MLConfig", "MA2MLLite"]
 
@@ -284,13 +284,13 @@ class MA2ML(ConfiguredSearch):
         with torch_threads(self.config.torch_threads):
             self._observe(flat, r)
 
-    def _observe(self, flat: np.ndarray, r: np.ndarray) -> None:
+    def _observe(self, flat: np.ndarray, r: np.ndarray, levels: np.ndarray | None = None) -> None:
         if not len(r):
             return
         if not np.all(np.isfinite(r)):
             raise ValueError("scores must be finite (the search loop maps failures to a defined score)")
         cfg, start = self.config, len(self.buffer)
-        self.buffer.add(flat, r, self.rounds_done)
+        self.buffer.add(flat, r, self.rounds_done, levels)
         self._reward_mean = float(self.buffer.rewards.mean())
         std = float(self.buffer.rewards.std())
         self._reward_std = std if std > 1e-12 else 1.0
@@ -334,17 +334,26 @@ class MA2ML(ConfiguredSearch):
         return np.concatenate([rows, self._elite_rows(n_elite)]) if n_elite else rows
 
     def _elite_rows(self, n: int) -> np.ndarray:
-        """``n`` buffer rows drawn uniformly from the best ``elite_quantile`` by reward."""
+        """``n`` buffer rows drawn uniformly from the best ``elite_quantile`` by :meth:`_merit`."""
         k = max(1, int(np.ceil(self.config.elite_quantile * len(self.buffer))))
-        top = np.argsort(-self.buffer.rewards, kind="stable")[:k]  # stable: ties keep evaluation order
+        top = np.argsort(-self._merit(), kind="stable")[:k]  # stable: ties keep evaluation order
         return top[self.rng.integers(0, k, size=n)]
 
+    def _merit(self) -> np.ndarray:
+        """What ranks the buffer's rows (elites): their rewards."""
+        return self.buffer.rewards
+
     def _cols(self, flat: torch.Tensor) -> torch.Tensor:
+        """The critic's input (column indices) for joint actions ``flat [B, D]``."""
         return flat + self._col_offset
+
+    def _buffer_cols(self, rows: np.ndarray) -> torch.Tensor:
+        """The critic's input for buffer rows (what the critic regresses on)."""
+        return self._cols(torch.as_tensor(self.buffer.actions[rows]))
 
     def critic_step(self, rows: np.ndarray) -> float:
         """One regression step of ``Q`` on buffer rows: ``mean (Q(a) - r~)^2`` (every ensemble member)."""
-        cols = self._cols(torch.as_tensor(self.buffer.actions[rows]))
+        cols = self._buffer_cols(rows)
         target = torch.as_tensor(self._targets[rows]).float()
         loss = (self.critic(cols) - target).pow(2).mean()
         self.critic_opt.zero_grad(set_to_none=True)
@@ -427,6 +436,7 @@ class MA2ML(ConfiguredSearch):
         state = copy.deepcopy(dict(state))
         self.config = self.config_class(**state["config"])
         self.setup(state["action_spaces"], state["seed"])
+        self._restore_setup(state)
         with torch.no_grad():
             self.logits.copy_(state["logits"])
             self.target_logits.copy_(state["target_logits"])
@@ -436,6 +446,10 @@ class MA2ML(ConfiguredSearch):
         self.torch_gen.set_state(state["torch_rng"])
         self.baseline, self.rounds_done = state["baseline"], state["rounds_done"]
         self._reward_mean, self._reward_std = state["reward_stats"]
+
+
+    def _restore_setup(self, state: Mapping[str, Any]) -> None:
+        """What a subclass restores between :meth:`setup` and loading the networks (shapes); nothing here."""
 
 
 class MA2MLLite(MA2ML):

@@ -2,8 +2,9 @@
 
     from agents.registry import make_algorithm, registered_algorithms
     algo = make_algorithm("tpe", n_startup_trials=20)     # config fields as keyword arguments
-    registered_algorithms()   # ('a2c', 'evolution', 'gp', 'independent', 'local-search', 'ma2ml',
-                              #  'ma2ml-lite', 'ma2ml-paper', 'ppo', 'random', 'separate', 'tpe')
+    registered_algorithms()   # ('a2c', 'evolution', 'gp', 'independent', 'ippo', 'iql', 'local-search',
+                              #  'ma2ml', 'ma2ml-lite', 'ma2ml-paper', 'mappo', 'ppo', 'qmix', 'random',
+                              #  'separate', 'tpe', 'vdn')
 
 Entries are ``"package.module:Class"`` strings imported on first use, so an algorithm whose optional
 dependency is missing or broken does not stop the others from loading. Users add their own with
@@ -22,6 +23,7 @@ from agents.base import SearchAlgorithm
 from agents.common import check_field_types
 
 __all__ = [
+    "EXTRA_MODULES",
     "AlgorithmSpec",
     "algorithm_spec",
     "config_fields",
@@ -52,6 +54,14 @@ class AlgorithmSpec:
     summary: str = ""
     extra: str | None = None
 
+    @property
+    def requires(self) -> str | None:
+        """The module its extra brings (``None``: no extra), e.g. ``"stable_baselines3"`` for ``sb3``."""
+        return None if self.extra is None else EXTRA_MODULES.get(self.extra, self.extra)
+
+
+#: the importable module of each pip extra an algorithm may need
+EXTRA_MODULES = {"optuna": "optuna", "sb3": "stable_baselines3", "torchrl": "torchrl"}
 
 _REGISTRY: dict[str, AlgorithmSpec] = {}
 
@@ -195,3 +205,14 @@ register_algorithm("ma2ml-paper", "agents.ma2ml:MA2ML", config="agents.ma2ml:MA2
                            "updates around target policies")
 register_algorithm("ma2ml-lite", "agents.ma2ml:MA2MLLite", config="agents.ma2ml:MA2MLConfig",
                    summary="MA2ML-Lite (the paper's): per-agent REINFORCE on the shared reward, on-policy")
+# MARL-library algorithms (TorchRL 0.14's multi-agent components) on the decision-per-step view
+register_algorithm("mappo", "agents.marl.ppo:MAPPO", config="agents.marl.ppo:PPOConfig", extra="torchrl",
+                   summary="TorchRL MAPPO on the decision-per-step view: shared masked policy, centralised critic")
+register_algorithm("ippo", "agents.marl.ppo:IPPO", config="agents.marl.ppo:PPOConfig", extra="torchrl",
+                   summary="TorchRL IPPO on the decision-per-step view: shared masked policy, per-agent critic")
+register_algorithm("iql", "agents.marl.q:IQL", config="agents.marl.q:QConfig", extra="torchrl",
+                   summary="TorchRL independent Q-learning (DQNLoss) on the decision-per-step view")
+register_algorithm("vdn", "agents.marl.q:VDN", config="agents.marl.q:QConfig", extra="torchrl",
+                   summary="TorchRL VDN (QMixerLoss + VDNMixer) on the decision-per-step view")
+register_algorithm("qmix", "agents.marl.q:QMIX", config="agents.marl.q:QConfig", extra="torchrl",
+                   summary="TorchRL QMIX (QMixerLoss + QMixer on the global state) on the decision-per-step view")

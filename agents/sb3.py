@@ -15,7 +15,6 @@ from typing import Any, Literal
 import gymnasium
 import numpy as np
 
-from agents.base import torch_threads
 from agents.common import (
     AlgorithmConfig,
     ConfiguredSearch,
@@ -26,6 +25,7 @@ from agents.common import (
     require,
     rng_state,
 )
+from agents.threads import torch_threads
 
 __all__ = ["SB3Agent", "SB3Config"]
 

@@ -261,7 +261,9 @@ class TrialStore:
             db.execute(
                 "INSERT OR REPLACE INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (trial.index, trial.round, int(trial.seed), trial.key, json_dumps(trial.action),
-                 float(trial.score), trial.status, json_dumps(trial.result.to_dict()), time.time()),
+                 float(trial.score), trial.status,
+                 json_dumps({**trial.result.to_dict(), **(trial.fidelity_dict() if trial.level is not None else {})}),
+                 time.time()),
             )
 
     def _rows(self, where: str = "", args: Sequence[Any] = ()) -> list[Trial]:
@@ -310,7 +312,10 @@ class TrialStore:
 
     def completed_trials(self) -> list[Trial]:
         """The trials of the rounds the algorithm has observed (what an interrupted round's output files
-        hold: its trials are reported when the round completes)."""
+        hold: its trials are reported when the round completes); in a multi-fidelity search, every trial
+        (each is final the moment it is recorded)."""
+        if (self.config() or {}).get("scheduler") is not None:
+            return self.trials()
         done = {r.round for r in self.rounds() if r.observed}
         return [t for t in self.trials() if t.round in done]
 

@@ -4,32 +4,31 @@
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from suite_marl import community_section, load_table_for, normalised_regret, save_panels
 from suite_tables import ALGORITHMS, PRESETS, ROOT, TABULAR_TASKS, TASKS, TaskSpec
+
+from agents.aggregates import interval, iqm
 
 
 # -- statistics ----------------------------------------------------------------------------------------------
+def _mean(s: np.ndarray) -> np.ndarray:
+    return s.mean(axis=(-2, -1))  # of each draw of a stack [draws, seeds, 1]
+
+
 def bootstrap_ci(x: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile-bootstrap interval of the mean."""
+    """Mean and 95% percentile-bootstrap interval of the mean over seeds (``agents.aggregates.interval``
+    with one task: the stratified bootstrap of a single stratum)."""
     x = np.asarray(x, dtype=float)
     if len(x) == 1:
         return float(x[0]), float(x[0]), float(x[0])
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n, len(x)))].mean(axis=1)
-    return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def iqm(x: np.ndarray) -> float:
-    """Interquartile mean (Agarwal et al. 2021)."""
-    x = np.sort(np.asarray(x, dtype=float))
-    lo, hi = math.floor(len(x) * 0.25), math.ceil(len(x) * 0.75)
-    return float(x[lo:hi].mean()) if hi > lo else float(x.mean())
+    lo, hi = interval(_mean, x[:, None], reps=n, seed=seed, vectorized=True)
+    return float(x.mean()), lo, hi
 
 
 def load_cells(out: Path) -> dict[tuple[str, str], list[dict]]:
@@ -52,25 +51,12 @@ def summarise(recs: list[dict], target: float) -> dict[str, Any]:
     if all("true_scores" in r for r in recs):  # what the incumbent (best observed trial) is really worth
         true = bootstrap_ci(np.array([r["true_scores"][int(np.argmax(r["scores"]))] for r in recs]))
     return dict(
-        n=len(recs), final=bootstrap_ci(finals), final_iqm=iqm(finals), auc=bootstrap_ci(auc), true=true, test=test,
+        n=len(recs), final=bootstrap_ci(finals), final_iqm=iqm(finals[:, None]), auc=bootstrap_ci(auc), true=true,
+        test=test,
         reach_frac=len(reached) / len(reach), reach_median=float(np.median(reached)) if reached else None,
         wall=float(np.mean([r["wall_seconds"] for r in recs])), curves=curves,
         optimum=recs[0].get("optimum"),
     )
-
-
-def load_table_for(task: str) -> Any:
-    """The recorded table of a tabular suite task."""
-    from ma2ml_env.rewards.tabular import load_table
-
-    return load_table(TASKS[task].benchmark)
-
-
-def normalised_regret(rec: dict, table: Any, upto: int) -> float:
-    """Regret of the incumbent after ``upto`` evaluations, by its seed-mean (true) score, normalised by the
-    task: 0 = the optimum, 1 = a median configuration of the table."""
-    inc = int(np.argmax(rec["scores"][:upto]))
-    return (rec["optimum"] - rec["true_scores"][inc]) / (rec["optimum"] - table.median_score)
 
 
 def tabular_section(out: Path, cells: dict[tuple[str, str], list[dict]], plt: Any) -> list[str]:
@@ -140,11 +126,7 @@ def tabular_section(out: Path, cells: dict[tuple[str, str], list[dict]], plt: An
         ax.set_title(f)
         ax.set_xlabel("evaluations")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("normalised regret (true score)")
-    axes[0][-1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "curves-tabular.png", dpi=110)
-    plt.close(fig)
+    save_panels(fig, axes, "normalised regret (true score)", out / "curves-tabular.png")
     lines += ["", "![tabular](curves-tabular.png)", ""]
     repro = out / "nb201-repro" / "nb201-repro.md"
     if repro.exists():
@@ -245,12 +227,17 @@ def write_report(out: Path, command: str, throughput: str | None = None) -> Path
     tasks = sorted({t for t, _ in cells if t not in TABULAR_TASKS}, key=order_key)
     order = [a for a in ALGORITHMS if any((t, a) in cells for t in tasks)]
     present = {t for t, _ in cells}
-    presets = [name for name, cfg in PRESETS.items() if name != "smoke" and set(cfg["tasks"]) <= present]
+    def ran(cfg: dict) -> bool:  # every task of the preset has cells, and most of its algorithms ran on all
+        done = [a for a in cfg["algos"] if all((t, a) in cells for t in cfg["tasks"])]
+        return set(cfg["tasks"]) <= present and 2 * len(done) > len(cfg["algos"])
+
+    presets = [name for name, cfg in PRESETS.items() if name != "smoke" and ran(cfg)]
     if presets:
         out_arg = "" if out.resolve() == (ROOT / "benchmarks" / "results").resolve() else f" --out {out}"
         runs = [f"python benchmarks/suite.py run --preset {p} --jobs 2{out_arg}" for p in presets]
         for p in presets:  # variants outside the presets that have cells for every task of one
             extra = [a for a in ALGORITHMS if not ALGORITHMS[a].in_presets
+                     and not any(a in PRESETS[q]["algos"] for q in presets)
                      and all((t, a) in cells for t in PRESETS[p]["tasks"])]
             if extra:
                 runs.append(f"python benchmarks/suite.py run --preset {p} --algos {','.join(extra)} --jobs 2{out_arg}")
@@ -274,6 +261,7 @@ def write_report(out: Path, command: str, throughput: str | None = None) -> Path
     ]
     lines += tabular_section(out, cells, plt)
     lines += ablation_section(cells)
+    lines += community_section(out, cells, plt)
     realism = out / "surrogate-realism.md"
     if realism.exists():
         lines += [realism.read_text(), ""]

@@ -42,6 +42,8 @@ from ma2ml_env.rewards import (
     registered_evaluators,
 )
 from ma2ml_env.rewards.base import STATUS_CODES, SUCCESS_STATUSES
+from ma2ml_env.rewards.fidelity import Fidelity
+from ma2ml_env.rewards.learning_curves import LearningCurveEvaluator, learning_curve_env, learning_curve_tasks
 from ma2ml_env.rewards.tabular import BENCHMARKS, benchmark_env, load_table
 from ma2ml_env.space import SearchSpace
 from ma2ml_env.stepwise import DECISIONS_ENV_ID, DecisionStepEnv
@@ -74,9 +76,11 @@ __all__ = [
     "EvalResult",
     "Evaluator",
     "EvaluatorCheckError",
+    "Fidelity",
     "HyperParameterModule",
     "JointActionCodec",
     "JointActionEnv",
+    "LearningCurveEvaluator",
     "ModuleCheckError",
     "Pipeline",
     "PipelineEvaluator",
@@ -87,6 +91,8 @@ __all__ = [
     "check_evaluator",
     "check_module",
     "env",
+    "learning_curve_env",
+    "learning_curve_tasks",
     "load_table",
     "make_evaluator",
     "make_module",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
 from ma2ml_env.pipeline import Pipeline
 from ma2ml_env.rewards.base import SUCCESS_STATUSES, BatchResult, EvalResult, Evaluator
+from ma2ml_env.rewards.fidelity import Fidelity
 from ma2ml_env.space import SearchSpace
 
 __all__ = ["EvaluatorCheckError", "check_evaluator"]
@@ -85,7 +86,13 @@ def check_evaluator(
       copy (``seconds`` and ``info`` are not compared);
     * one row at a time (where evaluators keep private single-row fast paths) gives the batch's results
       (relative tolerance ``rel``);
-    * ``config()`` is a dict that survives a JSON round trip unchanged, equal on the unpickled copy.
+    * ``config()`` is a dict that survives a JSON round trip unchanged, equal on the unpickled copy;
+    * an evaluator that declares ``fidelity`` (a :class:`~ma2ml_env.Fidelity`; :mod:`ma2ml_env.rewards.fidelity`)
+      evaluates the batch at every level (``levels=``); a ``deterministic`` one gives at the last level the
+      results of ``evaluate(actions, seeds)``, and continuing from the first level to the last
+      (``start=``) gives the results of going straight there, at a cost (``seconds``) of the difference of
+      the two (relative tolerance ``rel``; not checked when ``wall_clock_seconds``); a level outside the
+      levels, or a start not below its level, raises ``ValueError``.
 
     Raises:
         EvaluatorCheckError: on the first broken rule, naming it.
@@ -118,9 +125,10 @@ def check_evaluator(
     seeds = np.array([int(seed) * 1000 + 17 * i + 1 for i in range(num_pipelines)], dtype=np.int64)
 
     def run(e: Evaluator, what: str, rows: np.ndarray = actions, row_seeds: np.ndarray = seeds,
-            on_result: Any = None) -> list[EvalResult]:
+            on_result: Any = None, **fidelity: Any) -> list[EvalResult]:
         try:
-            out = e.evaluate(rows, row_seeds) if on_result is None else e.evaluate(rows, row_seeds, on_result)
+            out = (e.evaluate(rows, row_seeds, **fidelity) if on_result is None else
+                   e.evaluate(rows, row_seeds, on_result, **fidelity))
         except Exception as exc:  # noqa: BLE001
             _fail(
                 ev,
@@ -182,6 +190,53 @@ def check_evaluator(
         )
     if _normal(clone.config()) != _normal(cfg):
         _fail(ev, "config() of an unpickled copy differs from the original's")
+    fid = getattr(ev, "fidelity", None)
+    if fid is not None:
+        _check_fidelity(ev, fid, run, actions, seeds, first if deterministic else None, rel)
+
+
+def _check_fidelity(ev: Any, fid: Any, run: Callable[..., list[EvalResult]], actions: np.ndarray,
+                    seeds: np.ndarray, full: list[EvalResult] | None, rel: float) -> None:
+    """The fidelity rules of :func:`check_evaluator` (``full``: the results without levels, for a
+    deterministic evaluator)."""
+    if not isinstance(fid, Fidelity):
+        _fail(ev, f"fidelity must be a ma2ml_env.Fidelity (or None), got {type(fid).__name__}")
+    k, top = len(actions), fid.top
+
+    def at(level: int, start: int = -1) -> list[EvalResult]:
+        what = f"evaluate(actions, seeds, levels=[{level}]*{k}" + (f", start=[{start}]*{k})" if start >= 0 else ")")
+        return run(ev, what, levels=np.full(k, level, dtype=np.int64),
+                   start=None if start < 0 else np.full(k, start, dtype=np.int64))
+
+    for level in range(top):
+        at(level)
+    straight = at(top)
+    for bad, why in (({"levels": np.full(k, top + 1)}, f"a level above the last ({top})"),
+                     ({"levels": np.full(k, top), "start": np.full(k, top)}, "a start that is not below its level")):
+        try:
+            ev.evaluate(actions, seeds, **bad)
+        except ValueError:
+            continue
+        except Exception as exc:  # noqa: BLE001
+            _fail(ev, f"evaluate() with {why} raised {type(exc).__name__}: {exc}; it must raise ValueError "
+                      "(ma2ml_env.rewards.fidelity.fidelity_request checks levels and start)")
+        _fail(ev, f"evaluate() with {why} must raise ValueError (ma2ml_env.rewards.fidelity.fidelity_request "
+                  "checks levels and start)")
+    if full is None:
+        return
+    _agree(ev, f"evaluate() at the last fidelity level ({fid.levels[top]} {fid.unit})", straight, full, rel)
+    if top == 0:
+        return
+    low = at(0)
+    went_on = at(top, 0)
+    _agree(ev, f"continuing from level 0 ({fid.levels[0]} {fid.unit}) to the last", went_on, straight, rel)
+    if not getattr(ev, "wall_clock_seconds", False):
+        for i, (a, b, ab) in enumerate(zip(low, straight, went_on)):
+            want = b.seconds - a.seconds
+            if not abs(ab.seconds - want) <= max(rel * max(abs(b.seconds), abs(a.seconds)), 1e-9):
+                _fail(ev, f"continuing row {i} from level 0 to the last costs {ab.seconds} seconds; it must cost "
+                          f"the difference of going straight there ({b.seconds}) and to level 0 ({a.seconds}): "
+                          f"{want} (set wall_clock_seconds=True when seconds are measured time)")
 
 
 def _normal(v: Any) -> Any:

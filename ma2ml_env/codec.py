@@ -7,6 +7,7 @@ order, each as a 0-based index ``0 <= idx[d] < nvec[d]`` (the action value minus
 
     codec = JointActionCodec(env_action_spaces)        # {agent: Discrete | MultiDiscrete}
     idx = codec.encode(action)                         # {agent: action} -> int64 [D], validated
+    codec.scaled(idx)                                  # float32 [D] in [0, 1]: idx / (nvec - 1)
     action = codec.decode(idx)                         # int64 [D] -> {agent: action}
     flats = codec.sample(rng, 8)                       # 8 uniform flat index vectors [8, D]
     codec.key(action)                                  # 'aug=3,1,...;nas=...' (canonical, for caches)
@@ -32,6 +33,8 @@ __all__ = ["JointActionCodec"]
 
 _INT64 = np.dtype(np.int64)
 _UINT64 = np.dtype(np.uint64)
+_FLOAT32 = np.dtype(np.float32)
+_empty = np.empty
 
 
 class JointActionCodec:
@@ -108,7 +111,11 @@ class JointActionCodec:
         self._fast = not any(self.discrete.values()) and not self.start.any()
         self._fast_sig = [((s,), _INT64) for s in self.sizes]  # 1-d int64 arrays of the agents' sizes
         self._nvec_u = self.nvec.astype(np.uint64)
-        self._sizes_arr = np.array(self.sizes, dtype=np.int64)
+        #: float32 ``[D]``: ``1 / (nvec - 1)`` (1 for a one-choice decision), what :meth:`scaled` multiplies by
+        self.unit_scale: np.ndarray = (1.0 / np.maximum(self.nvec - 1, 1)).astype(np.float32)
+        self._scaled_scratch = np.empty(self.size, np.float32)  # the kernel's scaled output nobody asked for
+        self._n_agents = len(self.agents)
+        self._sizes_nvec = np.concatenate([self.sizes, self.nvec]).astype(np.int64)  # the kernel's arguments
         # the compiled check of encode (numba; only for MultiDiscrete agents starting at 0): looked up on the
         # first encode (... = not yet; None = the Python path only)
         self._kernel: Any = ... if self._fast else None
@@ -229,22 +236,33 @@ class JointActionCodec:
         return f"{agent}.{self._names[agent][i]}" if self._names is not None else f"{agent}[{i}]"
 
     # -- encode / decode -----------------------------------------------------------------------------------
-    def encode(self, action: Mapping[str, Any]) -> np.ndarray:
+    def encode(self, action: Mapping[str, Any], scaled_out: np.ndarray | None = None) -> np.ndarray:
         """Joint action -> flat index vector (int64 ``[D]``, 0-based); validated (``ValueError`` as
         :meth:`validate`). The common case (right keys, 1-d int64 arrays in range, every space starting at 0)
         costs a few microseconds; anything else goes through :meth:`validate`, which says precisely what is
-        wrong."""
+        wrong.
+
+        ``scaled_out``: a float32 array ``[D]`` that also receives :meth:`scaled` of the result, in the same
+        pass (the env writes its observation's action part so); its contents are undefined after a
+        ``ValueError``."""
         kern = self._kernel
         if kern is not None:
             try:
                 if kern is ...:
                     kern = self._lookup_kernel()
-                if len(action) == len(self.agents):
-                    out = np.empty(self.size, dtype=np.int64)
-                    if kern(tuple(map(action.__getitem__, self.agents)), self._sizes_arr, self.nvec, out):
+                if len(action) == self._n_agents:
+                    out = _empty(self.size, _INT64)
+                    if kern(*map(action.__getitem__, self.agents), self._sizes_nvec, out, self.unit_scale,
+                            self._scaled_scratch if scaled_out is None else scaled_out):
                         return out
             except (KeyError, TypeError, AttributeError, ValueError):
                 pass
+        flat = self._encode_python(action)
+        if scaled_out is not None:
+            self.scaled(flat, scaled_out)
+        return flat
+
+    def _encode_python(self, action: Mapping[str, Any]) -> np.ndarray:
         if self._fast:
             try:
                 if len(action) == len(self.agents):
@@ -259,6 +277,20 @@ class JointActionCodec:
                 pass
         checked = self.validate(action)
         return np.concatenate([np.atleast_1d(checked[a]) for a in self.agents]) - self.start
+
+    def scaled(self, idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Flat index vector(s) ``[..., D]`` scaled to [0, 1] as float32: ``idx * unit_scale`` (each index
+        cast to float32, then one float32 product; 0 for a one-choice decision). The joint action as features:
+        the env's observation and the decision view's state hold it. ``out``: a float32 array to write into
+        (returned)."""
+        if out is None:
+            out = np.empty(np.shape(idx), np.float32)
+        elif not isinstance(out, np.ndarray) or out.dtype != _FLOAT32 or out.shape[-1:] != (self.size,):
+            raise ValueError(f"out must be a float32 array [..., {self.size}] for the scaled joint action, got "
+                             f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
+        out[...] = idx
+        out *= self.unit_scale
+        return out
 
     def _lookup_kernel(self) -> Any:
         from ma2ml_env._codec_jit import encode_kernel

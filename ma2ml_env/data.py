@@ -50,7 +50,7 @@ import torch
 
 from ma2ml_env.imports import import_module
 
-__all__ = ["DATASETS", "FASHION_MNIST_ROOT", "ImageData", "load_dataset"]
+__all__ = ["DATASETS", "FASHION_MNIST_ROOT", "ImageData", "check_dataset_location", "load_dataset"]
 
 #: The dataset names :func:`load_dataset` knows.
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "synthetic", "npz", "fashion_mnist", "mnist")
@@ -459,3 +459,75 @@ def load_dataset(
     common = (kwargs["val_fraction"], kwargs["split_seed"], kwargs["max_train"])
     data = _LOADERS[name](kwargs, common)
     return data if kwargs["device"] is None else data.to(kwargs["device"])
+
+
+def check_dataset_location(
+    dataset: Any, root: str | os.PathLike | None = None, download: bool = False
+) -> None:
+    """Check, without loading anything, that a dataset argument of :class:`TrainEvaluator` can be found:
+    a known name, and for file-backed datasets a ``root`` that exists (CIFAR: unless ``download=True``).
+
+    Raises:
+        ValueError: naming the dataset, the path looked at and how to fix it.
+    """
+    if isinstance(dataset, ImageData):
+        return
+    if isinstance(dataset, Mapping):
+        spec = dict(dataset)
+        name = spec.get("name")
+        root = spec.get("root", root)
+        download = spec.get("download", download)
+    else:
+        name = dataset
+    if name not in DATASETS:
+        raise ValueError(
+            f"unknown dataset {name!r}; use one of {list(DATASETS)}, a spec dict or an ImageData"
+        )
+    how = f"pass root=<folder> (reward_kwargs={{'dataset': {name!r}, 'root': ...}}; CLI: --data-root)"
+    if name in ("cifar10", "cifar100"):
+        folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+        if root is None:
+            raise ValueError(
+                f"dataset {name!r} needs the folder that holds {folder}/: {how}, and download=True "
+                "to fetch it there"
+            )
+        path = Path(root).expanduser() / folder
+        if not path.is_dir() and not download:
+            raise ValueError(
+                f"dataset {name!r} not found: {str(path)!r} does not exist. Put the data there, point "
+                f"root=... at the folder that holds {folder}/, or pass download=True to download it"
+            )
+    elif name == "imagefolder":
+        if root is None:
+            raise ValueError(f"dataset 'imagefolder' needs root=<folder of class sub-folders>: {how}")
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            raise ValueError(
+                f"dataset 'imagefolder' not found: {str(path)!r} is not a folder; point root=... at "
+                "the folder of class sub-folders (ImageFolder data cannot be downloaded)"
+            )
+    elif name == "npz":
+        if root is None:
+            raise ValueError(
+                "dataset 'npz' needs root=<path of an .npz file with x_train, y_train, x_test, y_test>"
+            )
+        path = Path(root).expanduser()
+        if not path.is_file():
+            raise ValueError(
+                f"dataset 'npz' not found: no file at {str(path)!r}; root must be the path of an "
+                ".npz file with x_train, y_train, x_test, y_test"
+            )
+    elif name in ("mnist", "fashion_mnist"):
+        if root is None:
+            if name == "fashion_mnist" and Path(FASHION_MNIST_ROOT).is_dir():
+                return
+            hint = f" (apt-get install dataset-fashion-mnist puts them in {FASHION_MNIST_ROOT})" \
+                if name == "fashion_mnist" else ""
+            raise ValueError(f"dataset {name!r} needs root=<folder of the four IDX files>{hint}: {how}")
+        folder = Path(root).expanduser()
+        stem = "train-images-idx3-ubyte"
+        if not any((folder / f).is_file() for f in (stem + ".gz", stem)):
+            raise ValueError(
+                f"dataset {name!r} not found: no {stem}.gz (or {stem}) in {str(folder)!r}; point "
+                "root=... at the folder of the four IDX files"
+            )

@@ -161,6 +161,8 @@ INFO_KEYS = ("score", "status", "accuracy", "flops", "params", "seconds", "t")
 #: The value of ``accuracy``, ``flops``, ``params`` and ``seconds`` in infos when not measured (and of
 #: ``seconds`` for wall-clock backends); ``status`` is -1 after ``reset``.
 INFO_MISSING = -1.0
+_FLOAT32 = np.dtype(np.float32)
+_empty = np.empty
 
 
 class AutoMLPipelineEnv(ParallelEnv):
@@ -216,15 +218,16 @@ class AutoMLPipelineEnv(ParallelEnv):
         self.render_mode = render_mode
         self.possible_agents = list(self.space.names)
         self.agents: list[str] = []
+        self._agent_keys = dict.fromkeys(self.possible_agents)  # dict.fromkeys copies a dict's keys fastest
         self._action_spaces = {m.name: m.action_space for m in self.space.modules}
         d = int(self.space.joint_nvec.size)
         self.state_space = gymnasium.spaces.Box(0.0, 1.0, (3 + d,), np.float32)
-        self._scale = (1.0 / np.maximum(self.space.joint_nvec - 1, 1)).astype(np.float32)
         self._wall_seconds = bool(self.evaluator.wall_clock_seconds)
         self._np_random, self._np_random_seed = seeding.np_random(None)
         self._obs = np.zeros(3 + d, np.float32)
         self._obs_size = 3 + d
         self._seeds = np.zeros(0, np.int64)  # the current block of evaluation seeds, used from _seed_pos on
+        self._seed_rows: list[np.ndarray] = []
         self._seed_pos = 0
         self._t = 0
         self._needs_reset = True
@@ -272,39 +275,43 @@ class AutoMLPipelineEnv(ParallelEnv):
                 f"the episode is over (all agents terminated after {self.pipelines_per_episode} pipelines); "
                 "call reset() to start a new one"
             )
-        return self._step_flat(self.codec.encode(actions))  # the one validation (raises before any change)
+        obs = _empty(self._obs_size, _FLOAT32)  # the new observation; encode writes its action part
+        # the one validation (raises before any change)
+        return self._step_flat(self.codec.encode(actions, scaled_out=obs[3:]), obs)
 
-    def _step_flat(self, flat: np.ndarray) -> tuple[dict, dict, dict, dict, dict]:
+    def _step_flat(self, flat: np.ndarray, obs: np.ndarray | None = None) -> tuple[dict, dict, dict, dict, dict]:
         """The step of a validated flat joint action (``step`` after ``codec.encode``; the AEC env after each
-        agent's own check): one evaluator call, the observation, the infos."""
-        batch = flat[None]
-        r = self._evaluate(batch, self._draw_seeds(1))
+        agent's own check): one evaluator call, the observation, the infos. ``obs``: the new observation
+        with its action part written (``step``), else made here."""
+        if obs is None:
+            obs = _empty(self._obs_size, _FLOAT32)
+            self.codec.scaled(flat, obs[3:])
+        r = self._evaluate(flat[None], self._draw_seeds(1))
         self.evaluations += 1
         self._last = (flat, r, 0)
         self._t = t = self._t + 1
         info = self._info(r, 0, t)
         score = info["score"]
-        self._best = best = max(self._best, score)
-        obs = np.empty(self._obs_size, np.float32)  # the env's own observation (module docstring)
-        tail = obs[3:]
-        tail[:] = flat
-        tail *= self._scale
-        obs[0] = t / self.pipelines_per_episode  # three scalar stores: 3x faster than a slice
-        obs[1] = score
+        best = self._best
+        if score > best:
+            self._best = best = score
+        obs[0] = t / self.pipelines_per_episode  # the env's own observation (module docstring): three scalar
+        obs[1] = score                           # stores, 3x faster than a slice
         obs[2] = best
         self._obs = obs
         done = t >= self.pipelines_per_episode
-        agents = self.agents
-        observations = dict.fromkeys(agents, obs)  # one fresh array per step, shared (read-only use)
-        rewards = dict.fromkeys(agents, score)
-        terms = dict.fromkeys(agents, done)
-        truncs = dict.fromkeys(agents, False)
-        infos = {a: info.copy() for a in agents}
+        agents = self._agent_keys  # every agent is live during a step (they all terminate together)
+        copy = info.copy
+        infos = {}
+        for a in agents:  # a loop: a comprehension costs a function call more (Python 3.11)
+            infos[a] = copy()
+        out = (dict.fromkeys(agents, obs),  # one fresh array per step, shared by the agents (read-only use)
+               dict.fromkeys(agents, score), dict.fromkeys(agents, done), dict.fromkeys(agents, False), infos)
         if done:
             self.agents = []
         if self.render_mode == "human":
             self.render()
-        return observations, rewards, terms, truncs, infos
+        return out
 
     def _info(self, r: BatchResult | None, i: int, t: int) -> dict[str, Any]:
         """The info dict of row ``i`` of ``r`` (``None``: after ``reset``): the one place infos are made. The
@@ -326,10 +333,11 @@ class AutoMLPipelineEnv(ParallelEnv):
         i = self._seed_pos
         if i + k <= len(self._seeds):
             self._seed_pos = i + k
-            return self._seeds[i:i + k]
+            return self._seed_rows[i] if k == 1 else self._seeds[i:i + k]
         parts, need = [self._seeds[i:]], k - (len(self._seeds) - i)
         while need > 0:
             self._seeds = self._np_random.integers(2**31 - 1, size=256)
+            self._seed_rows = list(self._seeds.reshape(-1, 1))  # each seed as a one-row view: step's, ready
             self._seed_pos = take = min(need, 256)
             parts.append(self._seeds[:take])
             need -= take
@@ -337,8 +345,8 @@ class AutoMLPipelineEnv(ParallelEnv):
 
     # -- batch evaluation (search algorithms use this) ---------------------------------------------------
     def evaluate(self, actions: Any, seeds: Any = None,
-                 on_result: Callable[[int, EvalResult], None] | None = None, *, validate: bool = True
-                 ) -> BatchResult:
+                 on_result: Callable[[int, EvalResult], None] | None = None, *, validate: bool = True,
+                 levels: Any = None, start: Any = None) -> BatchResult:
         """Evaluate a batch of flat joint actions with the reward backend, outside the episode loop.
 
         Args:
@@ -350,6 +358,8 @@ class AutoMLPipelineEnv(ParallelEnv):
                 result is final (parallel backends: as workers finish). A durable search commits it there.
             validate: ``False`` when the caller has validated ``actions`` itself with
                 ``codec.validate_batch`` (the search loop): the batch is then used as it is.
+            levels, start: for an evaluator with fidelity levels, the level of each row and the one it
+                continues from (:mod:`ma2ml_env.rewards.fidelity`); default: full trainings of fresh children.
 
         Returns:
             A :class:`~ma2ml_env.BatchResult`, one row per joint action, in order. An evaluator that raises
@@ -367,7 +377,13 @@ class AutoMLPipelineEnv(ParallelEnv):
             seeds = seeds.astype(np.int64, copy=False)
         if not k:
             return BatchResult.from_results([])
-        r = self._evaluate(A, seeds, on_result)
+        if levels is None and start is None:
+            r = self._evaluate(A, seeds, on_result)
+        else:
+            from ma2ml_env.rewards.fidelity import fidelity_of, fidelity_request
+
+            levels, start = fidelity_request(fidelity_of(self.evaluator), k, levels, start)
+            r = self._evaluate(A, seeds, on_result, levels=levels, start=start)
         self.evaluations += k
         self._last = (A[-1], r, k - 1)
         return r

@@ -16,7 +16,9 @@ Steps
 Action space (per agent)
     ``Discrete(A)``, ``A`` the largest number of choices of any decision of any agent; the legal choices of
     the current decision are marked by the observation's ``action_mask`` (an illegal one raises
-    ``ValueError`` naming the agent, the decision and its legal range).
+    ``ValueError`` naming the agent, the decision and its legal range). ``action_space(agent).sample()``
+    without a mask draws a legal choice of that agent's current decision (what PettingZoo's seed test and a
+    random policy do); with a mask it samples as ``Discrete`` does.
 
 Observation (per agent)
     ``Dict(observation=Box(0, 1, (2 D + T + N,)), action_mask=Box(0, 1, (A,), int8))``. ``observation`` is
@@ -49,7 +51,8 @@ Version history
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import gymnasium
@@ -58,12 +61,105 @@ from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
+from ma2ml_env.codec import JointActionCodec
 from ma2ml_env.env import AutoMLPipelineEnv
 from ma2ml_env.rewards.base import BatchResult
 
-__all__ = ["DECISIONS_ENV_ID", "DecisionStepAEC", "DecisionStepEnv", "decision_aec_env", "decision_parallel_env"]
+__all__ = ["DECISIONS_ENV_ID", "DecisionLayout", "DecisionStepAEC", "DecisionStepEnv", "decision_aec_env",
+           "decision_parallel_env"]
 
 DECISIONS_ENV_ID = "ma2ml/AutoMLPipelineDecisions-v0"
+
+
+class _LegalDiscrete(gymnasium.spaces.Discrete):
+    """``Discrete(n)`` whose ``sample()`` without a mask or probabilities draws among the choices ``legal()``
+    marks (its agent's current decision), so that an unmasked random action is a legal one."""
+
+    def __init__(self, n: int, legal: Callable[[], np.ndarray]) -> None:
+        super().__init__(n)
+        self._legal = legal
+
+    def sample(self, mask: np.ndarray | None = None, probability: np.ndarray | None = None) -> np.int64:
+        if mask is None and probability is None:
+            mask = self._legal()
+        return super().sample(mask=mask, probability=probability)
+
+
+class DecisionLayout:
+    """The decision-per-step layout of a joint action space: the steps, masks and observations of the view,
+    computed from the codec alone and vectorised over pipelines, so that the env and learners on the view
+    (``agents.marl``) build them one way.
+
+    A *partial* pipeline at step ``k`` is a flat row (``int64 [D]``, codec layout) whose decisions made
+    before step ``k`` are set; the others are ignored (the complete row of a finished pipeline gives the
+    observations of each of its steps).
+
+    Args:
+        codec: the :class:`~ma2ml_env.codec.JointActionCodec` of the agents.
+
+    Attributes:
+        horizon: ``T``, steps per pipeline (the most decisions of any agent).
+        n_actions: ``A``, the padded action size (the most choices of any decision).
+        decision: int64 ``[N, T]``, the flat index of agent ``i``'s ``k``-th decision, ``-1`` for a no-op.
+        mask: int8 ``[N, T, A]``, the legal choices of every step (a no-op step: only ``0``).
+        step_of: int64 ``[D]``, the step at which each decision is made.
+        state_size, observation_size: ``2 D + T`` and ``2 D + T + N``.
+    """
+
+    def __init__(self, codec: JointActionCodec) -> None:
+        self.codec = codec
+        n, d = len(codec.agents), codec.size
+        self.n_agents = n
+        self.horizon = max(codec.sizes)
+        self.n_actions = max(codec.max_choices, 1)
+        self.decision = np.full((n, self.horizon), -1, dtype=np.int64)
+        for i, sl in enumerate(codec.slices):
+            self.decision[i, : sl.stop - sl.start] = np.arange(sl.start, sl.stop)
+        self.mask = np.zeros((n, self.horizon, self.n_actions), dtype=np.int8)
+        legal = np.where(self.decision >= 0, codec.nvec[np.maximum(self.decision, 0)], 1)  # [N, T]
+        self.mask[np.arange(self.n_actions) < legal[..., None]] = 1
+        self.step_of = np.arange(d) - np.asarray(codec.offsets)[codec.agent_of]
+        self._steps = np.eye(self.horizon, dtype=np.float32)
+        self._who = np.eye(n, dtype=np.float32)
+        self.state_size = 2 * d + self.horizon
+        self.observation_size = self.state_size + n
+
+    def states(self, rows: np.ndarray, k: int | np.ndarray) -> np.ndarray:
+        """The global state (float32 ``[..., 2 D + T]``) of partial pipelines ``rows`` (``[..., D]``) before
+        step ``k`` (an int, or an array broadcasting against ``rows.shape[:-1]``; ``k = T``: complete): for
+        each decision whether it is made and its value scaled to ``[0, 1]``, then the step (one-hot, the last
+        once complete)."""
+        k = np.asarray(k)
+        made = (self.step_of < k[..., None]).astype(np.float32)
+        values = self.codec.scaled(np.asarray(rows)) * made  # the codec's one scaling
+        made = np.broadcast_to(made, values.shape)
+        step = np.broadcast_to(self._steps[np.minimum(k, self.horizon - 1)], (*values.shape[:-1], self.horizon))
+        return np.concatenate([made, values.astype(np.float32), step], axis=-1)
+
+    def observations(self, rows: np.ndarray, k: int | np.ndarray) -> np.ndarray:
+        """Every agent's observation (float32 ``[..., N, 2 D + T + N]``): the state and the agent (one-hot)."""
+        s = self.states(rows, k)
+        lead = s.shape[:-1]
+        return np.concatenate([np.broadcast_to(s[..., None, :], (*lead, self.n_agents, s.shape[-1])),
+                               np.broadcast_to(self._who, (*lead, self.n_agents, self.n_agents))], axis=-1)
+
+    def masks(self, k: int | np.ndarray) -> np.ndarray:
+        """The action masks before step ``k`` (int8 ``[..., N, A]``; ``k = T``: those of the last step)."""
+        k = np.minimum(np.asarray(k), self.horizon - 1)
+        return np.moveaxis(self.mask[:, k], 0, -2)
+
+    def apply(self, rows: np.ndarray, k: int, actions: np.ndarray) -> None:
+        """Write the agents' step-``k`` actions (``[..., N]``, legal) into ``rows`` (``[..., D]``) in place."""
+        dec = self.decision[:, k]
+        live = dec >= 0
+        rows[..., dec[live]] = np.asarray(actions)[..., live]
+
+    def step_actions(self, rows: np.ndarray) -> np.ndarray:
+        """The per-step actions of complete pipelines ``rows`` (``[..., D]``): int64 ``[..., T, N]``, the no-op
+        ``0`` where an agent has no decision (the inverse of :meth:`apply` over the ``T`` steps)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = rows[..., np.maximum(self.decision, 0)]  # [..., N, T]
+        return np.swapaxes(np.where(self.decision >= 0, out, 0), -1, -2)
 
 
 class DecisionStepEnv(ParallelEnv):
@@ -86,36 +182,24 @@ class DecisionStepEnv(ParallelEnv):
                 or pipelines_per_episode < 1:
             raise ValueError(f"pipelines_per_episode must be a positive integer, got {pipelines_per_episode!r}")
         self.env = env if env is not None else AutoMLPipelineEnv(**kwargs)
-        codec = self.env.space.codec
-        self.codec = codec
+        self.layout = layout = DecisionLayout(self.env.space.codec)
+        self.codec = layout.codec
         self.pipelines_per_episode = int(pipelines_per_episode)
         self.render_mode = None
-        self.possible_agents = list(codec.agents)
+        self.possible_agents = list(layout.codec.agents)
         self.agents: list[str] = []
-        n, d = len(self.possible_agents), codec.size
-        self.horizon = max(codec.sizes)
-        self.n_actions = max(codec.max_choices, 1)
-        # decision[i, k]: the flat index of agent i's k-th decision, -1 for a no-op step
-        self.decision = np.full((n, self.horizon), -1, dtype=np.int64)
-        for i, sl in enumerate(codec.slices):
-            self.decision[i, : sl.stop - sl.start] = np.arange(sl.start, sl.stop)
-        # mask[i, k]: the legal choices of that step (the no-op step has one: 0)
-        self.mask = np.zeros((n, self.horizon, self.n_actions), dtype=np.int8)
-        for i in range(n):
-            for k in range(self.horizon):
-                dec = self.decision[i, k]
-                self.mask[i, k, : (codec.nvec[dec] if dec >= 0 else 1)] = 1
-        self._scale = (1.0 / np.maximum(codec.nvec - 1, 1)).astype(np.float32)
+        self.horizon, self.n_actions = layout.horizon, layout.n_actions
+        self.decision, self.mask = layout.decision, layout.mask
         self._index = {a: i for i, a in enumerate(self.possible_agents)}
         self._labels = [f"{m.name}.{d.name}" for m in self.env.space.modules for d in m.decisions]
-        self.state_space = gymnasium.spaces.Box(0.0, 1.0, (2 * d + self.horizon,), np.float32)
-        obs_box = gymnasium.spaces.Box(0.0, 1.0, (2 * d + self.horizon + n,), np.float32)
+        self.state_space = gymnasium.spaces.Box(0.0, 1.0, (layout.state_size,), np.float32)
+        obs_box = gymnasium.spaces.Box(0.0, 1.0, (layout.observation_size,), np.float32)
         mask_box = gymnasium.spaces.Box(0, 1, (self.n_actions,), np.int8)
         self._obs_space = gymnasium.spaces.Dict({"observation": obs_box, "action_mask": mask_box})
-        self._act_space = gymnasium.spaces.Discrete(self.n_actions)
+        self._act_spaces = {a: _LegalDiscrete(self.n_actions, functools.partial(self._legal, i))
+                            for i, a in enumerate(self.possible_agents)}
         self._np_random, _ = seeding.np_random(None)
-        self._row = np.zeros(d, dtype=np.int64)
-        self._made = np.zeros(d, dtype=np.float32)
+        self._row = np.zeros(layout.codec.size, dtype=np.int64)
         self._k = 0
         self._done_pipelines = 0
         self._needs_reset = True
@@ -127,27 +211,24 @@ class DecisionStepEnv(ParallelEnv):
 
     def action_space(self, agent: str) -> gymnasium.spaces.Discrete:
         self._check_agent(agent)
-        return self._act_space
+        return self._act_spaces[agent]
+
+    def _legal(self, i: int) -> np.ndarray:
+        """Agent ``i``'s action mask now (of its current decision)."""
+        return self.mask[i, min(self._k, self.horizon - 1)].copy()
 
     def _check_agent(self, agent: str) -> None:
         if agent not in self._index:
             raise ValueError(f"unknown agent {agent!r}; agents are {self.possible_agents}")
 
     def state(self) -> np.ndarray:
-        step = np.zeros(self.horizon, dtype=np.float32)
-        step[min(self._k, self.horizon - 1)] = 1.0
-        return np.concatenate([self._made, self._row.astype(np.float32) * self._scale, step])
+        return self.layout.states(self._row, self._k)
 
     def _observations(self) -> dict[str, dict[str, np.ndarray]]:
-        state = self.state()
-        out = {}
-        k = min(self._k, self.horizon - 1)
-        for agent in self.agents:
-            i = self._index[agent]
-            who = np.zeros(len(self.possible_agents), dtype=np.float32)
-            who[i] = 1.0
-            out[agent] = {"observation": np.concatenate([state, who]), "action_mask": self.mask[i, k].copy()}
-        return out
+        obs = self.layout.observations(self._row, self._k)
+        masks = self.layout.masks(self._k)
+        return {agent: {"observation": obs[self._index[agent]], "action_mask": masks[self._index[agent]].copy()}
+                for agent in self.agents}
 
     def _infos(self, result: BatchResult | None) -> dict[str, dict[str, Any]]:
         info = self.env._info(result, 0, self._done_pipelines)  # the wrapped env's one place infos are made
@@ -160,7 +241,6 @@ class DecisionStepEnv(ParallelEnv):
             self._np_random, _ = seeding.np_random(seed)
         self.agents = list(self.possible_agents)
         self._row[:] = 0
-        self._made[:] = 0.0
         self._k = 0
         self._done_pipelines = 0
         self._needs_reset = False
@@ -176,12 +256,8 @@ class DecisionStepEnv(ParallelEnv):
         if missing or extra:
             raise ValueError(f"step() needs one action for each agent {self.agents}; missing {missing}, "
                              f"unknown {extra}")
-        chosen = {agent: self.check_action(agent, actions[agent]) for agent in self.agents}
-        for agent, a in chosen.items():
-            dec = self.decision[self._index[agent], self._k]
-            if dec >= 0:
-                self._row[dec] = a
-                self._made[dec] = 1.0
+        chosen = [self.check_action(agent, actions[agent]) for agent in self.possible_agents]
+        self.layout.apply(self._row, self._k, np.array(chosen, dtype=np.int64))
         self._k += 1
         score, result = 0.0, None
         if self._k == self.horizon:
@@ -194,7 +270,6 @@ class DecisionStepEnv(ParallelEnv):
         infos = self._infos(result)
         if result is not None and not done:  # the next pipeline starts from scratch
             self._row[:] = 0
-            self._made[:] = 0.0
             self._k = 0
         obs = self._observations()
         agents = list(self.agents)

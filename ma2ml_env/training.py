@@ -42,8 +42,12 @@ training) and ``constant``.
 
 Determinism: every random draw comes from generators seeded by the evaluation seed (a CPU generator for
 permutations and augmentation plans, a device generator handed to hooks, numpy for mixup's lambda); the
-global RNG, which dropout uses, is forked and seeded for the duration of training. On the CPU the same seed
-gives the same accuracy.
+global RNGs (torch's, which dropout uses, Python's and NumPy's) are forked and seeded for the duration of
+training. On the CPU the same seed gives the same accuracy.
+
+Stopping and continuing (multi-fidelity): a :class:`Trainer` runs the full schedule up to any step, and its
+:meth:`Trainer.state_dict` continues it later to the same weights as one uninterrupted run (the learning
+rate at every step is that of the full schedule).
 
 This module imports torch: import it only where real training happens.
 """
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -73,6 +78,7 @@ __all__ = [
     "DIVERGED_LOSS",
     "SUPPORTED_EXTRAS",
     "FitStats",
+    "Trainer",
     "TrainingDiverged",
     "TrainingTimeout",
     "evaluate_accuracy",
@@ -105,10 +111,10 @@ class FitStats:
     """What :func:`fit` reports.
 
     Attributes:
-        steps: optimizer steps taken.
-        epochs: passes over the training split (fractional with an epoch scale).
-        images: training images processed.
-        seconds: wall time of the loop.
+        steps: optimizer steps taken since the start of the schedule.
+        epochs: passes over the training split so far (fractional with an epoch scale).
+        images: training images processed by this run (a continued training: its new steps only).
+        seconds: wall time of this run's loop.
         train_loss: mean loss over the last (up to) ``steps_per_epoch`` steps.
     """
 
@@ -202,18 +208,6 @@ class _Normalize:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
-@contextlib.contextmanager
-def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
-    # Dropout (and any op without a generator argument) draws from the global RNG: fork it so that the
-    # caller's RNG state is untouched, and seed it so that training is reproducible.
-    devices = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -236,7 +230,8 @@ def fit(
     amp: bool = False,
     check_every: int | None = None,
 ) -> FitStats:
-    """Train ``model`` in place on ``(x, y)`` with the pipeline's augmentation and recipe.
+    """Train ``model`` in place on ``(x, y)`` with the pipeline's augmentation and recipe, to the end of its
+    schedule (a :class:`Trainer` run to :attr:`Trainer.total`).
 
     Args:
         model: the child, already on the training device (and ``channels_last`` if asked).
@@ -258,83 +253,207 @@ def fit(
         TrainingDiverged: a NaN/inf loss, or one above :data:`DIVERGED_LOSS`.
         TrainingTimeout: the deadline passed.
     """
-    cfg = pipeline.train
-    device = x.device
-    n = int(y.shape[0])
-    if n < 2:
-        raise ValueError(f"need at least 2 training images, got {n}")
-    bs = max(2, min(int(cfg.batch_size), n))
-    steps_per_epoch = n // bs
-    total = max(1, round(cfg.epochs * epoch_scale * steps_per_epoch))
-    warmup = round(cfg.warmup_epochs * epoch_scale * steps_per_epoch)
-    check_every = check_every or (16 if device.type == "cuda" else 1)
-    extras = pipeline.extras
-    grad_clip = float(extras.get("grad_clip", 0) or 0)
-    smoothing = float(cfg.label_smoothing)
-    alpha = float(cfg.mixup_alpha)
-    hooks = tuple(pipeline.batch_hooks)
-    policy = pipeline.augment
+    trainer = Trainer(model, pipeline, x, y, num_classes=num_classes, mean=mean, std=std, seed=seed,
+                      epoch_scale=epoch_scale, channels_last=channels_last, amp=amp, check_every=check_every)
+    trainer.run(trainer.total, deadline)
+    return trainer.stats()
 
-    gen = torch.Generator().manual_seed(seed)  # permutations, augmentation plans, extras
-    hook_gen = torch.Generator(device).manual_seed(seed + 1)  # handed to batch hooks
-    np_rng = np.random.default_rng(seed + 2)  # mixup's lambda
-    normalize = _Normalize(mean, std, device, channels_last)
-    opt = make_optimizer(model, cfg)
-    lrs = [g["lr"] for g in opt.param_groups]
-    model.train()
-    recent: list[torch.Tensor] = []
-    losses: list[torch.Tensor] = []
-    step = 0
-    t0 = time.perf_counter()
-    with _seeded_global_rng(seed + 3, device):
-        while step < total:
-            perm = torch.randperm(n, generator=gen).to(device, non_blocking=True)
-            for b in range(steps_per_epoch):
-                if step >= total:
-                    break
+
+def _to_cpu(v: Any) -> Any:
+    """``v`` with every tensor copied to the CPU (a state that outlives the device memory of its child)."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().to("cpu", copy=True)
+    if isinstance(v, dict):
+        return {k: _to_cpu(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_to_cpu(x) for x in v)
+    return v
+
+
+class Trainer:
+    """One child's training, resumable: :func:`fit` is ``Trainer(...).run(trainer.total)``.
+
+    The schedule (steps, warm-up, learning rate at every step) is always that of the full training, so
+    running to step ``a``, saving :meth:`state_dict`, loading it into a new trainer and running on to ``b``
+    gives the same weights as running straight to ``b``. The state holds everything a step depends on: the
+    model's and the optimiser's state, the step (the learning-rate schedule is a function of it), the data
+    order (the permutation of the current pass, the generator that draws the next), the augmentation,
+    hook and mixup generators, and the global torch (CPU and CUDA), Python and NumPy RNG states of the
+    child (dropout and user hooks draw from those; they are forked, so the caller's stay untouched).
+
+    Args: as for :func:`fit` (``deadline`` goes to :meth:`run`).
+    """
+
+    def __init__(self, model: nn.Module, pipeline: Pipeline, x: torch.Tensor, y: torch.Tensor, *,
+                 num_classes: int, mean: tuple[float, ...], std: tuple[float, ...], seed: int = 0,
+                 epoch_scale: float = 1.0, channels_last: bool = False, amp: bool = False,
+                 check_every: int | None = None) -> None:
+        cfg = pipeline.train
+        self.model, self.pipeline, self.x, self.y = model, pipeline, x, y
+        self.device = x.device
+        self.n = n = int(y.shape[0])
+        if n < 2:
+            raise ValueError(f"need at least 2 training images, got {n}")
+        self.num_classes, self.amp, self.seed = num_classes, amp, int(seed)
+        self.bs = max(2, min(int(cfg.batch_size), n))
+        self.steps_per_epoch = n // self.bs
+        self.epoch_scale = float(epoch_scale)
+        #: optimizer steps of the full training
+        self.total = max(1, round(cfg.epochs * epoch_scale * self.steps_per_epoch))
+        self.warmup = round(cfg.warmup_epochs * epoch_scale * self.steps_per_epoch)
+        self.check_every = check_every or (16 if self.device.type == "cuda" else 1)
+        self.gen = torch.Generator().manual_seed(self.seed)  # permutations, augmentation plans, extras
+        self.hook_gen = torch.Generator(self.device).manual_seed(self.seed + 1)  # handed to batch hooks
+        self.np_rng = np.random.default_rng(self.seed + 2)  # mixup's lambda
+        self.normalize = _Normalize(mean, std, self.device, channels_last)
+        self.opt = make_optimizer(model, cfg)
+        self.lrs = [g["lr"] for g in self.opt.param_groups]  # peak rates, before any state is loaded
+        self.step = 0
+        self.perm: torch.Tensor | None = None  # the data order of the current pass
+        self.losses: list[torch.Tensor] = []
+        self.global_rng: dict[str, Any] | None = None  # the child's global RNG states (None: seed them)
+        self.images = 0
+        self.seconds = 0.0
+
+    def steps_at(self, epochs: float) -> int:
+        """The step at which ``epochs`` epochs of the schedule end (at most :attr:`total`)."""
+        return min(self.total, round(float(epochs) * self.epoch_scale * self.steps_per_epoch))
+
+    def stats(self) -> FitStats:
+        """Where the schedule is (``steps``, ``epochs``) and the work of this trainer's runs (``images``,
+        ``seconds``: a resumed training counts only its new steps)."""
+        tail = torch.cat(self.losses)[-self.steps_per_epoch:] if self.losses else torch.zeros(1)
+        return FitStats(self.step, self.step / self.steps_per_epoch, self.images, self.seconds, float(tail.mean()))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this training elsewhere, on the CPU (``torch.save``-able with
+        ``weights_only=True``)."""
+        tail = torch.cat(self.losses)[-self.steps_per_epoch:] if self.losses else torch.zeros(0)
+        return _to_cpu({
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+            "perm": self.perm, "gen": self.gen.get_state(), "hook_gen": self.hook_gen.get_state(),
+            "np_rng": self.np_rng.bit_generator.state, "global_rng": self.global_rng, "losses": tail,
+        })
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` of a training of the same pipeline, data and seed."""
+        step = int(state["step"])
+        if not 0 <= step <= self.total:
+            raise ValueError(f"the saved training is at step {step}, outside this schedule's 0..{self.total}")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.step = step
+        perm = state["perm"]
+        self.perm = None if perm is None else perm.to(self.device)
+        self.gen.set_state(state["gen"])
+        self.hook_gen.set_state(state["hook_gen"])
+        self.np_rng.bit_generator.state = state["np_rng"]
+        self.global_rng = state["global_rng"]
+        self.losses = [state["losses"].to(self.device)] if len(state["losses"]) else []
+
+    @contextlib.contextmanager
+    def _child_rng(self) -> Iterator[None]:
+        # Dropout (and any op without a generator argument) draws from the global torch RNG, user hooks
+        # perhaps from Python's or NumPy's: fork them so that the caller's states are untouched, seed them
+        # for a fresh child (torch with seed + 3, as before resuming existed) or restore the child's saved
+        # ones, and keep the child's states when leaving, for the next run.
+        devices = []
+        if self.device.type == "cuda":
+            devices = [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                g = self.global_rng
+                if g is None:
+                    torch.manual_seed(self.seed + 3)
+                    random.seed(self.seed + 4)
+                    np.random.seed((self.seed + 5) % 2**32)
+                else:
+                    torch.set_rng_state(g["torch"])
+                    if devices:
+                        torch.cuda.set_rng_state(g["cuda"], devices[0])
+                    random.setstate((g["python"][0], tuple(g["python"][1]), g["python"][2]))
+                    np.random.set_state(("MT19937", g["numpy"][0].numpy().astype(np.uint32), *g["numpy"][1:]))
+                try:
+                    yield
+                finally:
+                    ns = np.random.get_state()
+                    self.global_rng = {
+                        "torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state(devices[0]) if devices else None,
+                        "python": random.getstate(),
+                        "numpy": (torch.from_numpy(ns[1].astype(np.int64)), int(ns[2]), int(ns[3]), float(ns[4])),
+                    }
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+    def run(self, until: int, deadline: float | None = None) -> None:
+        """Train from the current step to step ``until`` (at most :attr:`total`).
+
+        Raises:
+            TrainingDiverged: a NaN/inf loss, or one above :data:`DIVERGED_LOSS`.
+            TrainingTimeout: the deadline (a ``time.perf_counter()`` value) passed.
+        """
+        until = min(int(until), self.total)
+        if until <= self.step:
+            return
+        cfg, device, x, y, bs = self.pipeline.train, self.device, self.x, self.y, self.bs
+        extras = self.pipeline.extras
+        grad_clip = float(extras.get("grad_clip", 0) or 0)
+        smoothing, alpha = float(cfg.label_smoothing), float(cfg.mixup_alpha)
+        hooks, policy, gen, opt = tuple(self.pipeline.batch_hooks), self.pipeline.augment, self.gen, self.opt
+        self.model.train()
+        recent: list[torch.Tensor] = []
+        first = self.step
+        t0 = time.perf_counter()
+        with self._child_rng():
+            while self.step < until:
                 if deadline is not None and time.perf_counter() > deadline:
-                    raise TrainingTimeout(f"time limit reached after {step} of {total} steps")
-                idx = perm[b * bs : (b + 1) * bs]
+                    raise TrainingTimeout(f"time limit reached after {self.step} of {self.total} steps")
+                b = self.step % self.steps_per_epoch
+                if b == 0 or self.perm is None:  # a new pass over the data
+                    self.perm = torch.randperm(self.n, generator=gen).to(device, non_blocking=True)
+                idx = self.perm[b * bs : (b + 1) * bs]
                 xb = apply_plan(x.index_select(0, idx), plan_policy(policy, bs, gen))
                 xb = _extras_transform(xb, extras, gen)
-                xb, yb = normalize(xb), y.index_select(0, idx)
+                xb, yb = self.normalize(xb), y.index_select(0, idx)
                 for hook in hooks:
-                    xb, yb = hook(xb, yb, hook_gen)
+                    xb, yb = hook(xb, yb, self.hook_gen)
                 if alpha > 0:
-                    lam = float(np_rng.beta(alpha, alpha))
+                    lam = float(self.np_rng.beta(alpha, alpha))
                     mix = torch.randperm(bs, generator=gen).to(device, non_blocking=True)
                     if yb.ndim == 1:
-                        yb = F.one_hot(yb, num_classes).float()
+                        yb = F.one_hot(yb, self.num_classes).float()
                     xb = lam * xb + (1.0 - lam) * xb.index_select(0, mix)
                     yb = lam * yb + (1.0 - lam) * yb.index_select(0, mix)
-                f = lr_factor(step, total, warmup, cfg.schedule)
-                for g, lr in zip(opt.param_groups, lrs):
+                f = lr_factor(self.step, self.total, self.warmup, cfg.schedule)
+                for g, lr in zip(opt.param_groups, self.lrs):
                     g["lr"] = lr * f
-                with _autocast(device, amp):
-                    logits = model(xb)
+                with _autocast(device, self.amp):
+                    logits = self.model(xb)
                 loss = F.cross_entropy(logits.float(), yb, label_smoothing=smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
                 opt.step()
-                step += 1
+                self.step += 1
                 recent.append(loss.detach())
-                if len(recent) >= check_every or step == total:
+                if len(recent) >= self.check_every or self.step == until:
                     s = torch.stack(recent)
                     worst = float(s.max()) if bool(torch.isfinite(s).all()) else math.inf
                     if not worst <= DIVERGED_LOSS:
                         raise TrainingDiverged(
-                            f"training loss {worst:.3g} at step {step} of {total} "
+                            f"training loss {worst:.3g} at step {self.step} of {self.total} "
                             f"(diverged: NaN/inf or > {DIVERGED_LOSS:g})"
                         )
-                    losses.append(s)
+                    self.losses.append(s)
                     recent = []
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    tail = torch.cat(losses)[-steps_per_epoch:] if losses else torch.zeros(1)
-    return FitStats(step, step / steps_per_epoch, step * bs, seconds, float(tail.mean()))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.seconds += time.perf_counter() - t0
+        self.images += (self.step - first) * bs
 
 
 def recalibrate_bn(

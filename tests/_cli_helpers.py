@@ -42,3 +42,13 @@ def refused(argv: list[str], capsys: pytest.CaptureFixture, folder: Path, usage:
         assert needle in err, (needle, err)
     assert snapshot(folder) == before
     return err
+
+
+def stored_count(path: Path) -> int:
+    """The trials in the store at ``path``, read-only (0 while it is being created): for tests that watch a
+    running search."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0

@@ -12,6 +12,7 @@ import ma2ml_env
 from agents.cli import main
 
 ma2ml_env.register_evaluator("toy", "tests._toys:ToyEvaluator", overwrite=True)
+ma2ml_env.register_evaluator("curves", "tests._fidelity_toys:CurveEvaluator", overwrite=True)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from agents.base import SearchAlgorithm
-from ma2ml_env.rewards.base import EvalResult, PipelineEvaluator
+from ma2ml_env.rewards.base import BatchResult, EvalResult, Evaluator, PipelineEvaluator
+from ma2ml_env.rewards.fidelity import Fidelity, fidelity_request
 
 
 def pipeline_score(key: str, seed: int | None) -> float:
@@ -146,3 +147,31 @@ class RepeatSearch(ToyRandomSearch):
     def propose(self, n: int) -> np.ndarray:
         bits = self.rng.integers(2, size=n)
         return np.repeat(bits.astype(np.int64)[:, None], self.codec.size, axis=1)
+
+
+class ToyFidelityEvaluator(Evaluator):
+    """A deterministic evaluator with fidelity levels ``(1, 2, 4)`` epochs: the score at level ``i`` is a hash
+    of the joint action and the seed times ``levels[i] / 4``; ``seconds`` is the epochs trained from ``start``
+    to the level (``continue_bias``: a broken one whose continued scores differ, for check_evaluator)."""
+
+    name = "toy-fidelity"
+
+    def __init__(self, continue_bias: float = 0.0, cost_bias: float = 0.0) -> None:
+        self.fidelity = Fidelity((1, 2, 4), "epochs")
+        self.continue_bias, self.cost_bias = continue_bias, cost_bias
+
+    def evaluate(self, actions, seeds, on_result=None, *, levels=None, start=None):
+        lv, st = fidelity_request(self.fidelity, len(actions), levels, start)
+        res = np.asarray(self.fidelity.levels, dtype=np.float64)
+        out = []
+        for i, (row, seed) in enumerate(zip(actions, seeds)):
+            base = pipeline_score(f"{np.asarray(row).tolist()}", int(seed))
+            go_on = st[i] >= 0
+            score = base * res[lv[i]] / res[-1] + (self.continue_bias if go_on else 0.0)
+            seconds = res[lv[i]] - (res[st[i]] + self.cost_bias if go_on else 0.0)
+            r = EvalResult(score=float(score), seconds=float(seconds),
+                           info={"pid": os.getpid(), "level": int(lv[i]), "start": int(st[i])})
+            if on_result is not None:
+                on_result(i, r)
+            out.append(r)
+        return BatchResult.from_results(out)

@@ -7,6 +7,13 @@ import pytest
 
 import ma2ml_env
 
+#: the LCBench learning curves: the full tables beside the checkout when they are there (CI's machines and
+#: ours), else the 288-configuration extract shipped in tests/data (its README)
+_SHARED_LCBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "lcbench-mf"
+LCBENCH = (Path(os.environ["MA2ML_TEST_LCBENCH"]) if os.environ.get("MA2ML_TEST_LCBENCH")  # a chosen folder
+           else _SHARED_LCBENCH if (_SHARED_LCBENCH / "lcbench_7593.npz").exists()
+           else Path(__file__).resolve().parent / "data" / "lcbench-tiny")
+
 #: an entry of the session's TMPDIR -> the tests after which it, or something new directly inside it, appeared
 _LEFT_BY: dict[str, list[str]] = {}
 _SEEN: set[str] = set()

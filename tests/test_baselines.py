@@ -19,6 +19,7 @@ from agents.independent import IndependentLearners
 from agents.random_search import RandomSearch
 from agents.registry import (
     _REGISTRY,
+    algorithm_spec,
     config_fields,
     make_algorithm,
     register_algorithm,
@@ -30,7 +31,7 @@ from agents.tpe import OptunaTPE
 
 ALGORITHMS = registered_algorithms()
 BASELINES = ("random", "evolution", "local-search", "tpe", "ppo", "a2c", "independent", "separate")
-NEEDS = {"tpe": "optuna", "gp": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
+NEEDS = {n: algorithm_spec(n).requires for n in registered_algorithms() if algorithm_spec(n).requires}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -338,7 +339,6 @@ def test_sb3_logs_where_asked(private_tmp, tmp_path):
 )
 def test_config_values_of_the_wrong_type_name_field_type_and_value(name, kwargs, match):
     from agents.common import ConfigTypeError
-    from agents.registry import algorithm_spec
 
     with pytest.raises(ConfigTypeError, match=match) as info:
         make_algorithm(name, **kwargs)

@@ -12,9 +12,9 @@ import pytest
 from agents import AlgorithmCheckError, SearchAlgorithm, check_algorithm
 from agents.check import SPACES
 from agents.random_search import RandomSearch
-from agents.registry import make_algorithm, registered_algorithms
+from agents.registry import algorithm_spec, make_algorithm, registered_algorithms
 
-NEEDS = {"tpe": "optuna", "gp": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
+NEEDS = {n: algorithm_spec(n).requires for n in registered_algorithms() if algorithm_spec(n).requires}
 
 
 @pytest.mark.parametrize("name", registered_algorithms())

@@ -15,9 +15,9 @@ import pytest
 
 from agents.cli import build_parser, main
 from agents.cli.args import HelpFormatter
-from agents.registry import registered_algorithms
+from agents.registry import algorithm_spec, registered_algorithms
 
-NEEDS = {"tpe": "optuna", "gp": "optuna", "ppo": "stable_baselines3", "a2c": "stable_baselines3"}
+NEEDS = {n: algorithm_spec(n).requires for n in registered_algorithms() if algorithm_spec(n).requires}
 TRIAL_KEYS = {"index", "round", "seed", "action", "score", "status", "accuracy", "flops", "params", "seconds",
               "info", "pipeline"}
 
@@ -315,7 +315,8 @@ def test_the_search_spec_is_built_without_changing_the_options_and_is_frozen():
     before = values(args)
     spec = build_spec(args)
     assert values(args) == before  # no args.reward = ..., no private attributes added
-    assert spec.env.reward == "train" and spec.env.modules == ("aug", "nas", "hpo")
+    assert spec.env.reward == "train" and spec.env.modules == ()  # no --modules: the env default
+    assert build_spec(build_parser().parse_args(["search", "--modules", "aug,hpo"])).env.modules == ("aug", "hpo")
     assert spec.env.reward_kwargs == {"budget": CostBudget(max_flops=5e6), "max_train": 50}
     assert spec.env.backend_kwargs == {"max_retries": 2} and spec.batch_size == 8
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 import ma2ml_env
 from agents.cli import main
 from agents.store import TrialStore
-from tests._cli_helpers import snapshot
+from tests._cli_helpers import snapshot, stored_count
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ["--reward", "toy", "--algo", "random", "--batch-size", "4", "--no-progress"]
@@ -37,14 +36,6 @@ def surrogate(out: Path, *extra: str, budget: int = 8) -> int:
 
 def rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
-
-
-def stored_count(path: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            return db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
 
 
 # -- kill -9 at random moments, three times in a row, then --resume -----------------------------------------

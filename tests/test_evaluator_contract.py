@@ -11,10 +11,19 @@ import numpy as np
 import pytest
 
 import ma2ml_env
-from ma2ml_env import CostBudget, EvalResult, Evaluator, EvaluatorCheckError, PipelineEvaluator, check_evaluator
+from ma2ml_env import (
+    CostBudget,
+    EvalResult,
+    Evaluator,
+    EvaluatorCheckError,
+    Fidelity,
+    PipelineEvaluator,
+    check_evaluator,
+)
 from ma2ml_env.pipeline import Architecture, Pipeline, Stage
 from ma2ml_env.rewards.surrogate import SurrogateEvaluator
 from ma2ml_env.rewards.tabular import TabularEvaluator, benchmark_env, benchmark_modules
+from tests.conftest import LCBENCH
 
 from .test_tabular import _tiny_table
 
@@ -457,3 +466,42 @@ def test_check_evaluator_refuses_non_evaluators():
     with pytest.raises(EvaluatorCheckError, match="not an Evaluator"):
         check_evaluator(object())
     assert pickle.loads(pickle.dumps(EvaluatorCheckError("x"))).args == ("x",)
+
+
+# -- check_evaluator and fidelity levels ------------------------------------------------------------------------
+
+
+class _AcceptsBadLevels(Evaluator):
+    """Declares levels but never checks the request."""
+
+    name = "accepts-bad-levels"
+    fidelity = Fidelity((1, 2))
+
+    def evaluate(self, actions, seeds, on_result=None, *, levels=None, start=None):
+        out = ma2ml_env.BatchResult.from_results([EvalResult(0.5) for _ in actions])
+        for i in range(len(out) if on_result is not None else 0):
+            on_result(i, out[i])
+        return out
+
+
+def test_check_evaluator_checks_the_fidelity_rules():
+    from tests._toys import ToyFidelityEvaluator
+
+    check_evaluator(ToyFidelityEvaluator(), num_pipelines=4)
+    with pytest.raises(EvaluatorCheckError, match=r"continuing from level 0 .* disagrees"):
+        check_evaluator(ToyFidelityEvaluator(continue_bias=0.1), num_pipelines=3)
+    with pytest.raises(EvaluatorCheckError, match=r"costs 2\.5 seconds; it must cost .* 3\.0"):
+        check_evaluator(ToyFidelityEvaluator(cost_bias=0.5), num_pipelines=3)
+    wall = ToyFidelityEvaluator(cost_bias=0.5)
+    wall.wall_clock_seconds = True  # measured seconds: the cost rule does not apply
+    check_evaluator(wall, num_pipelines=3)
+    with pytest.raises(EvaluatorCheckError, match="a level above the last \\(1\\) must raise ValueError"):
+        check_evaluator(_AcceptsBadLevels(), num_pipelines=3)
+
+
+def test_check_evaluator_passes_the_learning_curve_evaluator():  # the full tables, or the shipped extract
+    from ma2ml_env.rewards.learning_curves import LearningCurveEvaluator, learning_curve_tasks
+
+    task = learning_curve_tasks(LCBENCH)[0]
+    ev = LearningCurveEvaluator(task, LCBENCH)
+    check_evaluator(ev, modules=ev.modules, num_pipelines=8)

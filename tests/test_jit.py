@@ -204,3 +204,36 @@ def test_no_writable_cache_compiles_without_one(monkeypatch):
     act = sample_joint(fast, np.random.default_rng(0))
     _same_step(fast.reset(seed=0), slow.reset(seed=0))
     _same_step(fast.step(act), slow.step(act))
+
+
+def test_compiled_scaled_action_is_the_numpy_one():
+    """codec.encode's kernel writes the float32 numbers codec.scaled (numpy) writes, so the env's observation
+    is the same with and without numba; a scaled output it was not compiled for takes the Python path."""
+    codec = ma2ml_env.parallel_env(reward="surrogate").codec
+    assert codec._lookup_kernel() is not None
+    rng = np.random.default_rng(5)
+    flats = [*codec.sample(rng, 300), codec.nvec - 1, np.zeros(codec.size, np.int64)]
+    for flat in flats:
+        got = np.full(codec.size, np.nan, np.float32)
+        assert np.array_equal(codec.encode(codec.decode(flat), scaled_out=got), flat)
+        want = codec.scaled(flat)
+        assert want.dtype == np.float32 and got.tobytes() == want.tobytes()
+    assert np.all(want == 0.0) and np.all(codec.scaled(codec.nvec - 1)[codec.nvec > 1] == 1.0)
+    strided = np.zeros(2 * codec.size, np.float32)[::2]  # not contiguous: the Python path writes it
+    assert np.array_equal(codec.encode(codec.decode(flats[0]), scaled_out=strided), flats[0])
+    assert strided.tobytes() == codec.scaled(flats[0]).tobytes()
+    with pytest.raises(ValueError, match="out must be a float32 array"):
+        codec.encode(codec.decode(flats[0]), scaled_out=np.zeros(codec.size))
+
+
+def test_one_row_result_pickles_and_stays_frozen():
+    """The one-row BatchResult of env.step (slots on a frozen dataclass) pickles as what it is."""
+    env = ma2ml_env.parallel_env(reward="surrogate")
+    env.reset(seed=0)
+    env.step(sample_joint(env, np.random.default_rng(0)))
+    r = env._last[1]
+    clone = pickle.loads(pickle.dumps(r))
+    assert type(clone) is type(r) and clone.row(0) == r.row(0) and clone[0] == r[0] == env.last_result
+    assert np.array_equal(clone.score, r.score) and clone.info == r.info
+    with pytest.raises(AttributeError):
+        r.score = np.zeros(1)

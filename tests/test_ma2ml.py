@@ -242,6 +242,7 @@ def test_run_on_a_matrix_game_env():
         {"critic_targets": "zscore"},
         {"policy_update": "gradient"},
         {"screening": 0},
+        {"mirror_step": 0.5},
         {"paper": True, "credit_assignment": False},
         {"paper": True, "credit_assignment": False, "shared_advantage": "reward"},
         {"paper": True, "off_policy": False},
@@ -519,6 +520,83 @@ def test_screening_proposes_unevaluated_candidates_the_critic_ranks_highest():
     assert space.joint_nvec.size == flat.shape[1]
     with pytest.raises(ValueError, match="screening must be an integer >= 0"):
         MA2MLPlusConfig(screening=-1)
+
+
+def test_neighbours_are_every_one_decision_change_of_the_best_distinct_rows():
+    import ma2ml_env
+
+    env = ma2ml_env.parallel_env(reward="surrogate", modules=("nas", "hpo"))
+    algo = MA2MLPlus(critic_hidden=16, critic_ensemble=2)
+    algo.setup(action_spaces_of(env), seed=0)
+    rows = algo.propose(12)
+    rows[3] = rows[5]  # the best two rows are one joint action: it counts once among the 3 best
+    scores = np.linspace(0.0, 1.0, 12)
+    scores[3], scores[5] = 0.99, 0.98
+    algo.observe(rows, scores)
+    order = [11, 3, 10]  # best first, the duplicate (row 5) skipped
+    nvec = algo.codec.nvec
+    want = []
+    for i in order:
+        for d in range(len(nvec)):
+            for v in range(nvec[d]):
+                if v != rows[i, d]:
+                    n = rows[i].copy()
+                    n[d] = v
+                    want.append(n)
+    got = algo.neighbours(3)
+    assert got.dtype == np.int64 and got.tolist() == np.array(want).tolist()
+    assert len(got) == 3 * int((nvec - 1).sum())
+
+
+def test_screening_proposes_the_neighbour_of_the_best_that_the_critic_ranks_first():
+    """A neighbour of the best row that policy samples never produce (its value has no probability) is
+    proposed once the neighbours join the screening pool, when the critic ranks it first."""
+    import ma2ml_env
+
+    env = ma2ml_env.parallel_env(reward="surrogate", modules=("nas", "hpo"))
+    for top in (3, 0):
+        algo = MA2MLPlus(critic_hidden=16, critic_ensemble=2, exploration=0.0, screen_neighbours=top)
+        algo.setup(action_spaces_of(env), seed=0)
+        rows = algo.propose(8)
+        algo.observe(rows, np.arange(8.0))
+        target = rows[7].copy()
+        target[0] = (target[0] + 1) % algo.codec.nvec[0]
+        with torch.no_grad():
+            algo.logits[0, target[0]] = -1e9  # the policies never draw this value of decision 0
+        key = algo._cols(torch.as_tensor(target[None]))
+
+        class Picky(torch.nn.Module):  # a critic whose only good joint action is the target
+            def __init__(self, key):
+                super().__init__()
+                self.key = key
+
+            def forward(self, cols):
+                return (cols == self.key).all(1).float()[None].expand(2, -1)
+
+        algo.critic = Picky(key)
+        proposed = algo.propose(4).tolist()
+        assert (target.tolist() in proposed) == bool(top)
+        assert (proposed[0] == target.tolist()) == bool(top)
+
+
+def test_policies_restart_uniform_when_the_best_is_restart_after_evaluations_old():
+    env = MatrixGameEnv(CLIMBING)
+    algo = MA2MLPlus(**GAME_CFG, restart_after=8)
+    algo.setup(action_spaces_of(env), 0)
+    rows = np.array([[0, 0], [1, 1], [2, 2], [0, 1]])
+    uniform = []
+    for scores in ([11.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]):
+        algo.observe(rows, scores)
+        uniform.append(bool((algo.logits == 0).all() and (algo.target_logits == 0).all()))
+    # the best (evaluation 1) is 3, 7, 11 evaluations old: restart at 11; then 4 and 8 since the restart
+    assert uniform == [False, False, True, False, True]
+    state = algo.state_dict()
+    assert state["restarted_at"] == 20
+    again = MA2MLPlus()
+    again.load_state_dict(state)
+    assert again._restarted_at == 20
+    with pytest.raises(ValueError, match="restart_after must be an integer >= 0"):
+        MA2MLPlusConfig(restart_after=-1)
 
 
 def test_screening_on_a_space_it_has_fully_evaluated_falls_back_to_policy_samples():

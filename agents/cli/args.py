@@ -280,6 +280,11 @@ def add_env_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--benchmark", default=None, choices=tuple(BENCHMARKS), metavar="NAME",
                    help="search a tabular task of recorded real trainings instead (its own agents and reward; "
                         "`ma2ml list benchmarks`), e.g. nb201/cifar10 (default: none)")
+    g.add_argument("--learning-curves", default=None, metavar="TASK",
+                   help="search a learning-curve task (LCBench; agents net, reg, opt; fidelity: epochs) from "
+                        "--curves-folder, e.g. 7593 (default: none)")
+    g.add_argument("--curves-folder", default=None, metavar="DIR",
+                   help="the folder holding lcbench_<TASK>.npz, needed with --learning-curves (default: none)")
     g.add_argument("--seed-mean", action="store_true",
                    help="with --benchmark: score the mean over recorded training seeds instead of one seed "
                         "drawn per evaluation (default: one seed)")
@@ -310,6 +315,20 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of the algorithm and of the evaluations, >= 0 (default: 0)")
     g.add_argument("--batch-size", type=positive_int, default=None, metavar="K",
                    help="joint actions proposed and evaluated per round, at most --budget (default: 8)")
+    m = p.add_argument_group("multi-fidelity: stop weak children early (a reward with fidelity levels, e.g. "
+                             "--learning-curves)")
+    m.add_argument("--scheduler", default=None, choices=("sh", "hyperband", "asha", "full"),
+                   help="sh: successive halving; hyperband; asha: asynchronous successive halving; full: no early "
+                        "stopping, on the same simulated clock; --budget then counts full trainings "
+                        "(default: none, every child trained fully)")
+    m.add_argument("--eta", type=positive_float, default=None, metavar="ETA",
+                   help="keep the best 1/ETA of each rung; rungs ETA apart, > 1 (default: 3)")
+    m.add_argument("--min-level", type=positive_float, default=None, metavar="R",
+                   help="the lowest rung's resource, e.g. epochs (default: the reward's lowest level)")
+    m.add_argument("--sim-workers", type=positive_int, default=None, metavar="W",
+                   help="simulated parallel workers sharing the clock (default: 1)")
+    m.add_argument("--budget-seconds", type=positive_float, default=None, metavar="S",
+                   help="also stop at S simulated training seconds (default: no time limit)")
 
 
 def add_parallel_arguments(p: argparse.ArgumentParser) -> None:

@@ -98,11 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _available(extra: str | None, target: str) -> bool:
-    if extra is None:
-        return True
-    module = {"optuna": "optuna", "sb3": "stable_baselines3"}.get(extra, extra)
-    return importlib.util.find_spec(module) is not None
+def _available(module: str | None) -> bool:
+    return module is None or importlib.util.find_spec(module) is not None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -114,7 +111,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         lines.append("search algorithms (--algo):")
         for name in registered_algorithms():
             spec = algorithm_spec(name)
-            note = "" if _available(spec.extra, spec.target) else f'  [needs: pip install "ma2ml[{spec.extra}]"]'
+            note = "" if _available(spec.requires) else f'  [needs: pip install "ma2ml[{spec.extra}]"]'
             lines.append(f"  {name:12s} {spec.summary}{note}")
             if args.verbose:
                 try:

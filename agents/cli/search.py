@@ -168,7 +168,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _write_config(p: Prepared) -> None:
     spec = p.spec
-    config = {**spec.meta(), "algorithm_config": algorithm_config(p.algorithm),
+    config = {**spec.meta(p.env.possible_agents), "algorithm_config": algorithm_config(p.algorithm),
               "reward_kwargs": spec.env.reward_kwargs_json(), "store": str(p.store.path), "argv": list(spec.argv)}
     (spec.out / "config.json").write_text(json.dumps(jsonable(config), indent=2, allow_nan=False) + "\n",
                                           encoding="utf-8")
@@ -188,7 +188,8 @@ def _search(p: Prepared) -> int:
     try:
         with _stop_on_signals():
             run(p.algorithm, env, budget=spec.budget, seed=spec.seed, batch_size=spec.batch_size,
-                callback=Callbacks([trials_file, logger]), store=p.store, resume=spec.resume, dedupe=spec.dedupe)
+                callback=Callbacks([trials_file, logger]), store=p.store, resume=spec.resume, dedupe=spec.dedupe,
+                scheduler=spec.make_scheduler(), workers=spec.sim_workers, budget_seconds=spec.budget_seconds)
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
     finally:
@@ -204,7 +205,7 @@ def _search(p: Prepared) -> int:
               f"with:\n  {spec.resume_command()}", file=sys.stderr)
     if not trials:
         return 128 + signum if signum is not None else 1
-    best, pipeline = write_best(spec.out, trials, env, spec.meta())
+    best, pipeline = write_best(spec.out, trials, env, spec.meta(env.possible_agents))
     head = (f"interrupted after {len(trials)} of {spec.budget} evaluations (continue with --resume)" if signum
             else f"{spec.algo}: {len(trials)} evaluations in {time.perf_counter() - t0:.1f}s")
     print(f"{head}\n{_best_text(best, pipeline, len(trials))}\nresults: {spec.out}")

@@ -16,7 +16,7 @@ import dataclasses
 import os
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,8 @@ class EnvSpec:
     """The environment of a search.
 
     Attributes:
-        modules: the AutoML modules, one agent each (a benchmark's own agents with ``benchmark``).
+        modules: the AutoML modules, one agent each (a benchmark's own agents with ``benchmark``); empty: the
+            env's default (the reward's own agents when it has them, else the built-in three).
         reward: the reward backend's registered name (``"tabular"`` for a benchmark).
         reward_kwargs: its keyword arguments (the options of :data:`REWARD_OPTIONS`, the cost budget and
             ``--reward-config``); empty for a benchmark.
@@ -59,6 +60,13 @@ class EnvSpec:
     backend: str = "serial"
     workers: int | None = None
     backend_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=lambda: _frozen({}))
+
+    @property
+    def label(self) -> str:
+        """What is searched, for folder names: the benchmark, the learning-curve task or the reward."""
+        if self.benchmark:
+            return self.benchmark.replace("/", "-")
+        return f"lcbench-{self.reward_kwargs['task']}" if self.reward == "learning-curves" else self.reward
 
     @property
     def cost_budget(self) -> Any:
@@ -82,6 +90,8 @@ class SearchSpec:
         resume, overwrite, dedupe: what to do with an existing store, and serving repeated pipelines.
         tensorboard: TensorBoard log folder, or ``None``. progress: show a progress bar.
         argv: the command line (``config.json`` and the resume hint).
+        scheduler, eta, min_level, sim_workers, budget_seconds: a multi-fidelity search
+            (:mod:`agents.multifidelity`); ``scheduler`` ``None``: every child trained fully.
     """
 
     algo: str
@@ -98,13 +108,32 @@ class SearchSpec:
     tensorboard: Path | None = None
     progress: bool = True
     argv: tuple[str, ...] = ()
+    scheduler: str | None = None
+    eta: float = 3.0
+    min_level: float | None = None
+    sim_workers: int = 1
+    budget_seconds: float | None = None
 
-    def meta(self) -> dict[str, Any]:
-        """What ``config.json`` and ``best.json`` say about the search."""
+    def make_scheduler(self) -> Any:
+        """The :mod:`agents.schedulers` scheduler of the search, or ``None``."""
+        from agents.schedulers import make_scheduler
+
+        if self.scheduler is None:
+            return None
+        try:
+            return make_scheduler(self.scheduler, eta=self.eta, min_level=self.min_level)
+        except ValueError as exc:
+            raise UsageError(f"--scheduler {self.scheduler}: {exc}") from None
+
+    def meta(self, agents: Sequence[str]) -> dict[str, Any]:
+        """What ``config.json`` and ``best.json`` say about the search (``agents``: the env's, its modules)."""
         e = self.env
         return {"algorithm": self.algo, "reward": e.reward, "seed": self.seed, "budget": self.budget,
-                "batch_size": self.batch_size, "modules": list(e.modules),
-                **({"benchmark": e.benchmark, "seed_mean": e.seed_mean} if e.benchmark else {})}
+                "batch_size": self.batch_size, "modules": list(agents),
+                **({"benchmark": e.benchmark, "seed_mean": e.seed_mean} if e.benchmark else {}),
+                **({"scheduler": self.scheduler, "eta": self.eta, "min_level": self.min_level,
+                    "sim_workers": self.sim_workers, "budget_seconds": self.budget_seconds}
+                   if self.scheduler else {})}
 
     def resume_command(self) -> str:
         """The command that continues this search."""
@@ -122,7 +151,7 @@ def _quote(arg: str) -> str:
 # Options -> spec (no file is read or written here, except --algo-config/--reward-config @files by argparse)
 # ---------------------------------------------------------------------------------------------------
 def _env_spec(args: argparse.Namespace) -> EnvSpec:
-    from ma2ml_env import BENCHMARKS, DEFAULT_MODULES, CostBudget
+    from ma2ml_env import BENCHMARKS, CostBudget
 
     backend = args.backend
     bkw: dict[str, Any] = {}
@@ -134,14 +163,27 @@ def _env_spec(args: argparse.Namespace) -> EnvSpec:
                                  f"{backend})")
             bkw[o.kwarg] = value
     common = {"backend": backend, "workers": args.workers, "backend_kwargs": _frozen(bkw)}
-    if args.benchmark is not None:
+    if (args.curves_folder is not None) != (args.learning_curves is not None):
+        raise UsageError("--learning-curves TASK and --curves-folder DIR go together: give both")
+    if args.learning_curves is not None and args.benchmark is not None:
+        raise UsageError("give --benchmark or --learning-curves, not both")
+    if args.benchmark is not None or args.learning_curves is not None:
+        task = f"--benchmark {args.benchmark}" if args.benchmark else f"--learning-curves {args.learning_curves}"
         flags = {"reward": "--reward", "modules": "--modules", "max_flops": "--max-flops",
                  "max_params": "--max-params", "budget_mode": "--budget-mode", "reward_config": "--reward-config",
                  **{o.dest: o.flag for o in REWARD_OPTIONS}}
         given = [flag for dest, flag in flags.items() if getattr(args, dest) is not None]
         if given:
-            raise UsageError(f"--benchmark {args.benchmark} sets the agents and the reward itself (a table of "
-                             f"recorded trainings); drop {', '.join(given)}")
+            raise UsageError(f"{task} sets the agents and the reward itself (a table of recorded trainings); "
+                             f"drop {', '.join(given)}")
+        if args.learning_curves is not None:
+            if args.seed_mean:
+                raise UsageError("--seed-mean applies to --benchmark only (learning curves are noise-free)")
+            from ma2ml_env.rewards.learning_curves import AGENTS
+
+            folder = _folder_option("--curves-folder", args.curves_folder)
+            return EnvSpec(modules=tuple(a for a, _ in AGENTS), reward="learning-curves",
+                           reward_kwargs=_frozen({"task": args.learning_curves, "folder": str(folder)}), **common)
         return EnvSpec(modules=tuple(a for a, _ in BENCHMARKS[args.benchmark].agents), reward="tabular",
                        reward_kwargs=_frozen({}), benchmark=args.benchmark, seed_mean=args.seed_mean, **common)
     if args.seed_mean:
@@ -167,8 +209,8 @@ def _env_spec(args: argparse.Namespace) -> EnvSpec:
             merged["budget"] = CostBudget.coerce(merged["budget"])
         except (ValueError, TypeError) as exc:
             raise UsageError(f"--reward-config budget: {exc}") from None
-    return EnvSpec(modules=tuple(args.modules or DEFAULT_MODULES), reward=reward, reward_kwargs=_frozen(merged),
-                   **common)
+    # no --modules: the env's choice (the evaluator's own agents when it has them, else the built-in three)
+    return EnvSpec(modules=tuple(args.modules or ()), reward=reward, reward_kwargs=_frozen(merged), **common)
 
 
 def seed_dependent(env: EnvSpec) -> bool:
@@ -178,6 +220,8 @@ def seed_dependent(env: EnvSpec) -> bool:
         return not env.seed_mean
     if env.reward == "train":
         return True
+    if env.reward == "learning-curves":
+        return False
     return env.reward == "surrogate" and float(env.reward_kwargs.get("noise_std") or 0) > 0
 
 
@@ -217,9 +261,23 @@ def build_spec(args: argparse.Namespace) -> SearchSpec:
                "one recorded training seed is drawn per evaluation (add --seed-mean)")
         raise UsageError(f"{DEDUPE_RULE}; this reward is seed-dependent ({why}), so a repeated pipeline must be "
                          "evaluated again: drop --dedupe")
-    what = env.benchmark.replace("/", "-") if env.benchmark else env.reward
     out = (_folder_option("--out", args.out) if args.out is not None
-           else Path("runs") / f"{args.algo}-{what}-seed{args.seed}")
+           else Path("runs") / f"{args.algo}-{env.label}-seed{args.seed}")
+    mf = {"eta": args.eta, "min_level": args.min_level, "sim_workers": args.sim_workers,
+          "budget_seconds": args.budget_seconds}
+    if args.scheduler is None and any(v is not None for v in mf.values()):
+        given = [f"--{k.replace('_', '-')}" for k, v in mf.items() if v is not None]
+        raise UsageError(f"{', '.join(given)} set a multi-fidelity search: give --scheduler (sh, hyperband, asha "
+                         "or full) too")
+    if args.scheduler is not None and args.dedupe:
+        raise UsageError("--dedupe is for full-fidelity searches: drop it (a multi-fidelity search continues "
+                         "children instead of evaluating them again)")
+    mf = {k: v for k, v in mf.items() if v is not None}
+    if args.scheduler is not None and env.reward == "train" and "state_dir" not in env.reward_kwargs:
+        # children stopped early keep their training state in the run folder: a promotion continues it on any
+        # worker (and after --resume) instead of training from scratch
+        env = dataclasses.replace(env, reward_kwargs=_frozen({**env.reward_kwargs,
+                                                               "state_dir": str((out / "states").absolute())}))
     if args.store is not None and not args.store.strip():
         raise UsageError("--store is empty: give the path of the SQLite file (default: <out>/search.db)")
     store = Path(args.store).expanduser() if args.store is not None else out / "search.db"
@@ -233,7 +291,8 @@ def build_spec(args: argparse.Namespace) -> SearchSpec:
         algo=args.algo, algo_config=_frozen(args.algo_config or {}), env=env, budget=args.budget, seed=args.seed,
         batch_size=batch_size, out=out, store=store, resume=args.resume, overwrite=args.overwrite,
         dedupe=args.dedupe, tensorboard=_folder_option("--tensorboard", args.tensorboard),
-        progress=not args.no_progress, argv=tuple(getattr(args, "argv", None) or sys.argv[1:]))
+        progress=not args.no_progress, argv=tuple(getattr(args, "argv", None) or sys.argv[1:]),
+        scheduler=args.scheduler, **mf)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -252,8 +311,12 @@ def build_env(env: EnvSpec) -> Any:
         if env.benchmark:
             return ma2ml_env.benchmark_env(env.benchmark, seed_mean=env.seed_mean, backend=env.backend,
                                            workers=env.workers, backend_kwargs=bkw)
-        return ma2ml_env.parallel_env(modules=env.modules, reward=env.reward, reward_kwargs=dict(env.reward_kwargs),
-                                      backend=env.backend, workers=env.workers, backend_kwargs=bkw)
+        if env.reward == "learning-curves":
+            return ma2ml_env.learning_curve_env(**env.reward_kwargs, backend=env.backend, workers=env.workers,
+                                                backend_kwargs=bkw)
+        return ma2ml_env.parallel_env(modules=list(env.modules) or None, reward=env.reward,
+                                      reward_kwargs=dict(env.reward_kwargs), backend=env.backend,
+                                      workers=env.workers, backend_kwargs=bkw)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"cannot build the environment: {exc}") from None
 
@@ -385,6 +448,15 @@ def preflight(spec: SearchSpec) -> Prepared:
             print(f"{PROG}: warning: only {100 * share:.0f}% of sampled pipelines fit the budget; most trials "
                   "will be over budget (not trained, score 0)", file=sys.stderr)
         config = search_config(algorithm, env, spec.seed, spec.batch_size)
+        scheduler = spec.make_scheduler()
+        if scheduler is not None:
+            from agents.multifidelity import check_fidelity_arguments, fidelity_config
+
+            try:
+                check_fidelity_arguments(env, scheduler, spec.sim_workers, spec.budget_seconds)
+            except ValueError as exc:
+                raise UsageError(f"--scheduler {spec.scheduler}: {exc}") from None
+            config.update(fidelity_config(scheduler, spec.sim_workers))
         prepared = Prepared(spec, algorithm, env, config)
         _check_outputs(spec)
         _open_store(prepared)
@@ -434,7 +506,7 @@ def _open_store(p: Prepared) -> None:
         if spec.resume:
             store.check(p.config)
             done = len(store)
-            if spec.budget < done:
+            if spec.budget < done and spec.scheduler is None:  # a multi-fidelity budget counts full trainings
                 raise UsageError(f"--budget {spec.budget} is below the {done} evaluations the store {path} already "
                                  f"holds; give --budget {done} or more to continue the search")
     except BaseException:

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ma2ml_env.rewards.budget import CostBudget
+from ma2ml_env.rewards.fidelity import Fidelity, fidelity_request
+
 if TYPE_CHECKING:  # pragma: no cover
     from ma2ml_env.pipeline import Pipeline
     from ma2ml_env.space import SearchSpace
@@ -187,8 +190,8 @@ class BatchResult:
         """A one-row batch from an evaluator's own fast path (finite score, valid code): its arrays are
         made on first access, so that a caller that reads :meth:`row` (``env.step``) never pays for them."""
         out = object.__new__(_OneRow)
-        out.__dict__["_values"] = (score, status, accuracy, flops, params, seconds)
-        out.__dict__["info"] = (info,)
+        _set_values(out, (score, status, accuracy, flops, params, seconds))
+        _set_info(out, (info,))
         return out
 
     def row(self, i: int) -> tuple[float, int, float, float, float, float]:
@@ -212,165 +215,31 @@ class BatchResult:
 
 
 class _OneRow(BatchResult):
-    """A one-row :class:`BatchResult` from :meth:`BatchResult._one`: the arrays are built on first access."""
+    """A one-row :class:`BatchResult` from :meth:`BatchResult._one`: the arrays are built on first access;
+    values and info are slots (set by ``_one`` through their descriptors: half the cost of the dict)."""
+
+    __slots__ = ("_values", "info")
 
     def __getattr__(self, name: str) -> Any:  # called only for attributes not set yet
         if name not in _FIELDS:
             raise AttributeError(name)
-        values = self.__dict__["_values"]
-        for f, v in zip(_FIELDS, values):
+        for f, v in zip(_FIELDS, self._values):
             self.__dict__[f] = np.array([v], dtype=np.int64 if f == "status" else np.float64)
         return self.__dict__[name]
 
     def row(self, i: int) -> tuple[float, int, float, float, float, float]:
         if i not in (0, -1):
             raise IndexError(f"row {i} of a batch of 1")
-        return self.__dict__["_values"]
+        return self._values
+
+    def __reduce__(self) -> tuple[Any, tuple]:  # pickled as what makes it (slots of a frozen class)
+        return BatchResult._one, (*self._values, self.info[0])
 
     def __len__(self) -> int:
         return 1
 
 
-_BUDGET_FIELDS = ("max_flops", "max_params", "mode", "weight", "penalty_score")
-_OR_NONE = {"max_flops": " or None", "max_params": " or None"}
-
-
-@dataclass(frozen=True)
-class CostBudget:
-    """A FLOPs / parameter budget, as in the paper's "< 600M FLOPs" setting.
-
-    Attributes:
-        max_flops: FLOPs target per image (``None``: no FLOPs constraint).
-        max_params: parameter target (``None``: no parameter constraint).
-        mode: ``"hard"``: a pipeline over budget gets status ``"over_budget"`` and ``penalty_score``
-            (and is not trained); ``"soft"``: MnasNet's ``accuracy * (cost / target) ** weight`` for each
-            constraint that is exceeded (Tan et al. 2019, eq. 2 with beta = weight for cost > target).
-        weight: the soft-mode exponent (MnasNet uses -0.07).
-        penalty_score: the score of an over-budget pipeline in hard mode.
-    """
-
-    max_flops: float | None = None
-    max_params: float | None = None
-    mode: str = "hard"
-    weight: float = -0.07
-    penalty_score: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.mode, str) or self.mode not in ("hard", "soft"):
-            raise ValueError(f"CostBudget.mode must be 'hard' or 'soft', got {self.mode!r}")
-        for label in ("max_flops", "max_params", "weight", "penalty_score"):
-            v = getattr(self, label)
-            if v is None and label in ("max_flops", "max_params"):
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                raise ValueError(f"CostBudget.{label} must be a number{_OR_NONE.get(label, '')}, "
-                                 f"got {type(v).__name__} {v!r}")
-            if math.isnan(v):
-                raise ValueError(f"CostBudget.{label} must be a number, got nan")
-            if isinstance(v, np.integer):  # JSON-serialisable in config()
-                object.__setattr__(self, label, int(v))
-        for label, v in (("max_flops", self.max_flops), ("max_params", self.max_params)):
-            if v is not None and not v > 0:
-                raise ValueError(f"CostBudget.{label} must be > 0 or None, got {v}")
-        if self.weight > 0:
-            raise ValueError(f"CostBudget.weight must be <= 0 (a penalty), got {self.weight}")
-        if not math.isfinite(self.penalty_score):
-            raise ValueError(f"CostBudget.penalty_score must be finite, got {self.penalty_score}")
-
-    @classmethod
-    def from_dict(cls, fields: Mapping[str, Any]) -> CostBudget:
-        """A budget from a mapping of its fields (e.g. parsed JSON: ``{"max_flops": 5e6, "mode": "soft"}``);
-        the inverse of :meth:`config`. Raises ``ValueError`` for anything that is not a mapping, an unknown
-        field, or a field value :class:`CostBudget` refuses."""
-        if not isinstance(fields, Mapping):
-            raise ValueError(f"CostBudget.from_dict needs a dict of fields {list(_BUDGET_FIELDS)}, "
-                             f"got {type(fields).__name__} {fields!r}")
-        unknown = sorted(str(k) for k in fields if k not in _BUDGET_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown CostBudget field(s) {unknown}; the fields are {list(_BUDGET_FIELDS)}")
-        return cls(**fields)
-
-    @classmethod
-    def coerce(cls, budget: CostBudget | Mapping[str, Any] | None) -> CostBudget | None:
-        """What every reward backend does with its ``budget`` argument: ``None`` and a :class:`CostBudget`
-        unchanged, a mapping through :meth:`from_dict`; anything else raises ``ValueError``. One rule, so
-        every backend gives the same error for the same mistake."""
-        if budget is None or isinstance(budget, CostBudget):
-            return budget
-        if isinstance(budget, Mapping):
-            return cls.from_dict(budget)
-        raise ValueError(f"budget must be a ma2ml_env.CostBudget, a dict of its fields "
-                         f"{list(_BUDGET_FIELDS)} or None, got {type(budget).__name__} {budget!r}")
-
-    def config(self) -> dict[str, Any]:
-        """The budget's fields, JSON-serialisable (for evaluators' :meth:`Evaluator.config`)."""
-        return {"max_flops": self.max_flops, "max_params": self.max_params, "mode": self.mode,
-                "weight": self.weight, "penalty_score": self.penalty_score}
-
-    @property
-    def active(self) -> bool:
-        return self.max_flops is not None or self.max_params is not None
-
-    def over(self, flops: float, params: float) -> bool:
-        """Whether a child of this cost exceeds any target."""
-        return (self.max_flops is not None and flops > self.max_flops) or (
-            self.max_params is not None and params > self.max_params
-        )
-
-    def factor(self, flops: float, params: float) -> float:
-        """The soft-mode multiplier (1 when within budget)."""
-        f = 1.0
-        if self.max_flops is not None and flops > self.max_flops:
-            f *= (flops / self.max_flops) ** self.weight
-        if self.max_params is not None and params > self.max_params:
-            f *= (params / self.max_params) ** self.weight
-        return f
-
-    def apply(self, accuracy: float, flops: float, params: float) -> tuple[float, str, dict[str, Any]]:
-        """``(score, status, info)`` of a child with this accuracy and cost: the one rule every backend uses.
-
-        Inactive budget: ``(accuracy, "ok", {})``. Hard mode: over budget gives ``(penalty_score,
-        "over_budget", {"budget": {"max_flops", "max_params"}})``, within it ``(accuracy, "ok", {})``; a
-        backend that trains may call this with ``accuracy=nan`` first to skip an over-budget child. Soft
-        mode: ``(accuracy * factor, "ok", {"budget_factor": factor})``."""
-        if not self.active:
-            return accuracy, "ok", {}
-        if self.mode == "hard":
-            if self.over(flops, params):
-                return self.penalty_score, "over_budget", {"budget": {"max_flops": self.max_flops,
-                                                                      "max_params": self.max_params}}
-            return accuracy, "ok", {}
-        f = self.factor(flops, params)
-        return accuracy * f, "ok", {"budget_factor": f}
-
-    def factors(self, flops: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Vectorised budget: ``(factor, feasible)`` arrays. Hard mode: factor 1, feasible = within budget;
-        soft mode: the MnasNet factor, every child feasible; inactive: 1 and True."""
-        flops, params = np.asarray(flops, dtype=np.float64), np.asarray(params, dtype=np.float64)
-        factor, feasible = np.ones_like(flops), np.ones(len(flops), dtype=bool)
-        if not self.active:
-            return factor, feasible
-        over = np.zeros(len(flops), dtype=bool)
-        if self.max_flops is not None:
-            over |= flops > self.max_flops
-            factor *= np.where(flops > self.max_flops, (flops / self.max_flops) ** self.weight, 1.0)
-        if self.max_params is not None:
-            over |= params > self.max_params
-            factor *= np.where(params > self.max_params, (params / self.max_params) ** self.weight, 1.0)
-        if self.mode == "hard":
-            return np.ones_like(flops), ~over
-        return factor, feasible
-
-    def apply_arrays(self, accuracy: np.ndarray, flops: np.ndarray, params: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`apply` on arrays: ``(score, over_budget)``; ``over_budget`` is the hard-mode status."""
-        score = np.array(accuracy, dtype=np.float64)
-        over = np.zeros(len(score), dtype=bool)
-        if self.active:
-            factor, feasible = self.factors(flops, params)
-            over = ~feasible
-            score = np.where(over, self.penalty_score, score * factor)
-        return score, over
+_set_values, _set_info = _OneRow._values.__set__, _OneRow.info.__set__  # type: ignore[attr-defined]
 
 
 class Evaluator:
@@ -413,6 +282,10 @@ class Evaluator:
     #: the measured time stays in ``env.unwrapped.last_result.seconds``. False (the default) when ``seconds``
     #: is a deterministic cost (the surrogate's simulated training time, a table's recorded one).
     wall_clock_seconds: bool = False
+    #: The fidelity levels the evaluator can stop a child at (:class:`~ma2ml_env.Fidelity`); ``None``: it
+    #: evaluates full trainings only. One that declares levels takes ``levels=`` and ``start=`` in
+    #: :meth:`evaluate` (:mod:`ma2ml_env.rewards.fidelity`).
+    fidelity: Fidelity | None = None
 
     def bind(self, space: SearchSpace) -> None:
         """Called by the env with its search space; backends that need the module tables keep them."""
@@ -429,10 +302,16 @@ class Evaluator:
                                   " (or subclass ma2ml_env.PipelineEvaluator and implement "
                                   "evaluate_pipeline(pipeline, seed))")
 
-    def _evaluate_row(self, row: np.ndarray, seed: int) -> EvalResult:
+    def _evaluate_row(self, row: np.ndarray, seed: int, level: int | None = None, start: int = -1) -> EvalResult:
         """One row, raising on any failure (an exception, a malformed result): what the parallel backends'
-        workers run per attempt, so that the kind of a failure (out of memory or not) decides its retry."""
-        out = self.evaluate(row[None], np.array([seed], dtype=np.int64))
+        workers run per attempt, so that the kind of a failure (out of memory or not) decides its retry.
+        ``level``/``start``: the row's fidelity request (``None``: no request, the full training)."""
+        seeds = np.array([seed], dtype=np.int64)
+        if level is None or self.fidelity is None:  # no request, or one for the only level (checked by the caller)
+            out = self.evaluate(row[None], seeds)
+        else:
+            out = self.evaluate(row[None], seeds, levels=np.array([level], dtype=np.int64),
+                                start=np.array([start], dtype=np.int64))
         check_batch(self, out, 1)
         return out[0]
 
@@ -460,25 +339,37 @@ class PipelineEvaluator(Evaluator):
         """Evaluate one pipeline with its seed."""
         raise NotImplementedError(f"{type(self).__name__} must implement evaluate_pipeline(pipeline, seed)")
 
-    def _evaluate_row(self, row: np.ndarray, seed: int) -> EvalResult:
+    def _pipeline_of(self, row: np.ndarray) -> Pipeline:
         space = getattr(self, "space", None)
         if space is None:
             raise RuntimeError(f"{type(self).__name__} is not bound to a search space; the env calls "
                                "bind(space) before the first evaluation")
-        r = self.evaluate_pipeline(space.build(row), int(seed))
+        return space.build(row)
+
+    def _evaluate_row(self, row: np.ndarray, seed: int, level: int | None = None, start: int = -1) -> EvalResult:
+        """One row (``level``/``start``: its fidelity request; a subclass that declares ``fidelity``
+        overrides this to honour it)."""
+        if level is not None and self.fidelity is not None and (start >= 0 or level != self.fidelity.top):
+            raise NotImplementedError(f"{type(self).__name__} declares fidelity levels but evaluates full "
+                                      "trainings only: override _evaluate_row(row, seed, level, start)")
+        r = self.evaluate_pipeline(self._pipeline_of(row), int(seed))
         if not isinstance(r, EvalResult):
             raise TypeError(f"evaluate_pipeline() must return a ma2ml_env.EvalResult, got {type(r).__name__}")
         return r
 
     def evaluate(self, actions: np.ndarray, seeds: np.ndarray,
-                 on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
+                 on_result: Callable[[int, EvalResult], None] | None = None, *,
+                 levels: np.ndarray | None = None, start: np.ndarray | None = None) -> BatchResult:
         if len(actions) != len(seeds):
             raise ValueError(f"got {len(seeds)} seeds for {len(actions)} joint actions; pass one seed per "
                              "joint action")
+        asked = levels is not None or start is not None
+        lv, st = fidelity_request(self.fidelity, len(actions), levels, start) if asked else (None, None)
         out = []
         for i, (row, seed) in enumerate(zip(actions, seeds)):
             try:
-                r = self._evaluate_row(row, int(seed))
+                r = (self._evaluate_row(row, int(seed)) if lv is None else
+                     self._evaluate_row(row, int(seed), int(lv[i]), int(st[i])))
             except Exception as exc:  # noqa: BLE001 - user code: any failure is an outcome
                 r = error_result(self, exc)
             if on_result is not None:
@@ -508,17 +399,18 @@ def check_batch(evaluator: Any, out: Any, k: int) -> None:
 
 
 def evaluate_guarded(evaluator: Evaluator, actions: np.ndarray, seeds: np.ndarray,
-                     on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
+                     on_result: Callable[[int, EvalResult], None] | None = None, **fidelity: Any) -> BatchResult:
     """``evaluator.evaluate(actions, seeds, on_result)``, with every way user code can fail turned into
     results: an exception (a :class:`BatchResult` or :class:`EvalResult` built with a NaN score included), a
     wrong number of results or something that is not a :class:`BatchResult` gives each row not yet reported
     an ``"error"`` result (the evaluator's ``failure_score``, the message and traceback in ``info``).
     ``on_result`` is called exactly once per row: as the evaluator reports it, else after it returns.
-    ``env.step``, ``env.evaluate`` and every parallel backend call evaluators through this."""
+    ``env.step``, ``env.evaluate`` and every parallel backend call evaluators through this. ``fidelity``
+    (``levels``, ``start``: :mod:`ma2ml_env.rewards.fidelity`) is passed on when given."""
     k = len(actions)
     if on_result is None:
         try:
-            out = evaluator.evaluate(actions, seeds)
+            out = evaluator.evaluate(actions, seeds, **fidelity) if fidelity else evaluator.evaluate(actions, seeds)
             if not (out.__class__ is _OneRow and k == 1) and (not isinstance(out, BatchResult) or len(out) != k):
                 check_batch(evaluator, out, k)
             return out
@@ -532,7 +424,7 @@ def evaluate_guarded(evaluator: Evaluator, actions: np.ndarray, seeds: np.ndarra
             on_result(i, r)
 
     try:
-        out = evaluator.evaluate(actions, seeds, report)
+        out = evaluator.evaluate(actions, seeds, report, **fidelity)
         check_batch(evaluator, out, k)
     except Exception as exc:  # noqa: BLE001 - user code: any failure is an outcome
         err = error_result(evaluator, exc)
@@ -550,6 +442,7 @@ def evaluate_guarded(evaluator: Evaluator, actions: np.ndarray, seeds: np.ndarra
 # -- registry of backends by name (imported lazily: nothing heavy at import time) --------------------
 _EVALUATORS: dict[str, str] = {
     "surrogate": "ma2ml_env.rewards.surrogate:SurrogateEvaluator",
+    "learning-curves": "ma2ml_env.rewards.learning_curves:LearningCurveEvaluator",
     "tabular": "ma2ml_env.rewards.tabular:TabularEvaluator",
     "train": "ma2ml_env.rewards.train:TrainEvaluator",
 }

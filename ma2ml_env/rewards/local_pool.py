@@ -67,8 +67,7 @@ def _worker_main(conn: Any, environ: Mapping[str, str], ppid: int) -> None:
             return
         if msg is None:
             return
-        row, seed = msg
-        outcome = attempt(evaluator, row, seed)
+        outcome = attempt(evaluator, *msg)  # row, seed, level, start
         try:
             conn.send(("done", outcome))
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
@@ -269,7 +268,7 @@ class LocalPoolEvaluator(BackendWrapper):
 
     def _submit(self, slot: _Worker, task: Task) -> None:
         with contextlib.suppress(OSError, ValueError):  # the worker died: its sentinel says so
-            slot.conn.send((task.row, task.seed))
+            slot.conn.send((task.row, task.seed, task.level, task.start))
 
     def _collect(self, busy: Sequence[_Worker], timeout: float | None) -> list[Event]:
         ready = set(_wait_ready([h for w in busy for h in (w.conn, w.proc.sentinel)], timeout))

@@ -65,8 +65,8 @@ class _RayWorkerBody:
     def ready(self) -> int:
         return os.getpid()
 
-    def evaluate(self, row: np.ndarray, seed: int) -> Outcome:
-        return attempt(self.evaluator, row, seed)
+    def evaluate(self, row: np.ndarray, seed: int, level: int | None = None, start: int = -1) -> Outcome:
+        return attempt(self.evaluator, row, seed, level, start)
 
 
 class _RaySlot(Slot):
@@ -253,7 +253,7 @@ class RayEvaluator(BackendWrapper):
         return self._slots
 
     def _submit(self, slot: _RaySlot, task: Task) -> None:
-        slot.pending = slot.actor.evaluate.remote(task.row, task.seed)
+        slot.pending = slot.actor.evaluate.remote(task.row, task.seed, task.level, task.start)
 
     def _collect(self, busy: Sequence[_RaySlot], timeout: float | None) -> list[Event]:
         ray = _import_ray()

@@ -69,13 +69,16 @@ class Outcome:
         return cls(kind=kind, message=message, traceback=tb, seconds=seconds)
 
 
-def attempt(evaluator: Evaluator, row: np.ndarray, seed: int) -> Outcome:
-    """Evaluate one flat joint action with its seed; never raises for a failure of the evaluator. An
+def attempt(evaluator: Evaluator, row: np.ndarray, seed: int, level: int | None = None, start: int = -1) -> Outcome:
+    """Evaluate one flat joint action with its seed (at fidelity ``level``, continuing from ``start``, when
+    a level is given: :mod:`~ma2ml_env.rewards.fidelity`); never raises for a failure of the evaluator. An
     exception or a malformed result (:func:`~ma2ml_env.rewards.base.evaluate_guarded`'s rules) is a failed
     attempt: kind ``"oom"`` for out-of-memory exceptions (:func:`failure_kind`), else ``"error"``."""
     t0 = time.perf_counter()
     try:
-        result = evaluator._evaluate_row(np.asarray(row, dtype=np.int64), int(seed))
+        row = np.asarray(row, dtype=np.int64)
+        result = (evaluator._evaluate_row(row, int(seed)) if level is None else
+                  evaluator._evaluate_row(row, int(seed), int(level), int(start)))
     except Exception as exc:  # noqa: BLE001 - user code: any failure is an outcome
         message, tb = describe(exc)
         return Outcome.failed(failure_kind(exc), message, time.perf_counter() - t0, tb)
@@ -83,12 +86,14 @@ def attempt(evaluator: Evaluator, row: np.ndarray, seed: int) -> Outcome:
 
 
 class Task:
-    """One row of a batch: its position, its flat joint action, its seed and the attempts made so far."""
+    """One row of a batch: its position, its flat joint action, its seed, its fidelity request (``level``:
+    ``None`` for none; ``start``: the level it continues from, ``-1`` fresh) and the attempts made so far."""
 
-    __slots__ = ("attempts", "failures", "index", "row", "seed")
+    __slots__ = ("attempts", "failures", "index", "level", "row", "seed", "start")
 
-    def __init__(self, index: int, row: np.ndarray, seed: int) -> None:
+    def __init__(self, index: int, row: np.ndarray, seed: int, level: int | None = None, start: int = -1) -> None:
         self.index, self.row, self.seed = index, row, int(seed)
+        self.level, self.start = (None if level is None else int(level)), int(start)
         self.attempts = 0
         self.failures: list[dict[str, Any]] = []
 

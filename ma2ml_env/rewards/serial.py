@@ -51,7 +51,7 @@ class SerialEvaluator(BackendWrapper):
         return [slot]
 
     def _submit(self, slot: Slot, task: Task) -> None:
-        self._done = attempt(self.inner, task.row, task.seed)
+        self._done = attempt(self.inner, task.row, task.seed, task.level, task.start)
 
     def _collect(self, busy: Sequence[Slot], timeout: float | None) -> list[Event]:
         done, self._done = self._done, None

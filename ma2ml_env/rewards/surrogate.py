@@ -67,6 +67,11 @@ steps (8 epochs, batches of 32), as real training does.
 **Costs.** FLOPs and parameters are the analytical counts of the child; ``seconds`` is a simulated
 training time ``epochs * dataset_size * 3 * FLOPs / throughput + overhead``.
 
+**Fidelity.** Levels in epochs of the child's schedule (``1, 2, 4, 8`` in the default space, as the training
+backend's): below the last, the accuracy and cost after part of the training come from the learning-curve
+model of :mod:`ma2ml_env.rewards.surrogate_curves` (calibrated on real digits curves); the last level is the
+full training above, unchanged.
+
 **Budget.** An optional :class:`~ma2ml_env.rewards.base.CostBudget` (or a dict of its fields, e.g. from
 JSON: ``reward_kwargs={"budget": {"max_flops": 5e6}}``; checked by :meth:`CostBudget.coerce`, the same
 ``ValueError`` as the training backend's): hard (over budget -> status ``"over_budget"``,
@@ -118,10 +123,12 @@ from ma2ml_env.pipeline import Pipeline
 from ma2ml_env.rewards import _jit
 from ma2ml_env.rewards._jit import LEVELS, SurrogateTables
 from ma2ml_env.rewards.base import EMPTY_INFO, STATUS_CODES, BatchResult, CostBudget, EvalResult, Evaluator
+from ma2ml_env.rewards.fidelity import Fidelity, epoch_fidelity, epoch_ladder, space_max_epochs
+from ma2ml_env.rewards.surrogate_curves import DEFAULT_CURVES, CurveModel, evaluate_levels
 from ma2ml_env.rewards.surrogate_task import (
     OP_NAMES,
     SurrogateTask,
-    changed_fields,
+    declared_effects,
     ls_level,
     nas_tables,
     op_strength,
@@ -149,6 +156,10 @@ class SurrogateEvaluator(Evaluator):
             (``{"max_flops": 5e6}``; JSON works).
         in_channels, num_classes: the child's input channels and classes (for the FLOPs count).
         dataset_size, throughput, overhead: the simulated training time model.
+        fidelity_epochs: the fidelity levels in epochs of the child's schedule (the last is the full training;
+            ``None``: 1, 2, 4... up to the longest schedule of the space, set at ``bind``) and ``curves`` the
+            learning-curve model (a :class:`~ma2ml_env.rewards.surrogate_curves.CurveModel` or a dict of its
+            fields; ``None``: the one calibrated on digits): :mod:`ma2ml_env.rewards.surrogate_curves`.
     """
 
     name = "surrogate"
@@ -163,6 +174,8 @@ class SurrogateEvaluator(Evaluator):
         dataset_size: int = 50_000,
         throughput: float = 1e12,
         overhead: float = 1.0,
+        fidelity_epochs: Sequence[float] | None = None,
+        curves: CurveModel | Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(task, SurrogateTask):
             self.task = task
@@ -180,6 +193,8 @@ class SurrogateEvaluator(Evaluator):
         self._budget_active = self.budget.active
         self.in_channels, self.num_classes = int(in_channels), int(num_classes)
         self.dataset_size, self.throughput, self.overhead = dataset_size, throughput, overhead
+        self.fidelity_epochs = None if fidelity_epochs is None else list(fidelity_epochs)
+        self.fidelity, self.curves = epoch_fidelity(fidelity_epochs), CurveModel.coerce(curves)
         ref = ArchitectureModule()
         lo = {d.name: d.choices[0] for d in ref.decisions}
         hi = {d.name: d.choices[-1] for d in ref.decisions}
@@ -194,6 +209,8 @@ class SurrogateEvaluator(Evaluator):
     # -- binding: per-choice lookup tables -------------------------------------------------------------
     def bind(self, space: SearchSpace) -> None:
         self.space = space
+        if self.fidelity_epochs is None:  # the training backend's default ladder
+            self.fidelity = Fidelity(epoch_ladder(space_max_epochs(space)), "epochs")
         self._optimum: tuple[float, dict[str, np.ndarray]] | None = None
         t = self.task
         util = dict(zip(OP_NAMES, t.op_utility))
@@ -274,52 +291,13 @@ class SurrogateEvaluator(Evaluator):
         t = self._tables
         self._kernel_tables = (t.F, t.I, t.C)  # the compiled path's
         self._jit_ok = self.noise_std == 0 and not self._budget_active and not self._effects
+        self._row_kernel = ...  # looked up again for this space (its effects decide whether it applies)
 
     def _bind_effects(self, space: SearchSpace) -> None:
-        """The declared effects of the modules the score does not model (module docstring, "Other modules");
-        a module that declares none is refused: its choices would not change the score."""
+        """The declared effects of the modules the score does not model (module docstring, "Other modules":
+        :func:`~ma2ml_env.rewards.surrogate_task.declared_effects`)."""
         modelled = {id(g["mod"]) for g in (self._aug, self._nas, self._hpo) if g is not None}
-        cols: list[int] = []
-        tables: list[list[float]] = []
-        self._effects: dict[str, dict[str, list[float]]] = {}
-        for mod, off in zip(space.modules, space.offsets):
-            if id(mod) in modelled:
-                continue
-            names = [d.name for d in mod.decisions]
-            declared = mod.surrogate_effects
-            if declared is None:
-                changed = changed_fields(space, mod, off)
-                if not changed:  # no choice of it changes the pipeline: no reward can depend on it
-                    continue
-                raise ValueError(
-                    f"the surrogate reward does not model module {mod.name!r} ({type(mod).__name__}), whose "
-                    f"choices change the pipeline's {', '.join(changed)}: it scores the built-in "
-                    "AugmentModule, ArchitectureModule and HyperParameterModule (one of each), so every "
-                    f"choice of {mod.name!r} would get the same reward. Use reward='train' (real training) "
-                    "or an Evaluator of your own, or declare the module's effect on the surrogate's logit: "
-                    "a class attribute surrogate_effects = {decision: (offset per choice, ...)} for each of "
-                    f"its decisions {names} (see ma2ml_env.rewards.surrogate, 'Other modules')")
-            if not isinstance(declared, Mapping) or sorted(declared) != sorted(names):
-                got = sorted(declared) if isinstance(declared, Mapping) else type(declared).__name__
-                raise ValueError(f"surrogate_effects of module {mod.name!r} must map each of its decisions "
-                                 f"{names} to one logit offset per choice, got {got}")
-            self._effects[mod.name] = {}
-            for j, d in enumerate(mod.decisions):
-                try:
-                    row = [float(v) for v in declared[d.name]]
-                except (TypeError, ValueError):
-                    row = []
-                if len(row) != len(d.choices) or not all(abs(v) <= _MAX_EFFECT for v in row):
-                    raise ValueError(
-                        f"surrogate_effects[{d.name!r}] of module {mod.name!r} must hold {len(d.choices)} "
-                        f"numbers in [-{_MAX_EFFECT:g}, {_MAX_EFFECT:g}] (one logit offset per choice of "
-                        f"{list(d.choices)}), got {declared[d.name]!r}")
-                self._effects[mod.name][d.name] = row
-                if any(row):  # all zeros: declared to have no effect
-                    cols.append(off + j)
-                    tables.append(row)
-        if not cols:
-            self._effects = {}  # nothing changes a score: the built-ins' paths (and config) as they are
+        self._effects, cols, tables = declared_effects(space, modelled, _MAX_EFFECT)
         self._eff_cols = np.array(cols, dtype=np.int64)
         self._eff_tables = [np.array(r) for r in tables]
         self._eff_pairs = list(zip(cols, tables))  # the scalar path's
@@ -485,16 +463,31 @@ class SurrogateEvaluator(Evaluator):
 
     # -- evaluation -------------------------------------------------------------------------------------
     def evaluate(self, actions: np.ndarray, seeds: np.ndarray,
-                 on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
-        """The surrogate of every row of ``actions`` (int64 ``[K, D]``, validated), noise seeded by ``seeds``.
+                 on_result: Callable[[int, EvalResult], None] | None = None, *,
+                 levels: np.ndarray | None = None, start: np.ndarray | None = None) -> BatchResult:
+        """The surrogate of every row of ``actions`` (int64 ``[K, D]``, validated), noise seeded by ``seeds``;
+        with ``levels``/``start``, after part of the training (:mod:`ma2ml_env.rewards.surrogate_curves`).
 
         Private fast paths, all running the one formula of :mod:`ma2ml_env.rewards._jit`: one row (what
         ``env.step`` asks) goes through the compiled kernel (numba, no noise or budget) or the Python scalar
         path; more rows through the numpy batch path (:meth:`_arrays`)."""
-        if self.space is None:
-            self._require_bound()
-        if len(actions) == 1:
-            out = self._one_row(actions, seeds)
+        if levels is not None or start is not None:
+            return evaluate_levels(self, actions, seeds, on_result, levels, start)
+        if len(actions) == 1:  # env.step's case, in as few calls as it takes
+            kern = self._row_kernel
+            if kern is ...:
+                kern = self._lookup_row_kernel()
+            out = None
+            if kern is not None:  # no noise, budget or declared effects: the score is the accuracy
+                try:
+                    acc, flops, params, seconds = kern(actions, *self._kernel_tables)
+                    out = BatchResult._one(acc, _OK, acc, flops, params, seconds)
+                except TypeError:  # not a C-contiguous int64 [1, D] array (a caller's own)
+                    pass
+            if out is None:
+                out = self._one_row(actions, seeds)
+            if on_result is None:
+                return out
         else:
             a = self._arrays(actions, seeds)
             status = np.where(a["over_budget"], _OVER_BUDGET, _OK)
@@ -506,16 +499,7 @@ class SurrogateEvaluator(Evaluator):
         return out
 
     def _one_row(self, actions: np.ndarray, seeds: np.ndarray) -> BatchResult:
-        kern = self._row_kernel
-        if kern is ...:
-            kern = self._lookup_row_kernel()
-        if kern is not None:
-            try:
-                acc, flops, params, seconds = kern(actions, *self._kernel_tables)  # the score is the accuracy
-            except TypeError:  # not a C-contiguous int64 [1, D] array (a caller's own): the Python path
-                pass
-            else:
-                return BatchResult._one(acc, _OK, acc, flops, params, seconds)
+        self._require_bound()
         xs = actions[0].tolist()
         acc, flops, params, seconds = _score_py(xs, *self._py_tables)
         if self._effects:
@@ -574,6 +558,8 @@ class SurrogateEvaluator(Evaluator):
                 "in_channels": self.in_channels, "num_classes": self.num_classes,
                 "dataset_size": self.dataset_size, "throughput": self.throughput, "overhead": self.overhead,
                 "failure_score": self.failure_score,
+                **({} if self.fidelity_epochs is None else {"fidelity_epochs": self.fidelity_epochs}),
+                **({} if self.curves == DEFAULT_CURVES else {"curves": self.curves.config()}),
                 **({"module_effects": self._effects} if getattr(self, "_effects", None) else {})}
 
     # -- the exact global optimum ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "OP_NAMES",
     "SurrogateTask",
     "changed_fields",
+    "declared_effects",
     "ls_level",
     "nas_tables",
     "op_strength",
@@ -112,6 +114,57 @@ def changed_fields(space: SearchSpace, mod: Any, off: int, max_joint: int = 256)
         changed.update(f.name for f in dataclasses.fields(p)
                        if f.name != "choices" and getattr(p, f.name) != getattr(ref, f.name))
     return sorted(changed)
+
+
+def declared_effects(space: SearchSpace, modelled: set[int], max_effect: float
+                     ) -> tuple[dict[str, dict[str, list[float]]], list[int], list[list[float]]]:
+    """The declared ``surrogate_effects`` of the space's modules whose ids are not in ``modelled`` (the
+    surrogate's "Other modules"): ``(effects, cols, tables)``, the offsets per module and decision (empty when
+    no offset is nonzero), and the action column and per-choice offsets of every decision that has an effect.
+    A module that declares none is refused (``ValueError``) when some choice of it changes the pipeline: its
+    choices would not change the score."""
+    cols: list[int] = []
+    tables: list[list[float]] = []
+    effects: dict[str, dict[str, list[float]]] = {}
+    for mod, off in zip(space.modules, space.offsets):
+        if id(mod) in modelled:
+            continue
+        names = [d.name for d in mod.decisions]
+        declared = mod.surrogate_effects
+        if declared is None:
+            changed = changed_fields(space, mod, off)
+            if not changed:  # no choice of it changes the pipeline: no reward can depend on it
+                continue
+            raise ValueError(
+                f"the surrogate reward does not model module {mod.name!r} ({type(mod).__name__}), whose "
+                f"choices change the pipeline's {', '.join(changed)}: it scores the built-in "
+                "AugmentModule, ArchitectureModule and HyperParameterModule (one of each), so every "
+                f"choice of {mod.name!r} would get the same reward. Use reward='train' (real training) "
+                "or an Evaluator of your own, or declare the module's effect on the surrogate's logit: "
+                "a class attribute surrogate_effects = {decision: (offset per choice, ...)} for each of "
+                f"its decisions {names} (see ma2ml_env.rewards.surrogate, 'Other modules')")
+        if not isinstance(declared, Mapping) or sorted(declared) != sorted(names):
+            got = sorted(declared) if isinstance(declared, Mapping) else type(declared).__name__
+            raise ValueError(f"surrogate_effects of module {mod.name!r} must map each of its decisions "
+                             f"{names} to one logit offset per choice, got {got}")
+        effects[mod.name] = {}
+        for j, d in enumerate(mod.decisions):
+            try:
+                row = [float(v) for v in declared[d.name]]
+            except (TypeError, ValueError):
+                row = []
+            if len(row) != len(d.choices) or not all(abs(v) <= max_effect for v in row):
+                raise ValueError(
+                    f"surrogate_effects[{d.name!r}] of module {mod.name!r} must hold {len(d.choices)} "
+                    f"numbers in [-{max_effect:g}, {max_effect:g}] (one logit offset per choice of "
+                    f"{list(d.choices)}), got {declared[d.name]!r}")
+            effects[mod.name][d.name] = row
+            if any(row):  # all zeros: declared to have no effect
+                cols.append(off + j)
+                tables.append(row)
+    if not cols:
+        effects = {}  # nothing changes a score: the built-ins' paths (and config) as they are
+    return effects, cols, tables
 
 
 # -- feature maps of single decision values (vectorised through per-choice tables) -------------------

@@ -46,6 +46,11 @@ Clients
     ``node_3`` choose 1, 2 and 3 edges, so wrap it with one group per agent:
     ``PettingZooWrapper(env, group_map=MarlGroupMapType.ONE_GROUP_PER_AGENT)``.
 
+Fidelity
+    The tables hold final values only (no per-epoch accuracy), so these tasks are single-fidelity: their
+    evaluator declares no :class:`~ma2ml_env.Fidelity` and a scheduler refuses them. The multi-fidelity
+    recorded tasks are the learning curves of :mod:`ma2ml_env.rewards.learning_curves`.
+
 The tables need the optional package: ``pip install "ma2ml[tabular]"``; it is imported when a task is
 first built, and each table is converted to arrays once per process.
 """
@@ -80,6 +85,7 @@ __all__ = [
     "benchmark_env",
     "benchmark_env_id",
     "load_table",
+    "table_columns",
 ]
 
 _INSTALL = 'pip install "ma2ml[tabular]"'
@@ -329,6 +335,30 @@ def _recorded_seed(seeds: np.ndarray, n: np.ndarray) -> np.ndarray:
     return (z % n.astype(np.uint64)).astype(np.int64)
 
 
+def table_columns(space: SearchSpace, params: Sequence[tuple[str, Sequence[Any]]], benchmark: str,
+                  build_with: str) -> np.ndarray:
+    """The column of the flat joint action of each table parameter (in ``params`` order), or ``ValueError``
+    when the space's decisions are not exactly the table's (a missing one cannot be looked up, an extra one
+    would silently not change the score) or their choices differ. ``build_with`` names the call that builds
+    the right env, for the message."""
+    cols: dict[str, int] = {}
+    for mod, off in zip(space.modules, space.offsets):
+        for j, d in enumerate(mod.decisions):
+            cols.setdefault(d.name, off + j)
+    table = dict(params)
+    missing = [p for p in table if p not in cols]
+    unknown = [n for n in cols if n not in table]
+    if missing or unknown:
+        raise ValueError(f"benchmark {benchmark!r} is a table over {list(table)}; the env's modules lack "
+                         f"{missing} and add {unknown}, which the table cannot score. Build it with {build_with}")
+    for mod in space.modules:
+        for d in mod.decisions:
+            if tuple(d.choices) != tuple(table[d.name]):
+                raise ValueError(f"decision {d.name!r} of module {mod.name!r} has choices {list(d.choices)}; "
+                                 f"the table of {benchmark!r} records {list(table[d.name])}")
+    return np.array([cols[p] for p, _ in params], dtype=np.int64)
+
+
 class TabularEvaluator(Evaluator):
     """Reward backend of a tabular task: a table lookup per evaluation (see the module docstring).
 
@@ -363,28 +393,9 @@ class TabularEvaluator(Evaluator):
     def bind(self, space: SearchSpace) -> None:
         """Map every table parameter to its column of the flat joint action; refuse decisions the table
         does not have (they would silently not change the score)."""
-        cols: dict[str, int] = {}
-        for mod, off in zip(space.modules, space.offsets):
-            for j, d in enumerate(mod.decisions):
-                cols.setdefault(d.name, off + j)
-        params = dict(self.table.params)
-        missing = [p for p in params if p not in cols]
-        unknown = [n for n in cols if n not in params]
-        if missing or unknown:
-            raise ValueError(
-                f"benchmark {self.benchmark!r} is a table over {list(params)}; the env's modules lack "
-                f"{missing} and add {unknown}, which the table cannot score. Build it with "
-                f"ma2ml_env.benchmark_env({self.benchmark!r})"
-            )
-        for mod in space.modules:
-            for d in mod.decisions:
-                if tuple(d.choices) != tuple(params[d.name]):
-                    raise ValueError(
-                        f"decision {d.name!r} of module {mod.name!r} has choices {list(d.choices)}; "
-                        f"the table of {self.benchmark!r} records {list(params[d.name])}"
-                    )
+        self._cols = table_columns(space, self.table.params, self.benchmark,
+                                   f"ma2ml_env.benchmark_env({self.benchmark!r})")
         self.space = space
-        self._cols = np.array([cols[p] for p, _ in self.table.params], dtype=np.int64)
         self._radix = self.table.radix
 
     def _require_bound(self) -> SearchSpace:

@@ -20,6 +20,13 @@ raises out of :meth:`TrainEvaluator.evaluate_pipeline`:
 
 Failed evaluations score ``failure_score``. Device memory is freed after every child.
 
+Multi-fidelity (:mod:`~ma2ml_env.rewards.fidelity`): the evaluator's ``fidelity`` levels are epochs of the
+child's schedule (``fidelity_epochs``; by default 1, 2, 4... up to the longest schedule of the search space).
+``evaluate(actions, seeds, levels=, start=)`` stops each child after that many epochs of its full schedule
+(``info["curve"]``: the validation accuracy at every level it passed), keeps its training state, and a later
+call with ``start`` continues it from there, to exactly the result of training straight through; a state
+that is gone (another worker's memory, see ``state_dir``) means training from scratch at the full cost.
+
 Example::
 
     import ma2ml_env
@@ -39,20 +46,24 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import json
 import math
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ma2ml_env.data import DATASETS, FASHION_MNIST_ROOT, ImageData, load_dataset
+from ma2ml_env.data import ImageData, check_dataset_location, load_dataset
 from ma2ml_env.models import build_model, count_flops, count_params
 from ma2ml_env.rewards.base import BatchResult, CostBudget, EvalResult, PipelineEvaluator
+from ma2ml_env.rewards.fidelity import Fidelity, epoch_fidelity, epoch_ladder, space_max_epochs
+from ma2ml_env.rewards.train_fidelity import TrainStates, level_plan
 from ma2ml_env.training import (
+    Trainer,
     TrainingDiverged,
     TrainingTimeout,
     evaluate_accuracy,
@@ -65,6 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from ma2ml_env.pipeline import Pipeline
+    from ma2ml_env.space import SearchSpace
 
 __all__ = ["TrainEvaluator", "check_dataset_location", "failure_status", "resolve_device", "train_final"]
 
@@ -80,78 +92,6 @@ def _plain(v: Any) -> Any:
     if isinstance(v, os.PathLike):
         return os.fspath(v)
     return repr(v)
-
-
-def check_dataset_location(
-    dataset: Any, root: str | os.PathLike | None = None, download: bool = False
-) -> None:
-    """Check, without loading anything, that a dataset argument of :class:`TrainEvaluator` can be found:
-    a known name, and for file-backed datasets a ``root`` that exists (CIFAR: unless ``download=True``).
-
-    Raises:
-        ValueError: naming the dataset, the path looked at and how to fix it.
-    """
-    if isinstance(dataset, ImageData):
-        return
-    if isinstance(dataset, Mapping):
-        spec = dict(dataset)
-        name = spec.get("name")
-        root = spec.get("root", root)
-        download = spec.get("download", download)
-    else:
-        name = dataset
-    if name not in DATASETS:
-        raise ValueError(
-            f"unknown dataset {name!r}; use one of {list(DATASETS)}, a spec dict or an ImageData"
-        )
-    how = f"pass root=<folder> (reward_kwargs={{'dataset': {name!r}, 'root': ...}}; CLI: --data-root)"
-    if name in ("cifar10", "cifar100"):
-        folder = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
-        if root is None:
-            raise ValueError(
-                f"dataset {name!r} needs the folder that holds {folder}/: {how}, and download=True "
-                "to fetch it there"
-            )
-        path = Path(root).expanduser() / folder
-        if not path.is_dir() and not download:
-            raise ValueError(
-                f"dataset {name!r} not found: {str(path)!r} does not exist. Put the data there, point "
-                f"root=... at the folder that holds {folder}/, or pass download=True to download it"
-            )
-    elif name == "imagefolder":
-        if root is None:
-            raise ValueError(f"dataset 'imagefolder' needs root=<folder of class sub-folders>: {how}")
-        path = Path(root).expanduser()
-        if not path.is_dir():
-            raise ValueError(
-                f"dataset 'imagefolder' not found: {str(path)!r} is not a folder; point root=... at "
-                "the folder of class sub-folders (ImageFolder data cannot be downloaded)"
-            )
-    elif name == "npz":
-        if root is None:
-            raise ValueError(
-                "dataset 'npz' needs root=<path of an .npz file with x_train, y_train, x_test, y_test>"
-            )
-        path = Path(root).expanduser()
-        if not path.is_file():
-            raise ValueError(
-                f"dataset 'npz' not found: no file at {str(path)!r}; root must be the path of an "
-                ".npz file with x_train, y_train, x_test, y_test"
-            )
-    elif name in ("mnist", "fashion_mnist"):
-        if root is None:
-            if name == "fashion_mnist" and Path(FASHION_MNIST_ROOT).is_dir():
-                return
-            hint = f" (apt-get install dataset-fashion-mnist puts them in {FASHION_MNIST_ROOT})" \
-                if name == "fashion_mnist" else ""
-            raise ValueError(f"dataset {name!r} needs root=<folder of the four IDX files>{hint}: {how}")
-        folder = Path(root).expanduser()
-        stem = "train-images-idx3-ubyte"
-        if not any((folder / f).is_file() for f in (stem + ".gz", stem)):
-            raise ValueError(
-                f"dataset {name!r} not found: no {stem}.gz (or {stem}) in {str(folder)!r}; point "
-                "root=... at the folder of the four IDX files"
-            )
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -221,6 +161,11 @@ class TrainEvaluator(PipelineEvaluator):
         bn_recalibration: before validation, BatchNorm statistics are re-estimated on this many clean
             training images (0 disables; see :func:`ma2ml_env.training.recalibrate_bn`).
         failure_score: score of failed evaluations.
+        fidelity_epochs: the fidelity levels, in epochs of the child's schedule (the last is the full
+            training; :mod:`~ma2ml_env.rewards.train_fidelity`); ``None``: 1, 2, 4... up to the longest
+            schedule of the search space, set at ``bind``. Full trainings are the same at any ladder.
+        state_dir: a folder for the saved trainings of children stopped early (shared by parallel workers
+            and resumed searches); ``None``: this process's memory.
         dataset_kwargs: more :func:`~ma2ml_env.data.load_dataset` keyword arguments (e.g. ``image_size``,
             ``check_md5``, ``size`` / ``shape`` / ``num_classes`` for ``synthetic``).
 
@@ -249,6 +194,8 @@ class TrainEvaluator(PipelineEvaluator):
         num_threads: int | None = 1,
         bn_recalibration: int = 512,
         failure_score: float = 0.0,
+        fidelity_epochs: Sequence[float] | None = None,
+        state_dir: str | os.PathLike | None = None,
         **dataset_kwargs: Any,
     ) -> None:
         budget = CostBudget.coerce(budget)  # the one rule of every backend (a dict of fields too)
@@ -277,6 +224,9 @@ class TrainEvaluator(PipelineEvaluator):
         self.bn_recalibration = int(bn_recalibration)
         self.failure_score = float(failure_score)
         self.dataset_kwargs = dict(dataset_kwargs)
+        self.fidelity_epochs = None if fidelity_epochs is None else list(fidelity_epochs)
+        self.fidelity = epoch_fidelity(fidelity_epochs)
+        self.states = TrainStates(state_dir)
         check_dataset_location(dataset, root, download)
         self._data: ImageData | None = None
         self._resized: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -326,29 +276,52 @@ class TrainEvaluator(PipelineEvaluator):
         return self._resized[resolution]
 
     # -- evaluation ---------------------------------------------------------------------------------------
+    def bind(self, space: SearchSpace) -> None:
+        super().bind(space)
+        if self.fidelity_epochs is None:  # the default ladder: up to the longest schedule of this space
+            self.fidelity = Fidelity(epoch_ladder(space_max_epochs(space)), "epochs")
+
     def evaluate(self, actions: np.ndarray, seeds: np.ndarray,
-                 on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
-        """Train and validate each row's pipeline with its seed (:class:`PipelineEvaluator`), loading the
+                 on_result: Callable[[int, EvalResult], None] | None = None, *,
+                 levels: np.ndarray | None = None, start: np.ndarray | None = None) -> BatchResult:
+        """Train and validate each row's pipeline with its seed (:class:`PipelineEvaluator`), at its fidelity
+        level (``levels``, continuing from ``start``: :mod:`~ma2ml_env.rewards.train_fidelity`), loading the
         dataset once first and running under ``num_threads``.
 
         Raises:
             FileNotFoundError: the dataset is missing (a configuration error, not a child's failure).
+            ValueError: a level or start outside the fidelity levels.
         """
         with _num_threads(self.num_threads if self.device.type == "cpu" else None):
             _ = self.data  # load the dataset once, before the first child
-            return super().evaluate(actions, seeds, on_result)
+            return super().evaluate(actions, seeds, on_result, levels=levels, start=start)
+
+    def _evaluate_row(self, row: np.ndarray, seed: int, level: int | None = None, start: int = -1) -> EvalResult:
+        if level is None:
+            return super()._evaluate_row(row, seed)
+        pipeline = self._pipeline_of(row)
+        with _num_threads(self.num_threads if self.device.type == "cpu" else None):
+            return self._evaluate_one(pipeline, int(seed), (int(level), int(start)))
 
     def evaluate_pipeline(self, pipeline: Pipeline, seed: int) -> EvalResult:
         """Train and validate one pipeline with its seed; every failure of the child is a status."""
         with _num_threads(self.num_threads if self.device.type == "cpu" else None):
             return self._evaluate_one(pipeline, int(seed))
 
-    def _evaluate_one(self, pipeline: Pipeline, seed: int) -> EvalResult:
+    def _state_key(self, pipeline: Pipeline, seed: int, level: int) -> str:
+        # the settings that change rewards, and the kind of device: RNG states do not move between kinds
+        if getattr(self, "_settings", None) is None:
+            self._settings = json.dumps(self.config(), sort_keys=True)
+        return self.states.key(f"{self._settings}|{self.device.type}", pipeline.key(), seed,
+                               self.fidelity.levels[level])
+
+    def _evaluate_one(self, pipeline: Pipeline, seed: int, at: tuple[int, int] | None = None) -> EvalResult:
+        """One child; ``at`` = ``(level, start)`` for a fidelity level (else the full training)."""
         t0 = time.perf_counter()
         deadline = t0 + self.time_limit if self.time_limit is not None else None
         data = self.data
         flops = params = math.nan
-        model = None
+        model = trainer = None
         info: dict[str, Any] = {"device": str(self.device), "dataset": data.name}
         try:
             model = build_model(
@@ -374,32 +347,33 @@ class TrainEvaluator(PipelineEvaluator):
             model = model.to(self.device)
             if self.channels_last:
                 model = model.to(memory_format=torch.channels_last)
-            stats = fit(
+            trainer = Trainer(
                 model, pipeline, train_x, data.train_y, num_classes=data.num_classes, mean=data.mean,
-                std=data.std, seed=seed, epoch_scale=self.epoch_scale, deadline=deadline,
-                channels_last=self.channels_last, amp=self.amp,
-            )
-            recalibrate_bn(
-                model, train_x, mean=data.mean, std=data.std, channels_last=self.channels_last, amp=self.amp,
-                max_images=self.bn_recalibration,
-            )
-            if deadline is not None and time.perf_counter() > deadline:
-                raise TrainingTimeout("time limit reached at the end of training")
-            acc = evaluate_accuracy(
-                model,
-                val_x,
-                data.val_y,
-                mean=data.mean,
-                std=data.std,
-                channels_last=self.channels_last,
+                std=data.std, seed=seed, epoch_scale=self.epoch_scale, channels_last=self.channels_last,
                 amp=self.amp,
             )
-            if deadline is not None and time.perf_counter() > deadline:
-                raise TrainingTimeout("time limit reached during validation")
+
+            def validate() -> float:
+                recalibrate_bn(trainer.model, train_x, mean=data.mean, std=data.std, channels_last=self.channels_last,
+                               amp=self.amp, max_images=self.bn_recalibration)
+                if deadline is not None and time.perf_counter() > deadline:
+                    raise TrainingTimeout("time limit reached at the end of training")
+                out = evaluate_accuracy(trainer.model, val_x, data.val_y, mean=data.mean, std=data.std,
+                                        channels_last=self.channels_last, amp=self.amp)
+                if deadline is not None and time.perf_counter() > deadline:
+                    raise TrainingTimeout("time limit reached during validation")
+                return out
+
+            if at is None:
+                trainer.run(trainer.total, deadline)
+                acc = validate()
+            else:
+                acc = self._train_levels(trainer, validate, at, seed, deadline, info)
+            stats = trainer.stats()
             score, status, budget_info = budget.apply(acc, flops, params)
             info.update(budget_info)
             info.update(
-                train_loss=stats.train_loss, steps=stats.steps, epochs=stats.epochs,
+                train_loss=stats.train_loss, steps=stats.steps, epochs=stats.epochs, images=stats.images,
                 images_per_s=stats.images_per_s, train_seconds=stats.seconds,
             )
             return EvalResult(
@@ -414,8 +388,36 @@ class TrainEvaluator(PipelineEvaluator):
                 seconds=time.perf_counter() - t0, info=info,
             )
         finally:
-            del model
+            model = trainer = None
             self._free_memory()
+
+    def _train_levels(self, trainer: Trainer, validate: Callable[[], float], at: tuple[int, int], seed: int,
+                      deadline: float | None, info: dict[str, Any]) -> float:
+        """Train from the saved state at level ``start`` (from scratch when it is missing) to ``level``,
+        validating at every level on the way (``info["curve"]``: epochs -> accuracy); save the state at
+        ``level`` unless it is the full training; the accuracy at ``level``."""
+        (level, start), pipe = at, trainer.pipeline
+        first = 0
+        if start >= 0:
+            state = self.states.get(self._state_key(pipe, seed, start))
+            if state is not None:
+                trainer.load_state_dict(state)
+                first = start + 1
+            info["continued"] = state is not None  # False: the saved state was gone, trained from scratch
+        curve: dict[str, float] = {}
+        acc, done = math.nan, -1
+        plan = level_plan(trainer, self.fidelity, level, first)
+        for epochs, step in plan:
+            trainer.run(step, deadline)
+            if step == plan[-1][1] and level < self.fidelity.top:  # saved before BN recalibration
+                self.states.put(self._state_key(pipe, seed, level), trainer.state_dict())
+            if trainer.step != done:  # a level past the child's own schedule is its full training
+                acc, done = validate(), trainer.step
+            curve[f"{epochs:g}"] = acc
+        if first:
+            self.states.discard(self._state_key(pipe, seed, start))
+        info["curve"] = curve
+        return acc
 
     @property
     def deterministic(self) -> bool:  # type: ignore[override]
@@ -444,6 +446,7 @@ class TrainEvaluator(PipelineEvaluator):
             "time_limit": self.time_limit, "channels_last": self.channels_last, "amp": self.amp,
             "bn_recalibration": self.bn_recalibration, "failure_score": self.failure_score,
             "dataset_kwargs": _plain(self.dataset_kwargs),
+            **({} if self.fidelity_epochs is None else {"fidelity_epochs": _plain(self.fidelity_epochs)}),
         }
 
     def _free_memory(self) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ma2ml_env.rewards.base import BatchResult, EvalResult, Evaluator, make_evaluator
+from ma2ml_env.rewards.fidelity import fidelity_request
 from ma2ml_env.rewards.retry import FAILURE_KINDS, RetryPolicy, Task
 from ma2ml_env.rewards.scheduling import SlotPool, run_tasks
 
@@ -88,13 +89,26 @@ class BackendWrapper(Evaluator, SlotPool):
         self.inner.bind(space)
         self.space = space
 
+    @property
+    def fidelity(self) -> Any:
+        return self.inner.fidelity
+
     def evaluate(self, actions: np.ndarray, seeds: np.ndarray,
-                 on_result: Callable[[int, EvalResult], None] | None = None) -> BatchResult:
+                 on_result: Callable[[int, EvalResult], None] | None = None, *,
+                 levels: np.ndarray | None = None, start: np.ndarray | None = None) -> BatchResult:
         """Evaluate the rows on this backend's slots, calling ``on_result(i, result)`` as soon as row ``i``'s
-        result is final (after its retries); the batch returned is in input order."""
+        result is final (after its retries); the batch returned is in input order. ``levels``/``start``
+        (:mod:`~ma2ml_env.rewards.fidelity`) are checked here and each row's travels with its task to the
+        worker (a training backend's saved states live in the worker that made them, or in its
+        ``state_dir``)."""
         if len(actions) != len(seeds):
             raise ValueError(f"got {len(seeds)} seeds for {len(actions)} joint actions; "
                              "pass one seed per joint action")
+        lv = st = None
+        if (levels is not None or start is not None) and self.fidelity is not None:
+            lv, st = (a.tolist() for a in fidelity_request(self.fidelity, len(actions), levels, start))
+        elif levels is not None or start is not None:  # checked: the one level of an evaluator without any
+            fidelity_request(None, len(actions), levels, start)
         results: list[EvalResult | None] = [None] * len(actions)
 
         def finish(index: int, result: EvalResult) -> None:
@@ -103,7 +117,8 @@ class BackendWrapper(Evaluator, SlotPool):
                 on_result(index, result)
 
         if len(actions):
-            tasks = deque(Task(i, row, s) for i, (row, s) in enumerate(zip(actions, np.asarray(seeds).tolist())))
+            tasks = deque(Task(i, row, s, None if lv is None else lv[i], -1 if st is None else st[i])
+                          for i, (row, s) in enumerate(zip(actions, np.asarray(seeds).tolist())))
             run_tasks(self, tasks, self.policy, finish, time_limit=self.time_limit, name=self.name)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:  # pragma: no cover - a bug in a backend's slots
