@@ -61,7 +61,7 @@ def cell_path(out: Path, task: str, algo: str, workers: int, seed: int) -> Path:
 
 
 def _median_full(ev: Any) -> float:
-    return float(np.median(ev._cum[:, -1]))
+    return float(np.median(ev.full_costs))
 
 
 def run_cell(out: str, folder: str, task: str, algo: str, workers: int, seed: int, budget: int,
@@ -90,11 +90,11 @@ def run_cell(out: str, folder: str, task: str, algo: str, workers: int, seed: in
     result = run(algorithm, env, budget=10**6, seed=seed, batch_size=batch_size, scheduler=scheduler,
                  workers=workers, budget_seconds=budget * _median_full(ev) / workers)
     trials = sorted(result.trials, key=lambda t: (t.clock, t.index))
-    acc = ev._acc
+    final = ev.final_accuracies
     record = dict(
         task=task, algo=algo, workers=workers, seed=seed, budget=budget, batch_size=batch_size,
-        wall_seconds=time.perf_counter() - t0, optimum=float(acc[:, -1].max()),
-        median=float(np.median(acc[:, -1])), median_full_seconds=_median_full(ev),
+        wall_seconds=time.perf_counter() - t0, optimum=float(final.max()),
+        median=float(np.median(final)), median_full_seconds=_median_full(ev),
         clock=[round(t.clock, 3) for t in trials], level=[t.level for t in trials],
         score=[round(t.score, 6) for t in trials],
         true_final=np.round(ev.true_score_of(np.array([t.action for t in trials], dtype=np.int64)), 6).tolist(),

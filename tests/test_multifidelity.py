@@ -66,6 +66,15 @@ def test_learning_curve_task_prices_continuations_by_the_recorded_times():
     np.testing.assert_array_equal(full.score, ev.true_score_of(rows))
     best, action = ev.optimum()
     assert best == pytest.approx(ev.true_score_of(env.unwrapped.codec.encode(action)[None])[0])
+    # the table's finals and full costs, public and read-only (the suite's regret normalisation reads them)
+    assert ev.final_accuracies.max() == best and ev.final_accuracies.min() < best
+    assert ev.full_costs.shape == ev.final_accuracies.shape
+    assert np.isin(ev.full_cost_of(rows), ev.full_costs).all() and np.isin(ev.true_score_of(rows),
+                                                                            ev.final_accuracies).all()
+    with pytest.raises(ValueError, match="read-only"):
+        ev.final_accuracies[0] = 2.0
+    with pytest.raises(ValueError, match="read-only"):
+        ev.full_costs[0] = 2.0
     with pytest.raises(ValueError, match="the tasks in"):
         ma2ml_env.LearningCurveEvaluator("nope", LCBENCH)
 

@@ -144,6 +144,17 @@ class LearningCurveEvaluator(Evaluator):
         flat[self._cols] = idx
         return float(self._acc[row, -1]), self.space.codec.decode(flat)
 
+    @property
+    def final_accuracies(self) -> np.ndarray:
+        """The final (full-training) accuracy of every configuration of the table (read-only), e.g. for a
+        regret normalisation: ``max()`` is the optimum, ``np.median()`` the median configuration."""
+        return _read_only(self._acc[:, -1])
+
+    @property
+    def full_costs(self) -> np.ndarray:
+        """The recorded time of a full training of every configuration of the table (read-only)."""
+        return _read_only(self._cum[:, -1])
+
     def true_score_of(self, flat_actions: np.ndarray) -> np.ndarray:
         """The final (full-training) accuracy of flat joint actions."""
         return self._acc[self._rows(flat_actions), -1]
@@ -151,6 +162,12 @@ class LearningCurveEvaluator(Evaluator):
     def full_cost_of(self, flat_actions: np.ndarray) -> np.ndarray:
         """The recorded time of a full training of flat joint actions."""
         return self._cum[self._rows(flat_actions), -1]
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    v = a.view()
+    v.flags.writeable = False
+    return v
 
 
 def learning_curve_env(task: str, folder: str | Path, **env_kwargs: Any):
