@@ -41,5 +41,22 @@ def test_cells_regret_curves_and_report(tmp_path):
     assert {k: v for k, v in after.items() if k != "wall_seconds"} == {
         k: v for k, v in before.items() if k != "wall_seconds"}
     report = mf.report(out).read_text()
-    assert "## W = 1 simulated workers" in report and "| random+hyperband | 2 |" in report
+    assert "## LCBench, W = 1 simulated workers" in report and "| random+hyperband | 2 |" in report
     assert (out / "regret-vs-time-w2.png").stat().st_size > 0
+    assert "surrogate" not in report.split("\n## ", 1)[1]  # no surrogate cells: no surrogate section
+
+
+def test_the_surrogate_is_a_task_of_the_preset(tmp_path):
+    mf = _suite_mf()
+    out = tmp_path / "mf"
+    mf.main(["run", "--out", str(out), "--curves-folder", str(LCBENCH), "--tasks", "surrogate", "--algos",
+             "random+hyperband", "--workers", "2", "--seeds", "1", "--budget", "4"])
+    (rec,) = mf.load(out)[("random+hyperband", 2)]
+    _env, optimum, median, median_full = mf.task_env("surrogate", str(LCBENCH))
+    assert rec["task"] == "surrogate" and (rec["optimum"], rec["median"]) == (optimum, median)
+    assert 0 < median < optimum <= 1 and median_full > 0
+    # several fidelity levels were used, and the incumbent's regret is measured on the noise-free final score
+    assert len(set(rec["level"])) > 1 and max(rec["true_final"]) <= optimum
+    assert 0 <= mf.regret_curve(rec, np.array([1e9]))[0] < 1
+    report = mf.report(out).read_text()
+    assert "## surrogate, W = 2 simulated workers" in report and (out / "regret-vs-time-surrogate-w2.png").exists()
