@@ -60,3 +60,21 @@ def test_the_surrogate_is_a_task_of_the_preset(tmp_path):
     assert 0 <= mf.regret_curve(rec, np.array([1e9]))[0] < 1
     report = mf.report(out).read_text()
     assert "## surrogate, W = 2 simulated workers" in report and (out / "regret-vs-time-surrogate-w2.png").exists()
+
+
+def test_the_report_says_by_how_much_ma2ml_misses_its_target():
+    mf = _suite_mf()
+    grid = np.array([1.0, 2.0, 4.0, 8.0])
+    times = [2.0, 8.0]
+    # regret curves over the grid, two cells each: ma2ml+hyperband is lowest early, the peer at the end
+    curves = {"ma2ml+hyperband": np.array([[0.9, 0.5, 0.4, 0.3]] * 2),
+              "optuna-hyperband": np.array([[1.0, 0.8, 0.3, 0.2]] * 2)}
+    at = {a: c[:, [1, 3]] for a, c in curves.items()}
+    lines = mf._target_lines(sorted(curves), at, times, curves, grid, "optuna-hyperband", 0.2)
+    text = "\n".join(lines)
+    assert "@2: lowest (0.500)" in text and "@8: 0.300 vs 0.200 (`optuna-hyperband`, +0.100)" in text
+    assert "Does not reach `optuna-hyperband`'s final regret (0.200)" in text and "by 4.0" in text
+    curves["ma2ml+hyperband"] = np.array([[0.9, 0.15, 0.1, 0.1]] * 2)  # reaches it at 2, the peer at 8
+    at = {a: c[:, [1, 3]] for a, c in curves.items()}
+    text = "\n".join(mf._target_lines(sorted(curves), at, times, curves, grid, "optuna-hyperband", 0.2))
+    assert "at 2.0, 0.25x the peer's 8.0 (target: <= 0.5x)" in text and "@8: lowest (0.100)" in text
