@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -39,14 +38,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from suite_mf import make_search
 from suite_report import bootstrap_ci  # the suite's one mean-and-interval
+from suite_tables import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-#: method -> (registry algorithm or None for a peer, scheduler or peer name)
-METHODS: dict[str, tuple[str | None, str]] = {
-    "ma2ml+hyperband": ("ma2ml", "hyperband"), "ma2ml+full": ("ma2ml", "full"),
-    "optuna-hyperband": (None, "optuna-hyperband"),
-}
+#: the methods: labels of the multi-fidelity suite's ALGOS (built by its make_search)
+METHODS = ("ma2ml+hyperband", "ma2ml+full", "optuna-hyperband")
 #: dataset -> training images (a seeded subset; None: all)
 DATASETS: dict[str, int | None] = {"digits": None, "fashion_mnist": 2000}
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -73,18 +71,9 @@ def run_cell(out: Path, dataset: str, method: str, seed: int, budget_seconds: fl
 
     torch.set_num_threads(1)
     from agents.base import run
-    from agents.registry import make_algorithm
-    from agents.schedulers import make_scheduler
 
     env = make_env(dataset, max_train)
-    name, sched = METHODS[method]
-    if name is None:
-        from agents.peers import make_peer
-
-        scheduler = make_peer(sched, seed=seed)
-        algorithm = scheduler.algorithm
-    else:
-        algorithm, scheduler = make_algorithm(name), make_scheduler(sched)
+    algorithm, scheduler = make_search(method, seed)
     t0 = time.perf_counter()
     result = run(algorithm, env, budget=10**6, seed=seed, scheduler=scheduler, workers=1,
                  budget_seconds=budget_seconds)
@@ -96,12 +85,7 @@ def run_cell(out: Path, dataset: str, method: str, seed: int, budget_seconds: fl
                   level=[t.level for t in trials], full=[bool(t.full) for t in trials],
                   score=[t.score for t in trials],
                   status=[t.status for t in trials], action=[np.asarray(t.action).tolist() for t in trials])
-    path = cell_path(out, dataset, method, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(cell_path(out, dataset, method, seed), json.dumps(record))
 
 
 def incumbent(rec: dict, t: float) -> float:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -57,6 +56,7 @@ from suite_tables import (
     make_env,
     make_env_kwargs,
     unregistered,
+    write_atomic,
 )
 
 __all__ = [
@@ -109,11 +109,7 @@ def run_cell(out: str, task: str, algo: str, seed: int, budget: int, batch_size:
     if hasattr(env.evaluator, "true_score_of"):  # seed mean (tabular) or noise-free (surrogate): true worth
         flat = np.array([t.action for t in result.trials], dtype=np.int64)
         record["true_scores"] = env.evaluator.true_score_of(flat).tolist()
-    path = cell_path(Path(out), task, algo, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    path = write_atomic(cell_path(Path(out), task, algo, seed), json.dumps(record))
     env.close()
     return str(path)
 

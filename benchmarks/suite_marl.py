@@ -17,12 +17,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from suite_tables import ALGORITHMS, TABULAR_TASKS, TASKS
+from suite_tables import ALGORITHMS, TABULAR_TASKS, TASKS, write_atomic
 
 from agents.aggregates import (
     interval,
@@ -139,13 +138,9 @@ def write_marl_eval(out: Path, cells: dict[tuple[str, str], list[dict]]) -> list
         budget = budgets[0]
         data = marl_eval_json(fam, {t: {a: [_metrics(r) for r in rs] for a, rs in algos_.items()}
                                     for t, algos_ in runs.items()}, steps_grid(budget))
-        path = out / "marl-eval" / f"{fam}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
         # six decimals: the recorded scores' own precision is lower, and the files stay a third of the size
         data = json.loads(json.dumps(data), parse_float=lambda x: round(float(x), 6))
-        tmp.write_text(json.dumps(data, separators=(",", ":")))
-        os.replace(tmp, path)
+        write_atomic(out / "marl-eval" / f"{fam}.json", json.dumps(data, separators=(",", ":")))
         metrics = ", ".join(f"`{m}`" for m in _metrics(runs[tasks[0]][algos[0]][0]))
         lines.append(f"- [`marl-eval/{fam}.json`](marl-eval/{fam}.json): {len(tasks)} tasks, {len(algos)} "
                      f"algorithms, {len(seeds)} runs, steps every 10 evaluations to {budget}"

@@ -25,7 +25,6 @@ import argparse
 import concurrent.futures as cf
 import gzip
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from suite_report import bootstrap_ci  # the suite's one mean-and-interval
+from suite_tables import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FOLDER = ROOT.parent / "shared" / "data" / "lcbench-mf"
@@ -83,6 +83,21 @@ def task_env(task: str, folder: str) -> tuple[Any, float, float, float]:
     return env, float(ev.optimum()[0]), float(np.median(ev.true_score_of(sample))), float(np.median(full.seconds))
 
 
+def make_search(algo: str, seed: int) -> tuple[Any, Any]:
+    """``(algorithm, scheduler)`` of an :data:`ALGOS` label, for ``run(algorithm, env, ..., scheduler=)``: a
+    registered algorithm under one of our schedulers, or a peer (its own sampler and stopping rule)."""
+    name, sched = ALGOS[algo]
+    if name is None:
+        from agents.peers import make_peer
+
+        peer = make_peer(sched, seed=seed, **PEER_KWARGS.get(sched, {}))
+        return peer.algorithm, peer
+    from agents.registry import make_algorithm
+    from agents.schedulers import make_scheduler
+
+    return make_algorithm(name), make_scheduler(sched)
+
+
 def run_cell(out: str, folder: str, task: str, algo: str, workers: int, seed: int, budget: int,
              batch_size: int) -> str:
     """Run one cell and write its JSON file atomically."""
@@ -90,19 +105,10 @@ def run_cell(out: str, folder: str, task: str, algo: str, workers: int, seed: in
 
     torch.set_num_threads(1)
     from agents.base import run
-    from agents.registry import make_algorithm
-    from agents.schedulers import make_scheduler
 
     env, optimum, median, median_full = task_env(task, folder)
     ev = env.unwrapped.evaluator
-    name, sched = ALGOS[algo]
-    if name is None:
-        from agents.peers import make_peer
-
-        scheduler = make_peer(sched, seed=seed, **PEER_KWARGS.get(sched, {}))
-        algorithm = scheduler.algorithm
-    else:
-        algorithm, scheduler = make_algorithm(name), make_scheduler(sched)
+    algorithm, scheduler = make_search(algo, seed)
     t0 = time.perf_counter()
     # every search gets the same GPU time: `budget` median full trainings (W workers share it)
     result = run(algorithm, env, budget=10**6, seed=seed, batch_size=batch_size, scheduler=scheduler,
@@ -115,13 +121,9 @@ def run_cell(out: str, folder: str, task: str, algo: str, workers: int, seed: in
         score=[round(t.score, 6) for t in trials],
         true_final=np.round(ev.true_score_of(np.array([t.action for t in trials], dtype=np.int64)), 6).tolist(),
     )
-    path = cell_path(Path(out), task, algo, workers, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     # six decimals (the tables' own precision is lower), gzipped: a cell holds every result of the search
-    tmp.write_bytes(gzip.compress(json.dumps(record).encode(), mtime=0))
-    os.replace(tmp, path)
-    return str(path)
+    return str(write_atomic(cell_path(Path(out), task, algo, workers, seed),
+                            gzip.compress(json.dumps(record).encode(), mtime=0)))
 
 
 def regret_curve(rec: dict, times: np.ndarray) -> np.ndarray:

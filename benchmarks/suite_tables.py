@@ -22,6 +22,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write a result file whole or not at all (a cell killed half-way leaves no file, so a rerun redoes it):
+    the parent folder is made, the data goes to ``<path>.tmp``, then replaces ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data)
+    os.replace(tmp, path)
+    return path
+
 # -- what is benchmarked -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AlgoSpec:
