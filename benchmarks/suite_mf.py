@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import functools
 import gzip
 import json
 import sys
@@ -75,12 +76,21 @@ def task_env(task: str, folder: str) -> tuple[Any, float, float, float]:
         ev = env.unwrapped.evaluator
         final = ev.final_accuracies
         return env, float(final.max()), float(np.median(final)), float(np.median(ev.full_costs))
-    env = ma2ml_env.parallel_env(reward="surrogate")
-    base, ev = env.unwrapped, env.unwrapped.evaluator
+    return (ma2ml_env.parallel_env(reward="surrogate"), *_surrogate_figures())
+
+
+@functools.cache
+def _surrogate_figures() -> tuple[float, float, float]:
+    """The surrogate's ``(optimum, median, median full-training seconds)``, once per process (the exact
+    optimum and 5,000 full evaluations take seconds; every surrogate cell needs the same figures)."""
+    import ma2ml_env
+
+    base = ma2ml_env.parallel_env(reward="surrogate").unwrapped
+    ev = base.evaluator
     rng = np.random.default_rng(0)
     sample = np.stack([base.codec.sample(rng) for _ in range(5000)])
     full = base.evaluate(sample, np.arange(len(sample)))  # no levels: full trainings (seconds: their cost)
-    return env, float(ev.optimum()[0]), float(np.median(ev.true_score_of(sample))), float(np.median(full.seconds))
+    return float(ev.optimum()[0]), float(np.median(ev.true_score_of(sample))), float(np.median(full.seconds))
 
 
 def make_search(algo: str, seed: int) -> tuple[Any, Any]:
